@@ -1,0 +1,1 @@
+"""gradlab: see how neural networks train, measured."""

@@ -1,0 +1,48 @@
+"""Turn the composed config into engine objects (the one place that maps config keys to the engine)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.engine import (
+    MLP, GradientClipper, Loss, Optimizer, Regularizer, make_activation, make_initializer, make_loss,
+    make_optimizer, make_regularizer,
+)
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dict(cfg).items() if k != "name"}
+
+
+def build_network(model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng: np.random.Generator,
+                  dtype: str | None = None) -> MLP:
+    """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope)."""
+    activation = make_activation(model["activation"], slope=model.get("slope"), alpha=model.get("alpha"))
+    params = _plain(init)
+    bias = float(params.pop("bias", 0.0) or 0.0)
+    initializer = make_initializer(init["name"], negative_slope=activation.negative_slope, **params)
+    return MLP(in_dim, out_dim, int(model["depth"]), int(model["width"]), activation, initializer, rng,
+               dtype=DTYPES[dtype or model.get("dtype", "float32")], batch_norm=bool(model.get("batch_norm")),
+               residual=bool(model.get("residual")), bias_value=bias)
+
+
+def build_loss(model: Mapping) -> Loss:
+    return make_loss(model.get("loss", "cross_entropy"))
+
+
+def build_regularizer(regularizer: Mapping) -> Regularizer | None:
+    params = _plain(regularizer)
+    return make_regularizer(regularizer["name"], **params)
+
+
+def build_optimizer(optimizer: Mapping, net: MLP) -> Optimizer:
+    return make_optimizer(optimizer["name"], decay_keys=net.weight_keys, **_plain(optimizer))
+
+
+def build_clipper(clip: Mapping | None) -> GradientClipper:
+    clip = clip or {}
+    return GradientClipper(max_norm=clip.get("max_norm"), max_value=clip.get("max_value"))

@@ -1,0 +1,105 @@
+"""Data sets by name (scikit-learn's generators plus spiral and xor) and the train/val/test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import datasets as skd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+def digits(n_samples, noise, rng, **_):
+    """The bundled 8x8 handwritten digits (1,797 images, 10 classes); n_samples and noise unused."""
+    return skd.load_digits(return_X_y=True)
+
+
+def moons(n_samples, noise, rng, **_):
+    return skd.make_moons(n_samples=n_samples, noise=noise, random_state=_seed(rng))
+
+
+def circles(n_samples, noise, rng, factor=0.5, **_):
+    return skd.make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=_seed(rng))
+
+
+def blobs(n_samples, noise, rng, n_classes=3, n_features=2, **_):
+    return skd.make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
+                          cluster_std=1.0 + noise, random_state=_seed(rng))
+
+
+def classification(n_samples, noise, rng, n_classes=3, n_features=20, **_):
+    """scikit-learn's make_classification; `noise` is the share of flipped labels."""
+    return skd.make_classification(n_samples=n_samples, n_features=n_features, n_informative=min(n_features, 10),
+                                   n_classes=n_classes, flip_y=noise, random_state=_seed(rng))
+
+
+def spiral(n_samples, noise, rng, n_classes=3, **_):
+    """CS231n's interleaved spirals: not linearly separable, a classic small-MLP test."""
+    per = n_samples // n_classes
+    r = np.tile(np.linspace(0.0, 1.0, per), n_classes)  # (n,)
+    k = np.repeat(np.arange(n_classes), per)  # (n,)
+    t = k * 4.0 + r * 4.0 + rng.standard_normal(per * n_classes) * (noise + 1e-12) * 4.0
+    X = np.c_[r * np.sin(t), r * np.cos(t)]  # (n, 2)
+    return X, k
+
+
+def xor(n_samples, noise, rng, **_):
+    """Points in [-1, 1]^2 labelled by the sign of x0 * x1: the problem a linear model cannot solve."""
+    X = rng.uniform(-1.0, 1.0, size=(n_samples, 2))  # (n, 2)
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    X += rng.standard_normal(X.shape) * noise
+    return X, y
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**31 - 1))
+
+
+SOURCES = {f.__name__: f for f in (digits, moons, circles, blobs, classification, spiral, xor)}
+
+
+@dataclass
+class Split:
+    """Standardized features (fitted on train only) and integer labels per split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_val.max(initial=0), self.y_test.max()) + 1)
+
+
+def load(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, **params):
+    """Raw (X, y) of the named source."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown data set {name!r}; allowed: {', '.join(SOURCES)}")
+    X, y = SOURCES[name](n_samples, noise, np.random.default_rng(seed), **params)
+    return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
+
+
+def split_standardize(X: np.ndarray, y: np.ndarray, test_size: float, val_size: float, seed: int,
+                      dtype=np.float32) -> Split:
+    """Stratified train/val/test split (sizes are shares of all examples), then standardize on train."""
+    x_rest, x_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+    if val_size > 0:
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_size / (1.0 - test_size), stratify=y_rest, random_state=seed)
+    else:
+        x_train, y_train = x_rest, y_rest
+        x_val, y_val = x_rest[:0], y_rest[:0]
+    scaler = StandardScaler().fit(x_train)
+
+    def scale(a: np.ndarray) -> np.ndarray:
+        return (scaler.transform(a) if len(a) else a).astype(dtype)
+
+    return Split(scale(x_train), y_train, scale(x_val), y_val, scale(x_test), y_test)
