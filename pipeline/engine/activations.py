@@ -16,6 +16,7 @@ class Activation:
     max_grad: float = 1.0  # sup f'(z): the reference for the saturation probe
     kink_at_zero: bool = False  # f' is discontinuous at 0 (finite differences must avoid it)
     relu_family: bool = False  # outputs exactly 0 for z < 0: units can die
+    saturates: bool = False  # f' -> 0 for large |z| (sigmoid, tanh) or z -> -inf (elu)
     negative_slope: float = 0.0  # slope for z < 0, for He's gain as PyTorch defines it
     params: tuple[str, ...] = ()  # constructor keywords this activation accepts
 
@@ -50,6 +51,7 @@ class Identity(Activation):
 
 class Sigmoid(Activation):
     name = "sigmoid"
+    saturates = True
     grad_at_zero = 0.25
     max_grad = 0.25
 
@@ -63,6 +65,7 @@ class Sigmoid(Activation):
 
 class Tanh(Activation):
     name = "tanh"
+    saturates = True
     grad_at_zero = 1.0
 
     def fn(self, z):
@@ -115,6 +118,7 @@ class LeakyReLU(Activation):
 
 class ELU(Activation):
     name = "elu"
+    saturates = True
     relu_family = False  # never exactly 0 for z < 0: ELU units saturate instead of dying
 
     params = ("alpha",)
@@ -140,7 +144,7 @@ class ELU(Activation):
 
 
 ACTIVATIONS: dict[str, type[Activation]] = {
-    cls.name: cls for cls in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU)
+    cls.name: cls for cls in (Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Identity)
 }
 
 

@@ -106,3 +106,31 @@ def make_initializer(name: str, **params) -> Initializer:
     accepted = initializer_params(name)
     bound = {k: v for k, v in params.items() if k in accepted and v is not None}
     return functools.partial(INITIALIZERS[name], **bound)
+
+
+# Var[W_ij] each formula implies, from the scheme's parameters (defaults filled in); None for the
+# deterministic schemes. Orthogonal: a unit-norm column of a (fan_in >= fan_out) orthonormal matrix
+# gives the same Var[z] as 1/fan_in per entry, 1/fan_out otherwise.
+VARIANCES: dict[str, Callable[..., float | None]] = {
+    "zeros": lambda fi, fo, p: None,
+    "constant": lambda fi, fo, p: None,
+    "normal": lambda fi, fo, p: p["std"] ** 2,
+    "uniform": lambda fi, fo, p: p["limit"] ** 2 / 3.0,
+    "standard": lambda fi, fo, p: p["gain"] ** 2 / (3.0 * fi),
+    "xavier_uniform": lambda fi, fo, p: p["gain"] ** 2 * 2.0 / (fi + fo),
+    "xavier_normal": lambda fi, fo, p: p["gain"] ** 2 * 2.0 / (fi + fo),
+    "he_uniform": lambda fi, fo, p: _he_gain(p["gain"], p["negative_slope"]) ** 2 / fi,
+    "he_normal": lambda fi, fo, p: _he_gain(p["gain"], p["negative_slope"]) ** 2 / fi,
+    "lecun_normal": lambda fi, fo, p: p["gain"] ** 2 / fi,
+    "orthogonal": lambda fi, fo, p: p["gain"] ** 2 / max(fi, fo),
+}
+
+
+def weight_variance(name: str, fan_in: int, fan_out: int, **params) -> float | None:
+    """Var[W_ij] that the scheme's formula implies for this layer (None for zeros and constant)."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown init {name!r}; allowed: {', '.join(INITIALIZERS)}")
+    sig = inspect.signature(INITIALIZERS[name]).parameters
+    bound = {k: sig[k].default for k in initializer_params(name)}
+    bound.update({k: v for k, v in params.items() if k in bound and v is not None})
+    return VARIANCES[name](fan_in, fan_out, bound)

@@ -35,14 +35,18 @@ class Trainer:
     clipper: GradientClipper = field(default_factory=GradientClipper)
     preclip_grads: dict[str, np.ndarray] = field(init=False)
     last_grad_norm: float = field(init=False, default=float("nan"))
+    previous_weights: dict[str, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         # with clipping on, a copy of the raw gradients; otherwise the gradients themselves (no copy)
         self.preclip_grads = ({k: np.empty_like(g) for k, g in self.net.grads.items()}
                               if self.clipper.active else self.net.grads)
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One update on the batch (x, y); returns the batch loss including the penalty."""
+    def step(self, x: np.ndarray, y: np.ndarray, snapshot: bool = False) -> float:
+        """One update on the batch (x, y); returns the batch loss including the penalty.
+
+        With `snapshot`, the weights before the update are kept in `previous_weights` (for update ratios).
+        """
         net = self.net
         logits = net.forward(x, train=True)  # (batch, classes)
         value, dlogits = self.loss(logits, y)
@@ -56,6 +60,13 @@ class Trainer:
             for k, g in net.grads.items():
                 np.copyto(self.preclip_grads[k], g)
             self.last_grad_norm = self.clipper(net.grads)
+        if snapshot:
+            for k in net.weight_keys:
+                buf = self.previous_weights.get(k)
+                if buf is None:
+                    self.previous_weights[k] = net.params[k].copy()
+                else:
+                    np.copyto(buf, net.params[k])
         self.optimizer.step(net.params, net.grads)
         return value
 

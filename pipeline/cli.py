@@ -1,0 +1,93 @@
+"""The thin `@hydra.main` shared by every stage: one line for a user mistake, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
+
+from pipeline.paths import CONF_DIR
+from pipeline.tracking import Terminated, install_signal_handlers
+from pipeline.validate import ConfigError
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once (1 outside a parallel launcher)."""
+    if not in_multirun():
+        return 1
+    n = HydraConfig.get().launcher.get("n_jobs", 1) or 1
+    return (os.cpu_count() or 1) if n < 0 else int(n)
+
+
+def blas_limit():
+    """One share of the cores per parallel job, so BLAS threads of concurrent jobs do not fight."""
+    jobs = parallel_jobs()
+    if jobs <= 1:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=max(1, (os.cpu_count() or 1) // jobs), user_api="blas")
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """SIGTERM raises Terminated while a stage runs (runs end KILLED), then the old handler is back.
+
+    Restoring matters in loky workers: loky stops idle workers with SIGTERM, which must stay quiet.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    install_signal_handlers()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] | None = None,
+               config_name: str = "config") -> Callable[[], None]:
+    """Wrap a pure `run(cfg) -> dict` as the stage's command-line entry point."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def main(cfg: DictConfig):
+        multirun = in_multirun()
+        job = f"job {HydraConfig.get().job.num}: " if multirun else ""
+        try:
+            with blas_limit(), sigterm_raises():
+                result = run(cfg)
+        except (KeyboardInterrupt, Terminated) as e:
+            if multirun:
+                raise
+            # the run is already flushed and marked KILLED by its context manager
+            print(f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED",
+                  file=sys.stderr)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
+        except ConfigError as e:
+            print(f"error: {job}{e}", file=sys.stderr)
+            if multirun:  # one bad job of a sweep must not stop the others
+                return {"status": "invalid", "error": str(e)}
+            sys.exit(2)
+        except Exception as e:
+            if not multirun:
+                raise
+            # the job's run is already marked FAILED with the error; the sweep goes on
+            print(f"error: {job}failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        if report is not None:
+            print(report(result))
+        return result
+
+    return main

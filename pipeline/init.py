@@ -1,0 +1,89 @@
+"""python -m pipeline.init: the initialization analysis of Glorot & Bengio (2010) and He et al. (2015).
+
+No training: build the network, push the fixed probe batch forward, backpropagate once, and compare
+the activation and gradient scale per layer with what the init formula predicts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import plots
+from pipeline.cli import stage_main
+from pipeline.engine import layer_name
+from pipeline.probes import ProbeSet, all_probes, verdict
+from pipeline.probes.theory import predicted_act_var
+from pipeline.recording import Recorder, log_config, open_run
+from pipeline.seeding import rng_for
+from pipeline.train import build_trainer, load_data, probe_indices
+from pipeline.validate import validate
+
+
+def analyse(cfg: DictConfig, data) -> tuple[dict, object]:
+    """(metrics, network) of the initialized network on the probe batch."""
+    trainer = build_trainer(cfg, data)
+    net = trainer.net
+    idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
+    x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        loss, dlogits = trainer.loss(net.forward(x, train=True), y)
+        net.backward(dlogits)
+        # the activations of that same training-mode pass (batch norm normalizes by the batch, as in training)
+        acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
+        metrics = ProbeSet(net, None, x, all_probes(exact_spectral=True)).measure(activations=acts)
+    metrics["init/loss"] = loss
+    init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
+    theory = predicted_act_var(net, cfg.init.name, dict(init_params, negative_slope=net.activation.negative_slope),
+                               bias=float(cfg.init.get("bias") or 0.0))
+    if theory is not None:
+        metrics.update({f"theory_act_var/{layer_name(i)}": v for i, v in enumerate(theory, 1)})
+    return metrics, net
+
+
+def per_layer(metrics: dict, prefix: str, n: int) -> list[float]:
+    return [metrics.get(f"{prefix}/{layer_name(i)}", math.nan) for i in range(1, n + 1)]
+
+
+def run(cfg: DictConfig) -> dict:
+    """Analyse the configured network at initialization; returns the per-layer profile and verdict."""
+    validate(cfg)
+    data = load_data(cfg)
+    with open_run(cfg, "init") as run:
+        log_config(run, cfg)
+        metrics, net = analyse(cfg, data)
+        Recorder(run).log(metrics, 0)
+        labels = verdict({k: v for k, v in metrics.items() if math.isfinite(v)}, net)
+        run.set_tags({"verdict": ",".join(labels)})
+        n = len(net.layers)
+        act_std, grad_std = per_layer(metrics, "act_std", n), per_layer(metrics, "grad_std", n)
+        theory = per_layer(metrics, "theory_act_var", n)
+        theory_std = [math.sqrt(v) for v in theory] if all(math.isfinite(v) for v in theory) else None
+        title = f"{cfg.model.activation} + {cfg.init.name}, depth {cfg.model.depth}, width {cfg.model.width}"
+        run.log_figure(plots.depth_profile({"activation std": act_std, "gradient std (dL/dz)": grad_std},
+                                           theory=theory_std, title=title), "plots/depth_profile.png")
+    return {"run_id": run.run_id, "verdict": labels, "act_std": act_std, "grad_std": grad_std,
+            "theory_act_std": theory_std, "metrics": metrics}
+
+
+def report(result: dict) -> str:
+    a, g = result["act_std"], result["grad_std"]
+    hidden = len(a) - 1
+    lines = [f"{'layer':>5}  {'act_std':>10}  {'theory':>10}  {'grad_std':>10}"]
+    theory = result["theory_act_std"] or [math.nan] * len(a)
+    for i in range(len(a)):
+        name = f"{i + 1:>5}" if i < hidden else "  out"
+        lines.append(f"{name}  {a[i]:10.3e}  {theory[i]:10.3e}  {g[i]:10.3e}")
+    if hidden >= 2:
+        lines.append(f"act_std layer {hidden} / layer 1 = {a[hidden - 1] / a[0]:.3e}; "
+                     f"grad_std layer 1 / layer {hidden} = {g[0] / g[hidden - 1]:.3e}")
+    lines.append(f"verdict {','.join(result['verdict'])}" + (f"  run {result['run_id']}" if result["run_id"] else ""))
+    return "\n".join(lines)
+
+
+main = stage_main(run, report)
+
+if __name__ == "__main__":
+    main()

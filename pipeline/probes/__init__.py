@@ -1,0 +1,39 @@
+"""Measurements read from the engine after a step: one class per instrument, run together by ProbeSet."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.engine import MLP, Trainer
+from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
+from pipeline.probes.base import Probe, ProbeContext
+from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
+from pipeline.probes.verdict import verdict
+from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
+
+
+def all_probes(exact_spectral: bool = False) -> list[Probe]:
+    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(), SpectralNorm(exact=exact_spectral), Sparsity(),
+            ActivationStats(), Saturation(), DeadUnits()]
+
+
+class ProbeSet:
+    """The probes that apply to this network, measured together on one shared context."""
+
+    def __init__(self, net: MLP, trainer: Trainer | None = None, probe_x: np.ndarray | None = None,
+                 probes: list[Probe] | None = None):
+        self.net, self.trainer, self.probe_x = net, trainer, probe_x
+        self.probes = [p for p in (probes if probes is not None else all_probes()) if p.applies(net)]
+        if probe_x is None:
+            self.probes = [p for p in self.probes if not p.needs_activations]
+
+    def measure(self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, float]:
+        """Every probe on one shared context; `activations` replaces the eval-mode probe forward."""
+        ctx = ProbeContext(self.net, self.trainer, self.probe_x, activations)
+        out: dict[str, float] = {}
+        for probe in self.probes:
+            out.update(probe.measure(ctx))
+        return out
+
+
+__all__ = ["Probe", "ProbeContext", "ProbeSet", "all_probes", "verdict"]

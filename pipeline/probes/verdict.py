@@ -1,0 +1,59 @@
+"""The verdict of a run: healthy, or one or more of vanishing, exploding, dead, saturated, diverged, symmetric."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipeline.engine import MLP, layer_name
+
+# thresholds, documented in the README's "Verdicts" table
+VANISHING_RATIO = 1e-3  # first-layer / last-layer gradient norm (or last / first hidden activation std)
+EXPLODING_RATIO = 1e3
+DEAD_SHARE = 0.5  # dead_relu/total
+SATURATED_SHARE = 0.5  # mean saturation over hidden layers
+SYMMETRY_TOL = 1e-6
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
+
+
+def is_symmetric(net: MLP) -> bool:
+    """Some hidden layer (width > 1) whose units all have the same incoming weights and bias within 1e-6."""
+    for layer in net.hidden:
+        w = layer.params["W"]  # (fan_in, width)
+        if w.shape[1] < 2:
+            continue
+        cols = [w] + ([layer.params["b"][None, :]] if "b" in layer.params else [])
+        if all(np.abs(c - c[:, :1]).max() <= SYMMETRY_TOL for c in cols):
+            return True
+    return False
+
+
+def verdict(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
+    """Labels from the last measured value of each metric (and the network for symmetry)."""
+    labels = []
+    if diverged:
+        labels.append("diverged")
+    n = net and len(net.layers)
+    if n:
+        grad_ratio = _ratio(latest.get(f"grad_norm/{layer_name(1)}"), latest.get(f"grad_norm/{layer_name(n)}"))
+        act_ratio = (_ratio(latest.get(f"act_std/{layer_name(n - 1)}"), latest.get(f"act_std/{layer_name(1)}"))
+                     if n > 2 else None)
+        ratios = [r for r in (grad_ratio, act_ratio) if r is not None]
+        if any(r < VANISHING_RATIO for r in ratios):
+            labels.append("vanishing")
+        if any(r > EXPLODING_RATIO for r in ratios):
+            labels.append("exploding")
+    if latest.get("dead_relu/total", 0.0) > DEAD_SHARE:
+        labels.append("dead")
+    saturation = [v for k, v in latest.items() if k.startswith("saturation/") and math.isfinite(v)]
+    if saturation and float(np.mean(saturation)) > SATURATED_SHARE:
+        labels.append("saturated")
+    if net is not None and is_symmetric(net):
+        labels.append("symmetric")
+    return labels or ["healthy"]

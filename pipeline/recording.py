@@ -1,0 +1,84 @@
+"""What a stage records about its run: metric history (for plots and results) mirrored to MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking
+from pipeline.cli import in_multirun
+
+History = dict[str, list[tuple[int, float]]]
+
+# keys that do not change what a run computes: left out of the config hash
+_UNHASHED = ("hydra", "tracking", "study")
+
+
+class Recorder:
+    """Keeps every logged metric in memory and forwards it to the (buffered) tracking run."""
+
+    def __init__(self, run):
+        self.run = run
+        self.history: History = defaultdict(list)
+        self.latest: dict[str, float] = {}
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            value = float(value)
+            self.history[key].append((step, value))
+            self.latest[key] = value
+        self.run.log_metrics(metrics, step)
+
+    def finite_latest(self) -> dict[str, float]:
+        return {k: v for k, v in self.latest.items() if math.isfinite(v)}
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers, without Hydra's own node."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("hydra", None)
+    return c
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded)."""
+    c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(stage: str, swept: list[str] | None = None) -> str:
+    """'train', or inside a sweep the values of the swept keys: 'train model.activation=relu init=he_normal'."""
+    if not in_multirun():
+        return stage
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra", "tracking"))]
+    if swept:
+        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    return " ".join([stage, *overrides])
+
+
+def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
+    """A TrackedRun (or NullRun with tracking.enabled=false) tagged with the stage and config hash."""
+    if not cfg.tracking.enabled:
+        return tracking.NullRun()
+    tracking.end_stale_active_run()
+    all_tags = {"stage": stage, "config_hash": config_hash(cfg), **(tags or {})}
+    from pipeline.sweep import sweep_info
+
+    sweep = sweep_info() if in_multirun() else {}
+    return tracking.TrackedRun(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment,
+                               run_name=run_name(stage, sweep.get("swept")), tags=all_tags,
+                               parent_run_id=sweep.get("parent_run_id"))
+
+
+def log_config(run, cfg: DictConfig) -> None:
+    """Params = the flattened resolved config; the YAML itself as an artifact."""
+    plain = plain_config(cfg)
+    run.log_params(tracking.flatten(plain))
+    run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")

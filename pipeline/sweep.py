@@ -1,0 +1,68 @@
+"""Hydra multirun -> one MLflow parent run per sweep, every job a child of it (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from pipeline import tracking
+
+# in the sweep folder rather than only the environment: loky may reuse workers started before this sweep
+SWEEP_FILE = "mlflow_sweep.json"
+
+
+def sweep_info() -> dict:
+    """Inside a Hydra multirun job: {"parent_run_id", "swept": [keys]} of its sweep ({} when unknown)."""
+    try:
+        return json.loads((Path(HydraConfig.get().sweep.dir) / SWEEP_FILE).read_text())
+    except (ValueError, OSError):
+        return {}
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a sweep varies (a,b lists, range(), choice(), glob()), from its command-line overrides."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.get_key_element() for o in parsed if o.is_sweep_override()]
+
+
+class MlflowSweepCallback(Callback):
+    """Creates the parent run (and the store, once, before any worker) and closes it with a summary."""
+
+    def __init__(self) -> None:
+        self.parent: tracking.TrackedRun | None = None
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        if not config.tracking.enabled:
+            return
+        uri = tracking.resolve_uri(config.tracking.uri)
+        tracking.ensure_experiment(uri, config.tracking.experiment)  # schema migrated here, not in racing workers
+        overrides = " ".join(config.hydra.overrides.task)
+        self.parent = tracking.TrackedRun(uri, config.tracking.experiment, run_name=f"sweep {overrides}".strip(),
+                                          tags={"stage": "sweep", "sweep": overrides}, parent_run_id="").start()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        info = {"parent_run_id": self.parent.run_id, "swept": swept_keys(list(config.hydra.overrides.task))}
+        (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        os.environ[tracking.PARENT_RUN_ENV] = self.parent.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        if self.parent is None:
+            return
+        children = tracking.child_runs(self.parent.uri, self.parent.run_id)
+        statuses = [r.info.status for r in children]
+        jobs = sum(1 for p in self.sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) if self.sweep_dir else 0
+        counts = {s: statuses.count(s) for s in sorted(set(statuses))}
+        invalid = max(0, jobs - len(children))
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items()) + (f", {invalid} invalid" if invalid else "")
+        self.parent.set_tags({"children": str(len(children)), "summary": summary})
+        self.parent.end("FINISHED")
+        print(f"sweep: {len(children)} runs under parent run {self.parent.run_id}: {summary}")
+        print(f"open the MLflow UI: mlflow ui --backend-store-uri {self.parent.uri}")

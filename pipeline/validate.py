@@ -1,0 +1,180 @@
+"""Check the composed config once, before any work: one clear line per mistake, naming the key."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipeline.datasets import SOURCES
+from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
+
+SCHEDULES = ("constant", "step", "cosine")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the message is one line naming the key."""
+
+
+Check = Callable[[Any], str | None]  # returns what is allowed when the value is wrong, else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(lo: int | None = None) -> Check:
+    what = "an integer" + (f" >= {lo}" if lo is not None else "")
+    return lambda v: None if _is_int(v) and (lo is None or v >= lo) else what
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False) -> Check:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    what = "a number" + (" " + " and ".join(parts) if parts else "")
+
+    def check(v):
+        if not _is_number(v):
+            return what
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            return what
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            return what
+        return None
+    return check
+
+
+def choice(values) -> Check:
+    values = tuple(values)
+    return lambda v: None if v in values else "one of " + ", ".join(map(str, values))
+
+
+def boolean(v) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def optional(check: Check) -> Check:
+    def opt(v):
+        if v is None:
+            return None
+        what = check(v)
+        return None if what is None else f"null or {what}"
+    return opt
+
+
+def text(v) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+# the rules per key; group members are checked by key name, so every scheme's parameters are covered
+RULES: dict[str, Check] = {
+    "seed": integer(0),
+    "data.name": choice(SOURCES),
+    "data.n_samples": optional(integer(10)),
+    "data.noise": number(0),
+    "data.test_size": number(0, 1, lo_open=True, hi_open=True),
+    "data.val_size": number(0, 1, hi_open=True),
+    "data.seed": integer(0),
+    "data.factor": number(0, 1, lo_open=True, hi_open=True),
+    "data.n_classes": integer(2),
+    "data.n_features": integer(1),
+    "model.depth": integer(0),
+    "model.width": integer(1),
+    "model.activation": choice(ACTIVATIONS),
+    "model.slope": number(0),
+    "model.alpha": number(0, lo_open=True),
+    "model.batch_norm": boolean,
+    "model.residual": boolean,
+    "model.loss": choice(LOSSES),
+    "model.dtype": choice(DTYPES),
+    "init.name": choice(INITIALIZERS),
+    "init.std": number(0),
+    "init.mean": number(),
+    "init.value": number(),
+    "init.limit": number(0),
+    "init.gain": optional(number(0, lo_open=True)),
+    "init.bias": number(),
+    "optimizer.name": choice(OPTIMIZERS),
+    "optimizer.lr": number(0, lo_open=True),
+    "optimizer.momentum": number(0, 1, hi_open=True),
+    "optimizer.dampening": number(0, 1),
+    "optimizer.weight_decay": number(0),
+    "optimizer.lr_decay": number(0),
+    "optimizer.eps": number(0),
+    "optimizer.alpha": number(0, 1, hi_open=True),
+    "optimizer.beta1": number(0, 1, hi_open=True),
+    "optimizer.beta2": number(0, 1, hi_open=True),
+    "optimizer.centered": boolean,
+    "regularizer.name": choice(("none", *REGULARIZERS)),
+    "regularizer.strength": number(0),
+    "regularizer.l1_ratio": number(0, 1),
+    "train.epochs": integer(1),
+    "train.batch_size": optional(integer(1)),
+    "train.clip.max_norm": optional(number(0, lo_open=True)),
+    "train.clip.max_value": optional(number(0, lo_open=True)),
+    "train.schedule.name": choice(SCHEDULES),
+    "train.schedule.step_size": integer(1),
+    "train.schedule.gamma": number(0, 1, lo_open=True),
+    "train.schedule.min_lr": number(0),
+    "train.progress": choice(("auto", True, False)),
+    "probes.enabled": boolean,
+    "probes.every": integer(1),
+    "probes.batch_size": integer(1),
+    "probes.histograms": boolean,
+    "tracking.enabled": boolean,
+    "tracking.uri": optional(text),
+    "tracking.experiment": text,
+}
+
+
+def _flat(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show(v) -> str:
+    return "null" if v is None else repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
+    """Raise ConfigError on the first bad key (of `groups` when given, e.g. ("data",))."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat = _flat({k: v for k, v in cfg.items() if k != "hydra" and (groups is None or k in groups)})
+    for key, value in flat.items():
+        rule = RULES.get(key)
+        if rule is not None and (allowed := rule(value)) is not None:
+            raise ConfigError(f"{key}: got {_show(value)}; allowed: {allowed}")
+    _check_combinations(cfg, flat)
+
+
+def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
+    test, val = flat.get("data.test_size"), flat.get("data.val_size")
+    if _is_number(test) and _is_number(val) and test + val >= 1:
+        raise ConfigError(f"data.val_size: got {val} with data.test_size {test}; allowed: val_size + test_size < 1")
+    if flat.get("model.batch_norm") is True and flat.get("train.batch_size") == 1:
+        raise ConfigError("model.batch_norm: batch norm needs batches of >= 2 examples; "
+                          "allowed: train.batch_size >= 2 or null with batch_norm=true")
+
+
+def check_batch_size(batch_size: int | None, n_train: int) -> None:
+    """The batch size must fit the training split (known only once the data exist)."""
+    if batch_size is not None and batch_size > n_train:
+        raise ConfigError(f"train.batch_size: got {batch_size}; allowed: at most the {n_train} training "
+                          "examples, or null for the full batch")
