@@ -6,10 +6,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all gradcheck clean
+.PHONY: run test test-all gradcheck ui clean
 
+# a small sweep: 3 activations x 2 inits at depth 8, in parallel, one MLflow parent run
 run: $(STAMP)
-	$(PY) -m pipeline.demo
+	$(PY) -m pipeline.train -m hydra/launcher=joblib model.activation=sigmoid,tanh,relu \
+		init=xavier_uniform,he_normal model.depth=8 train.epochs=10
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 test: $(STAMP)
 	$(PY) -m pytest -q

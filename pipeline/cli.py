@@ -11,17 +11,13 @@ from collections.abc import Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from pipeline.paths import CONF_DIR
+from pipeline.sweep import in_multirun, job_label
 from pipeline.tracking import Terminated, install_signal_handlers
 from pipeline.validate import ConfigError
-
-
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def parallel_jobs() -> int:
@@ -64,7 +60,7 @@ def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
     def main(cfg: DictConfig):
         multirun = in_multirun()
-        job = f"job {HydraConfig.get().job.num}: " if multirun else ""
+        job = f"job {HydraConfig.get().job.num} ({job_label()}): " if multirun else ""
         try:
             with blas_limit(), sigterm_raises():
                 result = run(cfg)
@@ -87,7 +83,8 @@ def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] 
             print(f"error: {job}failed: {type(e).__name__}: {e}", file=sys.stderr)
             return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         if report is not None:
-            print(report(result))
+            text = report(result)
+            print(f"{job}\n{text}" if job and "\n" in text else f"{job}{text}")
         return result
 
     return main

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
-from pipeline.cli import in_multirun
+from pipeline.sweep import in_multirun, job_label, sweep_info
 
 History = dict[str, list[tuple[int, float]]]
 
@@ -51,16 +51,9 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_name(stage: str, swept: list[str] | None = None) -> str:
-    """'train', or inside a sweep the values of the swept keys: 'train model.activation=relu init=he_normal'."""
-    if not in_multirun():
-        return stage
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra", "tracking"))]
-    if swept:
-        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
-    return " ".join([stage, *overrides])
+def run_name(stage: str) -> str:
+    """'train', or inside a sweep with the swept values: 'train model.activation=relu init=he_normal'."""
+    return f"{stage} {job_label()}".strip()
 
 
 def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
@@ -69,11 +62,9 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
         return tracking.NullRun()
     tracking.end_stale_active_run()
     all_tags = {"stage": stage, "config_hash": config_hash(cfg), **(tags or {})}
-    from pipeline.sweep import sweep_info
-
     sweep = sweep_info() if in_multirun() else {}
     return tracking.TrackedRun(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment,
-                               run_name=run_name(stage, sweep.get("swept")), tags=all_tags,
+                               run_name=run_name(stage), tags=all_tags,
                                parent_run_id=sweep.get("parent_run_id"))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline import tracking
@@ -23,6 +24,21 @@ def sweep_info() -> dict:
         return json.loads((Path(HydraConfig.get().sweep.dir) / SWEEP_FILE).read_text())
     except (ValueError, OSError):
         return {}
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_label() -> str:
+    """Inside a sweep, the job's values of the swept keys ('model.activation=relu init=he_normal'); else ''."""
+    if not in_multirun():
+        return ""
+    swept = sweep_info().get("swept")
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra", "tracking"))]
+    if swept:
+        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    return " ".join(overrides)
 
 
 def swept_keys(overrides: list[str]) -> list[str]:
