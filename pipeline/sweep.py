@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -81,4 +82,5 @@ class MlflowSweepCallback(Callback):
         self.parent.set_tags({"children": str(len(children)), "summary": summary})
         self.parent.end("FINISHED")
         print(f"sweep: {len(children)} runs under parent run {self.parent.run_id}: {summary}")
-        print(f"open the MLflow UI: mlflow ui --backend-store-uri {self.parent.uri}")
+        mlflow_cli = Path(sys.executable).parent / "mlflow"
+        print(f"open the MLflow UI: {mlflow_cli} ui --backend-store-uri {self.parent.uri}  (or: make ui)")

@@ -1,0 +1,56 @@
+"""SIGTERM / SIGINT during a run: buffered metrics flushed, the run marked KILLED, a prompt exit."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+from threadpoolctl import threadpool_info
+
+from pipeline import cli as cli_module
+from pipeline.paths import ROOT
+from tests.helpers import tmp_store
+
+
+def runs_in(store):
+    client = MlflowClient(store)
+    try:
+        return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
+    except Exception:  # the store does not exist yet
+        return client, []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_marks_the_run_killed_and_keeps_its_metrics(tmp_path, sig, code):
+    store = tmp_store(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "train.epochs=100000", "probes.every=1",
+                             "model.depth=1", "data=xor", f"tracking.uri={store}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until the run exists and is training
+            time.sleep(0.5)
+            client, runs = runs_in(store)
+            if runs and runs[0].info.status == "RUNNING":
+                break
+        time.sleep(1.0)
+        t0 = time.time()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert time.time() - t0 < 10
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "run marked KILLED" in err
+    client, runs = runs_in(store)
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
+    history = client.get_metric_history(runs[0].info.run_id, "grad_norm/total")
+    assert len(history) > 10  # the buffered probes were flushed before the run ended
+
+
+def test_parallel_jobs_get_one_blas_thread_each(monkeypatch):
+    monkeypatch.setattr(cli_module, "parallel_jobs", lambda: 64)
+    with cli_module.blas_limit():
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
