@@ -15,6 +15,8 @@ from pipeline.sweep import in_multirun, job_label, sweep_info
 
 History = dict[str, list[tuple[int, float]]]
 
+HISTORY_FILE = "history.json"
+
 # keys that do not change what a run computes: left out of the config hash
 _UNHASHED = ("hydra", "tracking", "study")
 
@@ -64,8 +66,19 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     all_tags = {"stage": stage, "config_hash": config_hash(cfg), **(tags or {})}
     sweep = sweep_info() if in_multirun() else {}
     return tracking.TrackedRun(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment,
-                               run_name=run_name(stage), tags=all_tags,
-                               parent_run_id=sweep.get("parent_run_id"))
+                               run_name=cfg.tracking.get("run_name") or run_name(stage), tags=all_tags,
+                               parent_run_id=cfg.tracking.get("parent_run_id") or sweep.get("parent_run_id"))
+
+
+def log_history(run, history: History) -> None:
+    """The whole metric history as one JSON artifact: what study reports read back (inf stays inf)."""
+    encoded = {k: [[s, v if math.isfinite(v) else str(v)] for s, v in pts] for k, pts in history.items()}
+    run.log_text(json.dumps(encoded, separators=(",", ":")), HISTORY_FILE)
+
+
+def decode_history(data: dict | None) -> History:
+    """The inverse of log_history's encoding."""
+    return {k: [(int(s), float(v)) for s, v in pts] for k, pts in (data or {}).items()}
 
 
 def log_config(run, cfg: DictConfig) -> None:

@@ -41,6 +41,9 @@ _log = logging.getLogger(__name__)
 
 # A fresh SQLite store logs "Creating initial MLflow database tables..." at INFO on the user's
 # terminal; keep MLflow and alembic at WARNING unless the user asked for a level explicitly.
+# reading a run's artifacts back (study reports) would draw a progress bar per file on stderr
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 if "MLFLOW_LOGGING_LEVEL" not in os.environ:
     for _name in ("mlflow", "alembic"):
         logging.getLogger(_name).setLevel(logging.WARNING)
@@ -147,6 +150,32 @@ def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def find_runs(uri: str, experiment: str, tags: dict[str, str]) -> list:
+    """Runs of `experiment` carrying all of `tags`, newest first (empty when the experiment is missing)."""
+    client = _client(resolve_uri(uri))
+    found = _retry(client.get_experiment_by_name, experiment)
+    if found is None:
+        return []
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return _retry(client.search_runs, [found.experiment_id], query, max_results=50000,
+                  order_by=["attributes.start_time DESC"])
+
+
+def download_json(uri: str, run_id: str, artifact_file: str):
+    """A JSON artifact of a run, parsed (None when it is missing)."""
+    import json
+    import tempfile
+
+    client = _client(resolve_uri(uri))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = _retry(client.download_artifacts, run_id, artifact_file, tmp)
+        except (MlflowException, OSError):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+
 def child_runs(uri: str, parent_run_id: str) -> list:
     """The runs whose mlflow.parentRunId is `parent_run_id` (a sweep's or a study's jobs)."""
     client = _client(resolve_uri(uri))
@@ -222,6 +251,16 @@ class TrackedRun:
         run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         return self
+
+    @classmethod
+    def resume(cls, uri: str, run_id: str) -> TrackedRun:
+        """Reopen an ended run (a study's parent, on a re-run): RUNNING again, its tags and data kept."""
+        run = cls(uri, parent_run_id="")
+        run._client = _client(run.uri)
+        info = run._call(run._client.get_run, run_id).info
+        run.run_name, run.run_id = info.run_name, run_id
+        run._call(run._client.update_run, run_id, status="RUNNING")
+        return run
 
     def log_params(self, params: dict[str, str]) -> None:
         """Log params now, in batches of MLflow's 100-param limit."""

@@ -18,7 +18,7 @@ from pipeline.datasets import Split
 from pipeline.engine import MLP, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
 from pipeline.probes import ProbeContext, ProbeSet, verdict
-from pipeline.recording import Recorder, log_config, open_run
+from pipeline.recording import Recorder, log_config, log_history, open_run
 from pipeline.seeding import rng_for
 from pipeline.validate import check_batch_size, validate
 
@@ -65,6 +65,7 @@ class Loop:
     step: int = 0
     diverged_at_step: int | None = None
     epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0  # time in training steps only (probes and logging excluded), for loss vs time
 
     @property
     def net(self) -> MLP:
@@ -108,7 +109,9 @@ class Loop:
             self.step += 1
             last = b == len(batches) - 1
             measure = self.probes is not None and (self.step % every == 0 or last)
+            t0 = time.perf_counter()
             loss = self.trainer.step(x[idx], y[idx], snapshot=measure)
+            self.train_seconds += time.perf_counter() - t0
             if not math.isfinite(loss) or not math.isfinite(self.trainer.last_grad_norm if
                                                             self.trainer.clipper.active else 0.0):
                 self.diverge()
@@ -119,7 +122,8 @@ class Loop:
             total_loss += loss * len(idx)
             interval_loss, interval_n = interval_loss + loss, interval_n + 1
             if self.step % every == 0 or last:
-                self.recorder.log({"train/loss": interval_loss / interval_n}, self.step)
+                self.recorder.log({"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
+                                  self.step)
                 interval_loss, interval_n = 0.0, 0
             if measure:
                 metrics = self.probes.measure()
@@ -143,7 +147,9 @@ def run(cfg: DictConfig) -> dict:
         log_config(run, cfg)
         trainer = build_trainer(cfg, data)
         probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
-        probes = ProbeSet(trainer.net, trainer, probe_x) if cfg.probes.enabled else None
+        full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
+        probes = (ProbeSet(trainer.net, trainer, probe_x, full_batch=full_batch, batch_size=cfg.train.batch_size,
+                           rng=rng_for(cfg.seed, "probe")) if cfg.probes.enabled else None)
         recorder = Recorder(run)
         start_acts = layer_activations(probes) if cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)
@@ -157,6 +163,7 @@ def run(cfg: DictConfig) -> dict:
         run.set_tags({"verdict": ",".join(labels)})
         log_plots(run, recorder, start_acts, None if diverged or not cfg.probes.histograms
                   else layer_activations(probes))
+        log_history(run, recorder.history)
     final = {k: v for k, v in recorder.latest.items() if k.split("/")[0] in ("train", "val", "test")}
     return {"run_id": run.run_id, "verdict": labels, "diverged_at_step": loop.diverged_at_step,
             "steps": loop.step, "epochs": len(loop.epoch_seconds), "seconds": time.perf_counter() - t0,

@@ -129,9 +129,12 @@ RULES: dict[str, Check] = {
     "probes.every": integer(1),
     "probes.batch_size": integer(1),
     "probes.histograms": boolean,
+    "probes.gradient_noise": boolean,
     "tracking.enabled": boolean,
     "tracking.uri": optional(text),
     "tracking.experiment": text,
+    "tracking.run_name": optional(text),
+    "tracking.parent_run_id": optional(text),
 }
 
 

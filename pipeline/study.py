@@ -1,0 +1,239 @@
+"""python -m pipeline.study study=NAME [study.size=smoke|default|full] [study.n_jobs=N]
+
+A study is a sweep plus a report: its grid (Hydra override sweep syntax over the normal config keys)
+runs in parallel with joblib, every job a child of one MLflow parent run per study and size; jobs
+already FINISHED with the same config hash are skipped, so an interrupted study resumes and a
+finished one returns at once; then the study's report turns the runs into reports/<study>/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from joblib import Parallel, delayed
+from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
+
+from pipeline import prepare, tracking
+from pipeline.cli import stage_main
+from pipeline.paths import CONF_DIR, ROOT
+from pipeline.recording import HISTORY_FILE, config_hash, decode_history
+from pipeline.studies import STUDIES, report_for
+from pipeline.studies.base import StudyReport, StudyRun, markdown_table, mlflow_value
+from pipeline.validate import ConfigError, check_batch_size, validate
+
+REPORTS_DIR = ROOT / "reports"
+SIZES = ("smoke", "default", "full")
+
+
+@dataclass
+class Job:
+    """One point of the grid: its swept values and its composed config."""
+
+    label: str
+    values: dict[str, str]
+    cfg: DictConfig
+    hash: str
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """Compose from conf/ inside a Hydra app (the study command) or outside it (tests, other stages)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
+    """key -> value pairs into fixed overrides and swept keys with their values (a,b / range() / choice())."""
+    fixed, swept = [], {}
+    for key, value in (mapping or {}).items():
+        text = f"{key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}"
+        override = OverridesParser.create().parse_override(text)
+        if override.is_sweep_override():
+            swept[key] = [str(v) for v in override.sweep_string_iterator()]
+        else:
+            fixed.append(text)
+    return fixed, swept
+
+
+def expand(cfg: DictConfig) -> list[Job]:
+    """Every job of the study at its size, composed and validated before anything runs."""
+    study = cfg.study
+    size = study.size
+    if size not in SIZES:
+        raise ConfigError(f"study.size: got {size!r}; allowed: one of {', '.join(SIZES)}")
+    base_fixed, base_grid = split_overrides(study.get("grid"))
+    size_fixed, size_grid = split_overrides((study.get("sizes") or {}).get(size))
+    grid = {**base_grid, **size_grid}  # a size may narrow or widen an axis, or add one (seeds)
+    fixed = [o for o in base_fixed if o.split("=")[0] not in grid] + size_fixed
+    user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(("study=", "study.", "hydra"))]
+    jobs = []
+    for combo in itertools.product(*grid.values()) if grid else [()]:
+        values = dict(zip(grid, combo))
+        overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
+                     f"study.size={size}"]
+        job_cfg = _compose(overrides)
+        validate(job_cfg)
+        label = " ".join(f"{k}={v}" for k, v in values.items()) or study.name
+        jobs.append(Job(label, values, job_cfg, config_hash(job_cfg)))
+    return jobs
+
+
+def user_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides `cfg` was composed with (model.width=..., tracking.uri=...), to apply to every job.
+
+    From the command line Hydra keeps them; a config composed with return_hydra_config=True carries them.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if "hydra" in cfg:
+        return list(cfg.hydra.overrides.task)
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_job(stage: str, cfg: DictConfig, threads: int | None) -> dict:
+    """One job in a worker process: the stage's own run(), its failure recorded, never raised."""
+    from pipeline import init, train
+
+    stages = {"train": train.run, "init": init.run}
+    limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
+    try:
+        result = stages[stage](cfg)
+        return {"status": "FINISHED", "run_id": result["run_id"]}
+    except Exception as e:  # the run itself is already marked FAILED with the error
+        return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
+
+
+def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
+    """This study's parent run at this size: the existing one reopened, or a new one."""
+    tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
+    existing = tracking.find_runs(uri, cfg.tracking.experiment, tags)
+    if existing:
+        return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
+    return tracking.TrackedRun(uri, cfg.tracking.experiment, run_name=f"study {cfg.study.name} ({cfg.study.size})",
+                               tags={**tags, "claim": cfg.study.claim}, parent_run_id="").start()
+
+
+def _study_run(job: Job, child, uri: str) -> StudyRun:
+    """A job's record from its MLflow child run (metrics, verdict, history)."""
+    if child is None:
+        return StudyRun(job.label, job.values, "MISSING")
+    metrics = {k: mlflow_value(v) for k, v in child.data.metrics.items()}
+    verdict = [v for v in child.data.tags.get("verdict", "").split(",") if v]
+    history = decode_history(tracking.download_json(uri, child.info.run_id, HISTORY_FILE)) if child.info.status == \
+        "FINISHED" else {}
+    return StudyRun(job.label, job.values, child.info.status, child.info.run_id, verdict, metrics, history,
+                    child.data.tags.get("error"))
+
+
+def _pick(children: list) -> dict[str, object]:
+    """Per config hash, the newest FINISHED child, else the newest other one."""
+    best: dict[str, object] = {}
+    for c in sorted(children, key=lambda c: c.info.start_time):
+        h = c.data.tags.get("config_hash")
+        if h is None:
+            continue
+        if h not in best or c.info.status == "FINISHED" or best[h].info.status != "FINISHED":
+            best[h] = c
+    return best
+
+
+def write_report(name: str, claim: str, size: str, report: StudyReport, runs: list[StudyRun],
+                 seconds: float, folder: Path) -> list[Path]:
+    """reports/<study>/: summary.md, metrics.json and the PNG figures."""
+    from pipeline import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    files = [plots.save(fig, folder / fname) for fname, fig in report.figures.items()]
+    verdict = {True: "supported", False: "not supported", None: "undecided"}[report.supported]
+    failed = [r for r in runs if not r.ok]
+    lines = [f"# Study `{name}` ({size})", "", f"**Claim.** {claim}", "",
+             f"**Conclusion ({verdict}).** {report.conclusion}", "",
+             markdown_table(report.columns, report.rows)]
+    if failed:
+        lines += ["**Runs that did not finish:**", ""]
+        lines += [f"- `{r.label}`: {r.status}{': ' + r.error if r.error else ''}" for r in failed] + [""]
+    lines += report.notes + ([""] if report.notes else [])
+    lines += [f"![{f.stem}]({f.name})" for f in files] + [""]
+    lines += [f"{len(runs)} runs, {sum(r.ok for r in runs)} finished; wall time {seconds:.1f} s.", ""]
+    summary = folder / "summary.md"
+    summary.write_text("\n".join(lines))
+    metrics = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    metrics.update({"runs": len(runs), "finished": sum(r.ok for r in runs),
+                    "supported": {True: 1, False: 0, None: -1}[report.supported]})
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return [summary, folder / "metrics.json", *files]
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run (or resume) the study `cfg.study` and write its report."""
+    if "study" not in cfg or cfg.study is None:
+        raise ConfigError("study: no study selected; allowed: study=" + "|".join(STUDIES))
+    n_jobs = cfg.study.n_jobs
+    if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
+        raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
+    jobs = expand(cfg)
+    for job in jobs:  # prepared once here: parallel jobs must not race to build the same files
+        split, _ = prepare.load_or_build(job.cfg.data)
+        check_batch_size(job.cfg.train.batch_size, len(split.y_train))
+    t0 = time.perf_counter()
+    name, stage = cfg.study.name, cfg.study.get("stage", "train")
+    uri = tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None
+    parent = _parent(cfg, uri) if uri else tracking.NullRun()
+    with parent:
+        done = {}
+        if uri:
+            done = {h: c for h, c in _pick(tracking.child_runs(uri, parent.run_id)).items()
+                    if c.info.status == "FINISHED"}
+        todo = [j for j in jobs if j.hash not in done]
+        workers = max(1, min(len(todo), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs))
+        threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+        for job in todo:
+            job.cfg.tracking.parent_run_id = parent.run_id
+            job.cfg.tracking.run_name = f"{name} {job.label}"
+        outcomes = Parallel(n_jobs=workers, backend="loky")(
+            delayed(run_job)(stage, j.cfg, threads) for j in todo) if todo else []
+        children = _pick(tracking.child_runs(uri, parent.run_id)) if uri else {}
+        runs = [_study_run(j, children.get(j.hash), uri) for j in jobs]
+        seconds = time.perf_counter() - t0
+        report = report_for(name)(runs, cfg)
+        folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / name
+        files = write_report(name, cfg.study.claim, cfg.study.size, report, runs, seconds, folder)
+        for f in files:
+            parent.log_artifact(str(f), "report")
+        parent.set_tags({"conclusion": report.conclusion[:5000],
+                         "supported": {True: "yes", False: "no", None: "undecided"}[report.supported],
+                         "runs": str(len(runs)), "skipped": str(len(jobs) - len(todo))})
+    failures = [o for o in outcomes if o["status"] != "FINISHED"]
+    return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
+            "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds,
+            "supported": report.supported, "conclusion": report.conclusion, "parent_run_id": parent.run_id,
+            "report": str(folder / "summary.md"), "metrics": report.metrics}
+
+
+def report_line(result: dict) -> str:
+    verdict = {True: "SUPPORTED", False: "NOT SUPPORTED", None: "UNDECIDED"}[result["supported"]]
+    return (f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
+            f"{result['skipped']} already finished, {result['failed']} failed) in {result['seconds']:.1f} s\n"
+            f"{verdict}: {result['conclusion']}\nreport: {result['report']}")
+
+
+main = stage_main(run, report_line)
+
+if __name__ == "__main__":
+    main()
