@@ -6,10 +6,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all gradcheck ui clean
+.PHONY: run sweep test test-all gradcheck ui clean
 
-# a small sweep: 3 activations x 2 inits at depth 8, in parallel, one MLflow parent run
+# the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 run: $(STAMP)
+	$(PY) -m pipeline.study study=depth
+	$(PY) -m pipeline.report
+
+# a small ad-hoc sweep: 3 activations x 2 inits at depth 8, in parallel, one MLflow parent run
+sweep: $(STAMP)
 	$(PY) -m pipeline.train -m hydra/launcher=joblib model.activation=sigmoid,tanh,relu \
 		init=xavier_uniform,he_normal model.depth=8 train.epochs=10
 

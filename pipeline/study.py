@@ -66,26 +66,44 @@ def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
     return fixed, swept
 
 
+def _case_overrides(case) -> tuple[str, dict[str, str]]:
+    """A case's label and its key -> value overrides (its `name` entry is the label, not an override)."""
+    case = dict(case)
+    name = case.pop("name", None)
+    values = {k: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in case.items()}
+    return name or " ".join(f"{k}={v}" for k, v in values.items()), values
+
+
 def expand(cfg: DictConfig) -> list[Job]:
-    """Every job of the study at its size, composed and validated before anything runs."""
+    """Every job of the study at its size, composed and validated before anything runs.
+
+    Jobs are the study's `cases` (explicit override sets: one per cause, cure, scheme...; one empty case
+    when it has none) crossed with the product of its `grid` axes (sweep syntax: a,b,c / range()).
+    A size may replace `cases`, add fixed overrides, and widen, narrow or add grid axes (seeds).
+    """
     study = cfg.study
     size = study.size
     if size not in SIZES:
         raise ConfigError(f"study.size: got {size!r}; allowed: one of {', '.join(SIZES)}")
+    sized = dict((study.get("sizes") or {}).get(size) or {})
+    cases = sized.pop("cases", None) or study.get("cases") or [{}]
     base_fixed, base_grid = split_overrides(study.get("grid"))
-    size_fixed, size_grid = split_overrides((study.get("sizes") or {}).get(size))
+    size_fixed, size_grid = split_overrides(sized)
     grid = {**base_grid, **size_grid}  # a size may narrow or widen an axis, or add one (seeds)
     fixed = [o for o in base_fixed if o.split("=")[0] not in grid] + size_fixed
     user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(("study=", "study.", "hydra"))]
     jobs = []
-    for combo in itertools.product(*grid.values()) if grid else [()]:
-        values = dict(zip(grid, combo))
-        overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
-                     f"study.size={size}"]
-        job_cfg = _compose(overrides)
-        validate(job_cfg)
-        label = " ".join(f"{k}={v}" for k, v in values.items()) or study.name
-        jobs.append(Job(label, values, job_cfg, config_hash(job_cfg)))
+    for case in cases:
+        case_label, case_values = _case_overrides(case)
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            values = {**case_values, **dict(zip(grid, combo))}
+            overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
+                         f"study.size={size}"]
+            job_cfg = _compose(overrides)
+            validate(job_cfg)
+            grid_label = " ".join(f"{k}={v}" for k, v in zip(grid, combo))
+            label = " ".join(p for p in (case_label, grid_label) if p) or study.name
+            jobs.append(Job(label, values, job_cfg, config_hash(job_cfg)))
     return jobs
 
 
@@ -223,14 +241,16 @@ def run(cfg: DictConfig) -> dict:
     return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
             "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds,
             "supported": report.supported, "conclusion": report.conclusion, "parent_run_id": parent.run_id,
-            "report": str(folder / "summary.md"), "metrics": report.metrics}
+            "report": str(folder / "summary.md"), "metrics": report.metrics,
+            "ui": tracking.ui_command(uri) if uri else None}
 
 
 def report_line(result: dict) -> str:
     verdict = {True: "SUPPORTED", False: "NOT SUPPORTED", None: "UNDECIDED"}[result["supported"]]
     return (f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
             f"{result['skipped']} already finished, {result['failed']} failed) in {result['seconds']:.1f} s\n"
-            f"{verdict}: {result['conclusion']}\nreport: {result['report']}")
+            f"{verdict}: {result['conclusion']}\nreport: {result['report']}"
+            + (f"\nMLflow UI (parent run {result['parent_run_id']}): {result['ui']}" if result["ui"] else ""))
 
 
 main = stage_main(run, report_line)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -82,5 +81,4 @@ class MlflowSweepCallback(Callback):
         self.parent.set_tags({"children": str(len(children)), "summary": summary})
         self.parent.end("FINISHED")
         print(f"sweep: {len(children)} runs under parent run {self.parent.run_id}: {summary}")
-        mlflow_cli = Path(sys.executable).parent / "mlflow"
-        print(f"open the MLflow UI: {mlflow_cli} ui --backend-store-uri {self.parent.uri}  (or: make ui)")
+        print(f"open the MLflow UI: {tracking.ui_command(self.parent.uri)}  (or: make ui)")

@@ -150,6 +150,14 @@ def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store (the venv's mlflow, bound to localhost)."""
+    import sys
+
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    return f"{mlflow_cli} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
 def find_runs(uri: str, experiment: str, tags: dict[str, str]) -> list:
     """Runs of `experiment` carrying all of `tags`, newest first (empty when the experiment is missing)."""
     client = _client(resolve_uri(uri))

@@ -1,0 +1,87 @@
+"""python -m pipeline.report: every study's claim and what this machine measured, on one page.
+
+reports/index.md gathers the studies' summary.md files; reports/index.html is the same page with the
+PNGs embedded, so it opens offline from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import markdown
+from omegaconf import DictConfig
+
+from pipeline.cli import stage_main
+from pipeline.paths import ROOT
+from pipeline.studies import STUDIES
+
+VERDICT = {1: "supported", 0: "not supported", -1: "undecided"}
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+_CONCLUSION = re.compile(r"\*\*Conclusion \(([^)]*)\)\.\*\* (.*)")
+
+
+def study_folders(root: Path) -> list[Path]:
+    """Folders holding a study's summary, in the order of STUDIES, then any others by name."""
+    found = {p.parent.name: p.parent for p in root.glob("*/summary.md")}
+    return [found[n] for n in STUDIES if n in found] + [found[n] for n in sorted(found) if n not in STUDIES]
+
+
+def gather(root: Path) -> tuple[str, list[dict]]:
+    """The index in Markdown (image links relative to root) and one entry per study."""
+    entries, sections = [], []
+    for folder in study_folders(root):
+        text = (folder / "summary.md").read_text()
+        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+        match = _CONCLUSION.search(text)
+        entries.append({"study": folder.name, "verdict": VERDICT.get(metrics.get("supported"), "undecided"),
+                        "conclusion": match.group(2) if match else "", "runs": metrics.get("runs")})
+        body = _IMAGE.sub(lambda m: f"![{m.group(1)}]({folder.name}/{m.group(2)})", text)
+        sections.append(body.replace("# Study", "## Study", 1))
+    lines = ["# gradlab: the seeds' claims, measured", "",
+             "| study | verdict | runs | what was measured |", "|---|---|---|---|"]
+    lines += [f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict']} | {e['runs']} | "
+              f"{e['conclusion']} |" for e in entries]
+    return "\n".join(lines + [""] + sections), entries
+
+
+def to_html(md_text: str, root: Path) -> str:
+    """Standalone HTML: tables rendered, every PNG inlined as a data URI."""
+    def inline(m: re.Match) -> str:
+        path = root / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{m.group(1)}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(_IMAGE.sub(inline, md_text), extensions=["tables", "toc"])
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+             "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px}"
+             "img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>gradlab report</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Write reports/index.md and reports/index.html from the studies' reports."""
+    root = Path(cfg.get("reports_dir") or ROOT / "reports")
+    md_text, entries = gather(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "index.md").write_text(md_text)
+    (root / "index.html").write_text(to_html(md_text, root))
+    return {"studies": entries, "index": str(root / "index.md"), "html": str(root / "index.html")}
+
+
+def report_line(result: dict) -> str:
+    if not result["studies"]:
+        return f"no study reports yet (run python -m pipeline.study study=NAME); wrote {result['index']}"
+    lines = [f"{e['study']:<15} {e['verdict']:<14} {e['conclusion'][:100]}" for e in result["studies"]]
+    return "\n".join(lines + [f"report: {result['html']}"])
+
+
+main = stage_main(run, report_line, config_name="report")
+
+if __name__ == "__main__":
+    main()

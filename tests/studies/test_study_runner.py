@@ -1,0 +1,72 @@
+"""The study runner: grid x cases expansion, parallel children, resume, failures, report files."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import open_dict
+
+from pipeline import study
+from pipeline.studies import STUDIES
+from pipeline.validate import ConfigError
+from tests.helpers import config, tmp_store
+
+
+def study_cfg(tmp_path, name="activations", *overrides):
+    return config(f"study={name}", "study.size=smoke", f"tracking.uri={tmp_store(tmp_path)}",
+                  f"+study.reports_dir={tmp_path / 'reports'}", *overrides, hydra=True)
+
+
+def test_grid_times_cases_and_user_overrides():
+    cfg = config("study=depth", "study.size=smoke", "model.width=12", hydra=True)
+    with open_dict(cfg):
+        cfg.study.cases = [{"name": "plain"}, {"name": "bn", "model.batch_norm": True}]
+    jobs = study.expand(cfg)
+    assert len(jobs) == 2 * 3 * 2  # cases x activations x smoke depths
+    assert {j.cfg.model.width for j in jobs} == {12}  # the user's override reaches every job
+    assert {j.cfg.model.depth for j in jobs} == {2, 6} and {j.cfg.train.epochs for j in jobs} == {1}
+    bn = [j for j in jobs if j.cfg.model.batch_norm]
+    assert len(bn) == 6 and all(j.label.startswith("bn ") for j in bn)
+    assert len({j.hash for j in jobs}) == len(jobs)
+
+
+def test_every_job_is_validated_before_anything_runs(tmp_path):
+    cfg = study_cfg(tmp_path, "activations", "optimizer.lr=-1")
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        study.run(cfg)
+    assert not (tmp_path / "mlruns").exists()
+    with pytest.raises(ConfigError, match="study.size: got 'huge'"):
+        study.run(config("study=depth", "study.size=huge", hydra=True))
+
+
+def test_runs_resumes_and_reports(tmp_path):
+    cfg = study_cfg(tmp_path, "activations")
+    with open_dict(cfg):  # two activations, and a third job that cannot allocate its weights
+        cfg.study.grid = {"model.activation": "relu,tanh"}
+        cfg.study.cases = [{"name": "ok"}, {"name": "huge", "model.width": 10**12, "model.activation": "relu"}]
+    first = study.run(cfg)
+    assert first["runs"] == 4 and first["ran"] == 4 and first["failed"] == 2
+    folder = tmp_path / "reports" / "activations"
+    summary = (folder / "summary.md").read_text()
+    assert "**Claim.**" in summary and "Runs that did not finish" in summary and "MemoryError" in summary
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["runs"] == 4 and metrics["finished"] == 2 and metrics["supported"] == -1  # no sigmoid run
+    assert (folder / "activations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    second = study.run(cfg)  # the finished ones are skipped, the failed ones tried again
+    assert second["skipped"] == 2 and second["ran"] == 2
+    client = MlflowClient(tmp_store(tmp_path))
+    parents = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.stage = 'study'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, not duplicated
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/summary.md", "report/metrics.json", "report/activations.png"} <= artifacts
+
+
+def test_every_listed_study_has_a_config_and_a_report():
+    from pipeline.paths import CONF_DIR
+
+    for name in STUDIES:
+        assert (CONF_DIR / "study" / f"{name}.yaml").is_file(), name
+        cfg = config(f"study={name}", "study.size=smoke", hydra=True)
+        assert cfg.study.name == name and cfg.study.claim
+        assert study.expand(cfg), name
