@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from pipeline.paths import ROOT
 from pipeline.validate import ConfigError, validate
 
 PREPARED_DIR = ROOT / "data" / "prepared"
+log = logging.getLogger(__name__)
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
@@ -91,28 +94,34 @@ def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR) -> dict:
     return meta
 
 
-def load_saved(data_cfg, folder: Path = PREPARED_DIR) -> tuple[datasets.Split, dict] | None:
-    """The saved split when its sidecar matches the config and the content hash; None otherwise."""
+def load_saved(data_cfg, folder: Path = PREPARED_DIR) -> tuple[tuple[datasets.Split, dict] | None, str]:
+    """(split, sidecar) when the saved files are intact and match the config, else (None, why not)."""
     npz, sidecar = paths(data_cfg, folder)
+    if not npz.exists() and not sidecar.exists():
+        return None, "not prepared yet"
     try:
         meta = json.loads(sidecar.read_text())
         with np.load(npz) as f:
             arrays = {name: f[name] for name in ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError):  # missing, truncated or not an npz / json
-        return None
-    if meta.get("config") != data_config(data_cfg) or meta.get("sha256") != content_sha256(arrays):
-        return None
-    return datasets.Split(**arrays), meta
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated, not npz/json
+        return None, f"unreadable ({type(e).__name__}: {e})"
+    if meta.get("config") != data_config(data_cfg):
+        return None, "its sidecar describes another config"
+    if meta.get("sha256") != content_sha256(arrays):
+        return None, "sha256 of its content does not match its sidecar"
+    return (datasets.Split(**arrays), meta), "ok"
 
 
 def load_or_build(data_cfg, folder: Path = PREPARED_DIR) -> tuple[datasets.Split, dict]:
     """Reuse the prepared data when intact and up to date, else (re)build and save it."""
-    saved = load_saved(data_cfg, folder)
+    saved, why = load_saved(data_cfg, folder)
     if saved is not None:
         split, meta = saved
         return split, dict(meta, reused=True)
+    if why != "not prepared yet":
+        log.warning("%s: %s; rebuilding it", paths(data_cfg, folder)[0], why)
     split = build(data_cfg)
-    return split, dict(save(split, data_cfg, folder), reused=False)
+    return split, dict(save(split, data_cfg, folder), reused=False, rebuilt_because=why)
 
 
 def as_dtype(split: datasets.Split, dtype) -> datasets.Split:
