@@ -38,19 +38,23 @@ def blas_limit():
 
 @contextlib.contextmanager
 def sigterm_raises():
-    """SIGTERM raises Terminated while a stage runs (runs end KILLED), then the old handler is back.
+    """SIGTERM raises Terminated, SIGINT KeyboardInterrupt while a stage runs (runs end KILLED).
 
     Restoring matters in loky workers: loky stops idle workers with SIGTERM, which must stay quiet.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     install_signal_handlers()
+    # a process started in the background of a non-interactive shell inherits SIGINT ignored: Ctrl-C
+    # (or kill -INT) must still end the run as KILLED
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] | None = None,

@@ -60,7 +60,9 @@ def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
         text = f"{key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}"
         override = OverridesParser.create().parse_override(text)
         if override.is_sweep_override():
-            swept[key] = [str(v) for v in override.sweep_string_iterator()]
+            # spelled as on the command line (true, not Python's True), whatever the YAML said
+            swept[key] = [{"True": "true", "False": "false"}.get(str(v), str(v))
+                          for v in override.sweep_string_iterator()]
         else:
             fixed.append(text)
     return fixed, swept
@@ -90,6 +92,11 @@ def expand(cfg: DictConfig) -> list[Job]:
     base_fixed, base_grid = split_overrides(study.get("grid"))
     size_fixed, size_grid = split_overrides(sized)
     grid = {**base_grid, **size_grid}  # a size may narrow or widen an axis, or add one (seeds)
+    for override in size_fixed:  # a size's single value for a grid axis pins that axis to it
+        key, value = override.split("=", 1)
+        if key in grid:
+            grid[key] = [value]
+    size_fixed = [o for o in size_fixed if o.split("=", 1)[0] not in grid]
     fixed = [o for o in base_fixed if o.split("=")[0] not in grid] + size_fixed
     user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(("study=", "study.", "hydra"))]
     jobs = []

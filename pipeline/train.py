@@ -77,6 +77,9 @@ class Loop:
         schedule = make_schedule(cfg.train.schedule.name, cfg.optimizer.lr, epochs,
                                  **{k: v for k, v in cfg.train.schedule.items() if k != "name"})
         batches_rng = rng_for(cfg.seed, "batches")
+        if self.probes is not None:  # the network at initialization: activations and weights at step 0
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                self.recorder.log(self.probes.measure(before_training=True), 0)
         bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress),
                    leave=False)
         # a diverging network overflows on purpose here: the loop detects it and stops, quietly

@@ -33,11 +33,17 @@ class ProbeSet:
         if probe_x is None:
             self.probes = [p for p in self.probes if not p.needs_activations]
 
-    def measure(self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, float]:
-        """Every probe on one shared context; `activations` replaces the eval-mode probe forward."""
+    def measure(self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                before_training: bool = False) -> dict[str, float]:
+        """Every probe on one shared context; `activations` replaces the eval-mode probe forward.
+
+        `before_training`: only the probes that need no step (activations, weights), at step 0.
+        """
         ctx = ProbeContext(self.net, self.trainer, self.probe_x, activations)
         out: dict[str, float] = {}
         for probe in self.probes:
+            if before_training and probe.needs_step:
+                continue
             out.update(probe.measure(ctx))
         return out
 

@@ -39,6 +39,7 @@ class Probe:
     """One instrument: `measure(ctx) -> {metric key: value}`; `applies(net)` says if it has anything to say."""
 
     needs_activations = False
+    needs_step = False  # reads a training step's gradients: nothing to say before the first step
 
     def applies(self, net: MLP) -> bool:
         return True

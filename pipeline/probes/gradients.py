@@ -13,6 +13,8 @@ from pipeline.probes.base import Probe, ProbeContext, per_layer
 class GradNorm(Probe):
     """grad_norm/layer_XX = ||dL/dW|| before clipping; grad_norm/total over every parameter."""
 
+    needs_step = True
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         grads = ctx.preclip_grads
         out = per_layer("grad_norm", (np.linalg.norm(grads[f"{layer_name(i)}.W"])
@@ -24,6 +26,8 @@ class GradNorm(Probe):
 class GradStd(Probe):
     """grad_std/layer_XX = std of dL/dz, the back-propagated signal, over the step's batch."""
 
+    needs_step = True
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         return per_layer("grad_std", (np.std(layer.dz) if layer.dz is not None else float("nan")
                                       for layer in ctx.net.layers))
@@ -31,6 +35,8 @@ class GradStd(Probe):
 
 class UpdateRatio(Probe):
     """update_ratio/layer_XX = ||W_after - W_before|| / ||W_before|| of the last step (healthy near 1e-3)."""
+
+    needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         before = ctx.trainer.previous_weights if ctx.trainer is not None else {}

@@ -16,6 +16,8 @@ class GradientNoise(Probe):
     statistics back, so training goes on unchanged.
     """
 
+    needs_step = True
+
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int | None, rng: np.random.Generator,
                  samples: int = 4):
         self.x, self.y, self.batch_size, self.rng, self.samples = x, y, batch_size, rng, samples

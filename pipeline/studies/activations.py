@@ -20,7 +20,11 @@ def grad_ratio(run: StudyRun) -> float:
         return math.nan
     _, last = run.series(last_key)
     ok = (first > 0) & (last > 0) & np.isfinite(first) & np.isfinite(last)
-    return float(np.exp(np.mean(np.log(first[ok] / last[ok])))) if ok.any() else math.nan
+    if ok.any():
+        return float(np.exp(np.mean(np.log(first[ok] / last[ok]))))
+    # the first layer's gradient underflowed to exactly 0 while the last one's did not: vanished entirely
+    underflow = (first == 0) & (last > 0) & np.isfinite(last)
+    return 0.0 if underflow.any() else math.nan
 
 
 def mean_over_layers(run: StudyRun, prefix: str) -> float:
