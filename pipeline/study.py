@@ -68,20 +68,23 @@ def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
     return fixed, swept
 
 
-def _case_overrides(case) -> tuple[str, dict[str, str]]:
-    """A case's label and its key -> value overrides (its `name` entry is the label, not an override)."""
+def _case_overrides(case) -> tuple[str | None, dict[str, str], dict[str, list[str]]]:
+    """A case's name, its fixed key -> value overrides, and the grid axes of its own `grid` (if any)."""
     case = dict(case)
     name = case.pop("name", None)
+    _, own_grid = split_overrides(case.pop("grid", None))
     values = {k: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in case.items()}
-    return name or " ".join(f"{k}={v}" for k, v in values.items()), values
+    return name, values, own_grid
 
 
-def expand(cfg: DictConfig) -> list[Job]:
+def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
     """Every job of the study at its size, composed and validated before anything runs.
 
     Jobs are the study's `cases` (explicit override sets: one per cause, cure, scheme...; one empty case
-    when it has none) crossed with the product of its `grid` axes (sweep syntax: a,b,c / range()).
-    A size may replace `cases`, add fixed overrides, and widen, narrow or add grid axes (seeds).
+    when it has none; a case may carry its own `grid`) crossed with the product of the study's `grid`
+    axes (sweep syntax: a,b,c / range()). A size may replace `cases`, add fixed overrides, and widen,
+    narrow, pin or add grid axes (seeds). `exclude`: prefixes of the user's overrides that are not
+    config keys of the jobs (another stage's own group).
     """
     study = cfg.study
     size = study.size
@@ -98,18 +101,21 @@ def expand(cfg: DictConfig) -> list[Job]:
             grid[key] = [value]
     size_fixed = [o for o in size_fixed if o.split("=", 1)[0] not in grid]
     fixed = [o for o in base_fixed if o.split("=")[0] not in grid] + size_fixed
-    user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(("study=", "study.", "hydra"))]
+    skip = ("study=", "study.", "hydra", *exclude)
+    user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(skip)]
     jobs = []
     for case in cases:
-        case_label, case_values = _case_overrides(case)
-        for combo in itertools.product(*grid.values()) if grid else [()]:
-            values = {**case_values, **dict(zip(grid, combo))}
+        case_name, case_values, case_grid = _case_overrides(case)
+        axes = {**case_grid, **grid}
+        for combo in itertools.product(*axes.values()) if axes else [()]:
+            swept = dict(zip(axes, combo))
+            values = {**case_values, **swept}
             overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
                          f"study.size={size}"]
             job_cfg = _compose(overrides)
             validate(job_cfg)
-            grid_label = " ".join(f"{k}={v}" for k, v in zip(grid, combo))
-            label = " ".join(p for p in (case_label, grid_label) if p) or study.name
+            parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]
+            label = " ".join(parts + [f"{k}={v}" for k, v in swept.items()]) or study.name
             jobs.append(Job(label, values, job_cfg, config_hash(job_cfg)))
     return jobs
 
@@ -205,14 +211,14 @@ def write_report(name: str, claim: str, size: str, report: StudyReport, runs: li
     return [summary, folder / "metrics.json", *files]
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run (or resume) the study `cfg.study` and write its report."""
+def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) the study `cfg.study` and write its report (`exclude`: see expand)."""
     if "study" not in cfg or cfg.study is None:
         raise ConfigError("study: no study selected; allowed: study=" + "|".join(STUDIES))
     n_jobs = cfg.study.n_jobs
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
-    jobs = expand(cfg)
+    jobs = expand(cfg, exclude)
     for job in jobs:  # prepared once here: parallel jobs must not race to build the same files
         split, _ = prepare.load_or_build(job.cfg.data)
         check_batch_size(job.cfg.train.batch_size, len(split.y_train))
