@@ -47,9 +47,6 @@ def sigterm_raises():
         return
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     install_signal_handlers()
-    # a process started in the background of a non-interactive shell inherits SIGINT ignored: Ctrl-C
-    # (or kill -INT) must still end the run as KILLED
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

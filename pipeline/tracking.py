@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -196,15 +197,46 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so runs end KILLED."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    """Signal handler: turn SIGTERM into an exception that unwinds the active run."""
-    raise Terminated(f"received signal {signum}")
+# An interrupt that lands inside a database call can leave this process holding SQLite's write lock in a
+# half-finished transaction; the flush that then ends the run KILLED would wait on its own lock. So while
+# an MLflow call is under way the signal is only noted, and raised as soon as the call returns.
+_shielded = 0
+_pending: BaseException | None = None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Signal handler: SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt, deferred past an MLflow call."""
+    global _pending
+    exc = Terminated(f"received signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
+    if _shielded:
+        _pending = _pending or exc
+        return
+    raise exc
+
+
+@contextlib.contextmanager
+def _shield():
+    """Hold interrupts while MLflow works; raise a held one once no call is under way."""
+    global _shielded, _pending
+    _shielded += 1
+    try:
+        yield
+    finally:
+        _shielded -= 1
+    if not _shielded and _pending is not None:
+        exc, _pending = _pending, None
+        raise exc
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM raise Terminated (SIGINT already raises KeyboardInterrupt); main thread only."""
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt (both held during MLflow calls); main thread.
+
+    SIGINT is set explicitly: a process started in the background of a non-interactive shell inherits
+    it ignored, and Ctrl-C or kill -INT must still end the run as KILLED.
+    """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def end_stale_active_run() -> None:
@@ -239,7 +271,8 @@ class TrackedRun:
         """Run one MLflow call with lock retry, adding its wall time to seconds_in_mlflow."""
         started = time.perf_counter()
         try:
-            return _retry(fn, *args, **kwargs)
+            with _shield():
+                return _retry(fn, *args, **kwargs)
         finally:
             self.seconds_in_mlflow += time.perf_counter() - started
 
@@ -249,8 +282,9 @@ class TrackedRun:
             return self
         started = time.perf_counter()
         try:
-            experiment_id = ensure_experiment(self.uri, self.experiment)  # retries internally
-            self._client = _client(self.uri)
+            with _shield():
+                experiment_id = ensure_experiment(self.uri, self.experiment)  # retries internally
+                self._client = _client(self.uri)
         finally:
             self.seconds_in_mlflow += time.perf_counter() - started
         tags = dict(self.tags)
@@ -340,7 +374,14 @@ class TrackedRun:
         if exc is None:
             self.end("FINISHED")
             return False
-        # An exception is already propagating: MLflow errors here are logged, never raised over it.
+        global _pending
+        with _shield():  # already unwinding: a second Ctrl-C must not cut the flush and the ending short
+            self._end_after(exc)
+            _pending = None
+        return False
+
+    def _end_after(self, exc: BaseException) -> None:
+        """Flush and end the run as KILLED (interrupt) or FAILED (error tag); MLflow errors only logged."""
         try:
             self.flush()
         except Exception:
@@ -357,7 +398,6 @@ class TrackedRun:
             self.end(status)
         except Exception:
             _log.exception("could not end run %s as %s", self.run_id, status)
-        return False
 
 
 class NullRun:

@@ -40,8 +40,9 @@ def test_signal_marks_the_run_killed_and_keeps_its_metrics(tmp_path, sig, code):
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
         assert time.time() - t0 < 10
-    finally:
+    finally:  # never leave the child behind (a live Popen warns when collected later)
         proc.kill()
+        proc.communicate()
     assert proc.returncode == code, err
     assert "Traceback" not in err and "run marked KILLED" in err
     client, runs = runs_in(store)
@@ -54,3 +55,16 @@ def test_parallel_jobs_get_one_blas_thread_each(monkeypatch):
     monkeypatch.setattr(cli_module, "parallel_jobs", lambda: 64)
     with cli_module.blas_limit():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_an_interrupt_during_an_mlflow_call_waits_for_the_call():
+    from pipeline import tracking
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with tracking._shield():
+            tracking._interrupt(signal.SIGINT, None)  # as if Ctrl-C arrived inside a database commit
+            finished.append("commit done")
+    assert finished == ["commit done"]
+    with pytest.raises(tracking.Terminated):
+        tracking._interrupt(signal.SIGTERM, None)  # outside a call: at once
