@@ -70,3 +70,13 @@ def test_every_listed_study_has_a_config_and_a_report():
         cfg = config(f"study={name}", "study.size=smoke", hydra=True)
         assert cfg.study.name == name and cfg.study.claim
         assert study.expand(cfg), name
+
+
+def test_rerunning_a_finished_study_creates_no_runs(tmp_path):
+    cfg = study_cfg(tmp_path, "dead_relu")
+    first = study.run(cfg)
+    client = MlflowClient(tmp_store(tmp_path))
+    count = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    second = study.run(cfg)
+    assert first["failed"] == 0 and second["ran"] == 0 and second["skipped"] == first["runs"]
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == count
