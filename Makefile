@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run sweep test test-all gradcheck ui clean
+.PHONY: run sweep test test-all gradcheck ui repro params plots clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 run: $(STAMP)
@@ -17,6 +17,18 @@ run: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m pipeline.train -m hydra/launcher=joblib model.activation=sigmoid,tanh,relu \
 		init=xavier_uniform,he_normal model.depth=8 train.epochs=10
+
+# DVC runs `python`: the venv's, first on PATH
+repro: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+
+# params.yaml = conf/ composed (what plain `dvc repro` reads; dvc exp run -S recomposes it itself)
+params: $(STAMP)
+	$(PY) -m pipeline.params
+
+# DVC's plots as one HTML page that works offline (vega inlined: .dvc/plots/offline.html)
+plots: $(STAMP)
+	$(VENV)/bin/dvc plots show -o dvc_plots
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

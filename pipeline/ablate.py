@@ -41,6 +41,8 @@ def cases(ablate) -> list[dict]:
 def run(cfg: DictConfig) -> dict:
     """Run the ablation grid through the study runner (resumable, parallel, reported)."""
     with open_dict(cfg):
+        if cfg.get("study") is None:  # composed from params.yaml (DVC): the study itself comes from conf/
+            cfg.study = study.compose_config(["study=regularization"]).study
         cfg.study.cases = cases(cfg.ablate)
         cfg.study.grid = {}
         for size in (cfg.study.get("sizes") or {}).values():  # every size runs the ablate grid

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import plots
+from pipeline import export, plots
 from pipeline.cli import stage_main
 from pipeline.engine import layer_name
 from pipeline.probes import ProbeSet, all_probes, verdict
@@ -64,8 +64,11 @@ def run(cfg: DictConfig) -> dict:
         title = f"{cfg.model.activation} + {cfg.init.name}, depth {cfg.model.depth}, width {cfg.model.width}"
         run.log_figure(plots.depth_profile({"activation std": act_std, "gradient std (dL/dz)": grad_std},
                                            theory=theory_std, title=title), "plots/depth_profile.png")
-    return {"run_id": run.run_id, "verdict": labels, "act_std": act_std, "grad_std": grad_std,
-            "theory_act_std": theory_std, "metrics": metrics}
+    result = {"run_id": run.run_id, "verdict": labels, "act_std": act_std, "grad_std": grad_std,
+              "theory_act_std": theory_std, "metrics": metrics}
+    if cfg.get("export"):
+        export.init_files(cfg.export, result)
+    return result
 
 
 def report(result: dict) -> str:

@@ -18,7 +18,8 @@ from pipeline.cli import stage_main
 from pipeline.paths import ROOT
 from pipeline.validate import ConfigError, validate
 
-PREPARED_DIR = ROOT / "data" / "prepared"
+PREPARED_DIR = ROOT / "data" / "prepared"  # the prepare stage's output (a DVC out): only that stage writes it
+CACHE_DIR = ROOT / "data" / "cache"  # data sets the other stages needed and built themselves
 log = logging.getLogger(__name__)
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -112,8 +113,17 @@ def load_saved(data_cfg, folder: Path = PREPARED_DIR) -> tuple[tuple[datasets.Sp
     return (datasets.Split(**arrays), meta), "ok"
 
 
-def load_or_build(data_cfg, folder: Path = PREPARED_DIR) -> tuple[datasets.Split, dict]:
-    """Reuse the prepared data when intact and up to date, else (re)build and save it."""
+def load_or_build(data_cfg, folder: Path | None = None) -> tuple[datasets.Split, dict]:
+    """Reuse the prepared data when intact and up to date, else (re)build and save it.
+
+    Without `folder`: the prepare stage's output when it holds this config, else data/cache/ (so no
+    other stage ever writes into the prepare stage's DVC output).
+    """
+    if folder is None:
+        saved, _ = load_saved(data_cfg, PREPARED_DIR)
+        if saved is not None:
+            return saved[0], dict(saved[1], reused=True)
+        folder = CACHE_DIR
     saved, why = load_saved(data_cfg, folder)
     if saved is not None:
         split, meta = saved
@@ -134,7 +144,7 @@ def as_dtype(split: datasets.Split, dtype) -> datasets.Split:
 def run(cfg: DictConfig) -> dict:
     """Prepare `data.*`; returns the sidecar, the file path and whether it was reused."""
     validate(cfg, groups=("data",))
-    _, meta = load_or_build(cfg.data)
+    _, meta = load_or_build(cfg.data, PREPARED_DIR)
     return dict(meta, path=str(paths(cfg.data)[0]))
 
 

@@ -18,7 +18,7 @@ History = dict[str, list[tuple[int, float]]]
 HISTORY_FILE = "history.json"
 
 # keys that do not change what a run computes: left out of the config hash
-_UNHASHED = ("hydra", "tracking", "study")
+_UNHASHED = ("hydra", "tracking", "study", "ablate", "export")
 
 
 class Recorder:
@@ -84,5 +84,5 @@ def decode_history(data: dict | None) -> History:
 def log_config(run, cfg: DictConfig) -> None:
     """Params = the flattened resolved config; the YAML itself as an artifact."""
     plain = plain_config(cfg)
-    run.log_params(tracking.flatten(plain))
+    run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in ("ablate", "study")}))
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")

@@ -8,6 +8,7 @@ finished one returns at once; then the study's report turns the runs into report
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
@@ -45,7 +46,7 @@ class Job:
     hash: str
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def compose_config(overrides: list[str]) -> DictConfig:
     """Compose from conf/ inside a Hydra app (the study command) or outside it (tests, other stages)."""
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="config", overrides=overrides)
@@ -112,7 +113,7 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
             values = {**case_values, **swept}
             overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
                          f"study.size={size}"]
-            job_cfg = _compose(overrides)
+            job_cfg = compose_config(overrides)
             validate(job_cfg)
             parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]
             label = " ".join(parts + [f"{k}={v}" for k, v in swept.items()]) or study.name
@@ -188,9 +189,16 @@ def write_report(name: str, claim: str, size: str, report: StudyReport, runs: li
     from pipeline import plots
 
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
+    for old in [*folder.glob("*.png"), *folder.glob("*.csv")]:
         old.unlink()
     files = [plots.save(fig, folder / fname) for fname, fig in report.figures.items()]
+    tables = []
+    for fname, rows in report.series.items():
+        with (folder / fname).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            writer.writerows(rows)
+        tables.append(folder / fname)
     verdict = {True: "supported", False: "not supported", None: "undecided"}[report.supported]
     failed = [r for r in runs if not r.ok]
     lines = [f"# Study `{name}` ({size})", "", f"**Claim.** {claim}", "",
@@ -208,7 +216,7 @@ def write_report(name: str, claim: str, size: str, report: StudyReport, runs: li
     metrics.update({"runs": len(runs), "finished": sum(r.ok for r in runs),
                     "supported": {True: 1, False: 0, None: -1}[report.supported]})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    return [summary, folder / "metrics.json", *files]
+    return [summary, folder / "metrics.json", *files, *tables]
 
 
 def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:

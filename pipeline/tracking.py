@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.paths import ROOT
+from pipeline.paths import TRACKING_ROOT
 
 DEFAULT_EXPERIMENT = "gradlab"
 PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
@@ -52,7 +52,7 @@ if "MLFLOW_LOGGING_LEVEL" not in os.environ:
 
 def default_uri() -> str:
     """The project's SQLite store, as an absolute sqlite:/// URI."""
-    return f"sqlite:///{ROOT}/mlruns/mlflow.db"
+    return f"sqlite:///{TRACKING_ROOT}/mlruns/mlflow.db"
 
 
 def artifact_location(uri: str | None = None) -> str:
@@ -63,7 +63,7 @@ def artifact_location(uri: str | None = None) -> str:
     """
     if uri and uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    return (ROOT / "mlruns" / "artifacts").as_uri()
+    return (TRACKING_ROOT / "mlruns" / "artifacts").as_uri()
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -80,7 +80,7 @@ def resolve_uri(uri: str | None) -> str:
         path = uri.removeprefix("sqlite:///")
         # Hydra and DVC change the working directory, so a relative database path means "under ROOT".
         if path and path != ":memory:" and not Path(path).is_absolute():
-            return f"sqlite:///{ROOT / path}"
+            return f"sqlite:///{TRACKING_ROOT / path}"
     return uri
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pipeline import plots, prepare
+from pipeline import export, plots, prepare
 from pipeline.build import DTYPES, build_clipper, build_loss, build_network, build_optimizer, build_regularizer
 from pipeline.cli import stage_main
 from pipeline.datasets import Split
@@ -168,10 +168,13 @@ def run(cfg: DictConfig) -> dict:
                   else layer_activations(probes))
         log_history(run, recorder.history)
     final = {k: v for k, v in recorder.latest.items() if k.split("/")[0] in ("train", "val", "test")}
-    return {"run_id": run.run_id, "verdict": labels, "diverged_at_step": loop.diverged_at_step,
+    result = {"run_id": run.run_id, "verdict": labels, "diverged_at_step": loop.diverged_at_step,
             "steps": loop.step, "epochs": len(loop.epoch_seconds), "seconds": time.perf_counter() - t0,
             "seconds_per_epoch": float(np.mean(loop.epoch_seconds)) if loop.epoch_seconds else math.nan,
             "tracking_seconds": run.seconds_in_mlflow, "metrics": final}
+    if cfg.get("export"):
+        export.train_files(cfg.export, recorder.history, result)
+    return result
 
 
 def log_plots(run, recorder: Recorder, start_acts, end_acts) -> None:

@@ -77,6 +77,7 @@ def text(v) -> str | None:
 # the rules per key; group members are checked by key name, so every scheme's parameters are covered
 RULES: dict[str, Check] = {
     "seed": integer(0),
+    "export": optional(text),
     "data.name": choice(SOURCES),
     "data.n_samples": optional(integer(10)),
     "data.noise": number(0),

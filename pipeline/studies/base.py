@@ -65,6 +65,7 @@ class StudyReport:
     metrics: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)  # file name (.png) -> matplotlib Figure
     notes: list[str] = field(default_factory=list)
+    series: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # file name (.csv) -> rows, for DVC plots
 
 
 def fmt(v: Any) -> str:

@@ -35,6 +35,15 @@ def series(runs: list[StudyRun], activation: str) -> tuple[list[int], list[float
     return depths, ratios, accs
 
 
+def ratio_table(runs: list[StudyRun]) -> list[dict]:
+    """Wide rows for `dvc plots`: depth, the ratio per activation, and the 0.25^L line."""
+    table: dict[int, dict] = {}
+    for name in ACTIVATIONS:
+        for d, r, _ in zip(*series(runs, name)):
+            table.setdefault(d, {"depth": d, **{a: "" for a in ACTIVATIONS}, "sigmoid_bound": SIGMOID_BOUND ** d})[name] = r
+    return [table[d] for d in sorted(table)]
+
+
 def figure(runs: list[StudyRun]) -> Figure:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ratio_ax, acc_ax = fig.subplots(1, 2)
@@ -69,12 +78,14 @@ def report(runs: list[StudyRun], cfg) -> StudyReport:
             metrics[f"grad_ratio_deepest/{name}"] = ratios[-1]
             metrics[f"test_acc_deepest/{name}"] = accs[-1]
     fig = {"depth.png": figure(runs)}
+    csvs = {"grad_ratio.csv": ratio_table(runs)}
     if not all(math.isfinite(f) for f in factors.values()):
-        return StudyReport(columns, rows, "not enough finished depths to fit a per-layer factor", None, metrics, fig)
+        return StudyReport(columns, rows, "not enough finished depths to fit a per-layer factor", None, metrics, fig,
+                           series=csvs)
     sig, tanh, relu = factors["sigmoid"], factors["tanh"], factors["relu"]
     supported = sig <= 0.5 and sig < 0.5 * tanh and sig < 0.5 * relu
     conclusion = (f"per-layer gradient factor fitted over depth: sigmoid {sig:.3f} (bound 0.25), tanh {tanh:.3f}, "
                   f"relu {relu:.3f}; at the deepest net the first layer gets {metrics['grad_ratio_deepest/sigmoid']:.1e}"
                   f" of the output layer's gradient with sigmoid vs {metrics['grad_ratio_deepest/relu']:.1e} with "
                   f"relu, test acc {metrics['test_acc_deepest/sigmoid']:.2f} vs {metrics['test_acc_deepest/relu']:.2f}.")
-    return StudyReport(columns, rows, conclusion, supported, metrics, fig)
+    return StudyReport(columns, rows, conclusion, supported, metrics, fig, series=csvs)
