@@ -36,11 +36,15 @@ def series(runs: list[StudyRun], activation: str) -> tuple[list[int], list[float
 
 
 def ratio_table(runs: list[StudyRun]) -> list[dict]:
-    """Wide rows for `dvc plots`: depth, the ratio per activation, and the 0.25^L line."""
+    """Wide rows for `dvc plots`: depth, the ratio per activation and its log10 (DVC draws linear axes), 0.25^L."""
     table: dict[int, dict] = {}
     for name in ACTIVATIONS:
         for d, r, _ in zip(*series(runs, name)):
-            table.setdefault(d, {"depth": d, **{a: "" for a in ACTIVATIONS}, "sigmoid_bound": SIGMOID_BOUND ** d})[name] = r
+            row = table.setdefault(d, {"depth": d, **{a: "" for a in ACTIVATIONS},
+                                       **{f"log10_{a}": "" for a in ACTIVATIONS},
+                                       "log10_bound": d * math.log10(SIGMOID_BOUND)})
+            row[name] = r
+            row[f"log10_{name}"] = math.log10(r) if r > 0 and math.isfinite(r) else ""
     return [table[d] for d in sorted(table)]
 
 
