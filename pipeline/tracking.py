@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -191,6 +192,15 @@ def child_runs(uri: str, parent_run_id: str) -> list:
     experiment_id = _retry(client.get_run, parent_run_id).info.experiment_id
     query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     return _retry(client.search_runs, [experiment_id], query, max_results=50000)
+
+
+def end_running_children(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """Mark children still RUNNING (their process died before it could end them) as `status`."""
+    client = _client(resolve_uri(uri))
+    stale = [r for r in child_runs(uri, parent_run_id) if r.info.status == "RUNNING"]
+    for r in stale:
+        _retry(client.set_terminated, r.info.run_id, status)
+    return len(stale)
 
 
 class Terminated(BaseException):
@@ -392,8 +402,10 @@ class TrackedRun:
             status = "FAILED"
             try:
                 self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TAG]})
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                self.log_text(trace, "error.txt")  # the whole story, where the tag has one line
             except Exception:
-                _log.exception("could not tag the error on run %s", self.run_id)
+                _log.exception("could not record the error on run %s", self.run_id)
         try:
             self.end(status)
         except Exception:

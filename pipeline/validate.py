@@ -70,6 +70,13 @@ def optional(check: Check) -> Check:
     return opt
 
 
+def tracking_uri(v) -> str | None:
+    """A database or server URI; MLflow's file store raises since 3.13, so file: and bare paths are refused."""
+    ok = isinstance(v, str) and "://" in v and not v.startswith("file:")
+    return None if ok else "sqlite:///<path>/mlflow.db, http(s)://<host>:<port> or another database URI " \
+                           "(MLflow's file store is not supported)"
+
+
 def text(v) -> str | None:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
 
@@ -132,7 +139,7 @@ RULES: dict[str, Check] = {
     "probes.histograms": boolean,
     "probes.gradient_noise": boolean,
     "tracking.enabled": boolean,
-    "tracking.uri": optional(text),
+    "tracking.uri": optional(tracking_uri),
     "tracking.experiment": text,
     "tracking.run_name": optional(text),
     "tracking.parent_run_id": optional(text),

@@ -43,4 +43,6 @@ def test_a_failing_and_an_invalid_job_do_not_stop_the_others(tmp_path):
     assert statuses == ["FAILED", "FINISHED"]  # the two swish jobs never created a run
     failed = next(k for k in kids if k.info.status == "FAILED")
     assert failed.data.tags["error"].startswith("MemoryError")
+    client = MlflowClient(store)
+    assert "error.txt" in {a.path for a in client.list_artifacts(failed.info.run_id)}  # the traceback
     assert "2 invalid" in parent.data.tags["summary"] and parent.info.status == "FINISHED"

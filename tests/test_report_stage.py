@@ -5,8 +5,8 @@ import json
 from matplotlib.figure import Figure
 
 from pipeline import report
-from pipeline.study import write_report
 from pipeline.studies.base import StudyReport, StudyRun
+from pipeline.study import write_report
 from tests.helpers import config
 
 

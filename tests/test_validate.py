@@ -20,6 +20,7 @@ BAD = [
     ("train.clip.max_norm=0", "train.clip.max_norm: got 0; allowed: null or a number > 0"),
     ("model.batch_norm=maybe", "model.batch_norm: got 'maybe'; allowed: true or false"),
     ("probes.every=0", "probes.every: got 0; allowed: an integer >= 1"),
+    ("tracking.uri=file:./mlruns", "tracking.uri: got 'file:./mlruns'; allowed: null or sqlite:///"),
 ]
 
 
@@ -55,6 +56,12 @@ def test_cli_exits_2_with_one_line_and_creates_no_run(tmp_path, stage, override)
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # not even the store was created
+
+
+def test_data_too_small_to_split_is_a_config_error(tmp_path):
+    proc = cli("train", "data=moons", "data.n_samples=10", f"tracking.uri={tmp_store(tmp_path)}")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: data.n_samples: 10 examples cannot be split")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mlruns").exists()
 
 
 def test_unknown_group_option_gets_hydras_message_not_a_stack(tmp_path):

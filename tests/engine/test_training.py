@@ -3,8 +3,16 @@ import pytest
 
 from pipeline.datasets import load, split_standardize
 from pipeline.engine import (
-    MLP, GradientClipper, Trainer, global_norm, make_activation, make_initializer, make_loss, make_optimizer,
-    make_regularizer, minibatches,
+    MLP,
+    GradientClipper,
+    Trainer,
+    global_norm,
+    make_activation,
+    make_initializer,
+    make_loss,
+    make_optimizer,
+    make_regularizer,
+    minibatches,
 )
 from pipeline.seeding import rng_for
 
