@@ -8,28 +8,23 @@ finished one returns at once; then the study's report turns the runs into report
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import csv
 import itertools
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from joblib.externals.loky import get_reusable_executor
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
 
 from pipeline import prepare, tracking
 from pipeline.cli import stage_main
+from pipeline.dispatch import dispatch
 from pipeline.paths import CONF_DIR, ROOT
 from pipeline.recording import HISTORY_FILE, config_hash, decode_history
 from pipeline.studies import STUDIES, report_for
@@ -38,7 +33,6 @@ from pipeline.validate import ConfigError, check_batch_size, validate
 
 REPORTS_DIR = ROOT / "reports"
 SIZES = ("smoke", "default", "full")
-STOP_SECONDS = 8.0  # how long interrupted workers get to end their runs cleanly
 
 
 @dataclass
@@ -138,49 +132,6 @@ def user_overrides(cfg: DictConfig) -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def run_job(stage: str, cfg: DictConfig, threads: int | None) -> dict:
-    """One job in a worker process: the stage's own run(), its failure recorded, never raised.
-
-    SIGTERM/SIGINT end the job's run as KILLED (metrics flushed) and propagate.
-    """
-    from pipeline import init, train
-    from pipeline.cli import sigterm_raises
-
-    stages = {"train": train.run, "init": init.run}
-    limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
-    try:
-        with sigterm_raises():
-            result = stages[stage](cfg)
-        return {"status": "FINISHED", "run_id": result["run_id"]}
-    except Exception as e:  # the run itself is already marked FAILED with the error
-        return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
-    finally:
-        if limit is not None:
-            limit.restore_original_limits()
-
-
-def dispatch(stage: str, jobs: list[Job], workers: int, threads: int | None) -> list[dict]:
-    """Run the jobs on `workers` loky processes (in this process when 1); interrupts stop them cleanly.
-
-    On SIGINT/SIGTERM the workers get SIGTERM and a few seconds to end their runs as KILLED with their
-    metrics flushed, before the interrupt goes on (joblib alone would SIGKILL them, leaving runs RUNNING).
-    """
-    if workers == 1:
-        return [run_job(stage, j.cfg, threads) for j in jobs]
-    executor = get_reusable_executor(max_workers=workers)
-    futures = [executor.submit(run_job, stage, j.cfg, threads) for j in jobs]
-    try:
-        return [f.result() for f in futures]
-    except (KeyboardInterrupt, tracking.Terminated):
-        for f in futures:
-            f.cancel()
-        for child in psutil.Process().children(recursive=False):
-            with contextlib.suppress(psutil.Error):
-                child.send_signal(signal.SIGTERM)
-        concurrent.futures.wait([f for f in futures if not f.cancelled()], timeout=STOP_SECONDS)
-        raise
-
-
 def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
     """This study's parent run at this size: the existing one reopened, or a new one."""
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
@@ -278,7 +229,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
             job.cfg.tracking.parent_run_id = parent.run_id
             job.cfg.tracking.run_name = f"{name} {job.label}"
         try:
-            outcomes = dispatch(stage, todo, workers, threads) if todo else []
+            outcomes = dispatch(stage, [j.cfg for j in todo], workers, threads) if todo else []
         except (KeyboardInterrupt, tracking.Terminated):
             if uri:  # whatever a killed worker could not end itself
                 tracking.end_running_children(uri, parent.run_id, "KILLED")

@@ -199,6 +199,7 @@ def end_running_children(uri: str, parent_run_id: str, status: str = "KILLED") -
     client = _client(resolve_uri(uri))
     stale = [r for r in child_runs(uri, parent_run_id) if r.info.status == "RUNNING"]
     for r in stale:
+        _retry(client.set_tag, r.info.run_id, "ended_by", "parent: the job's process could not end it")
         _retry(client.set_terminated, r.info.run_id, status)
     return len(stale)
 

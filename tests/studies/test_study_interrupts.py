@@ -76,6 +76,7 @@ def test_sigterm_stops_a_study_cleanly_and_a_rerun_resumes(tmp_path):
     assert runs["dead_relu quick"].info.status == "FINISHED"
     slow = runs["dead_relu slow"]
     assert slow.info.status == "KILLED"  # ended by its own worker, not left RUNNING
+    assert "ended_by" not in slow.data.tags  # ... and not by the parent's clean-up of dead workers' runs
     assert len(client.get_metric_history(slow.info.run_id, "train/loss")) > 5  # its buffer was flushed
 
     code, _, err = start_and_stop(tmp_path, store)  # the finished child is not run again

@@ -1,0 +1,112 @@
+"""Running a study's jobs on worker processes, and stopping them cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from joblib.externals.loky import get_reusable_executor
+from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
+
+from pipeline import tracking
+
+STOP_SECONDS = 8.0  # how long interrupted workers get to end their runs cleanly
+
+
+class Board:
+    """A folder the workers and the parent share: which worker pids are inside a job, and a stop flag.
+
+    Only busy workers are signalled on an interrupt: loky treats a dead idle worker as a broken pool and
+    SIGKILLs the others, busy ones included, before they can end their runs.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def enter(self) -> bool:
+        """Mark this process busy; False when the study is already stopping (the job must not start)."""
+        (self.folder / f"{os.getpid()}.busy").touch()
+        return not (self.folder / "stop").exists()  # checked after the mark, so a stop never misses a job
+
+    def leave(self) -> None:
+        """Mark this process idle again."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / f"{os.getpid()}.busy").unlink()
+
+    def stop(self) -> list[int]:
+        """Raise the stop flag; the pids of the workers inside a job."""
+        (self.folder / "stop").touch()
+        return [int(p.stem) for p in self.folder.glob("*.busy")]
+
+
+def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None = None) -> dict:
+    """One job: the stage's own run(), its failure recorded, never raised.
+
+    SIGTERM/SIGINT end the job's run as KILLED (metrics flushed); in this process they then propagate, in
+    a worker (`board` given) the job returns KILLED so the pool stays intact while the others finish.
+    """
+    from pipeline import init, train
+    from pipeline.cli import sigterm_raises
+
+    stages = {"train": train.run, "init": init.run}
+    limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
+    shared = Board(board) if board else None
+    try:
+        with sigterm_raises():
+            if shared and not shared.enter():
+                return {"status": "CANCELLED"}
+            result = stages[stage](cfg)
+        return {"status": "FINISHED", "run_id": result["run_id"]}
+    except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
+        return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
+    except (KeyboardInterrupt, tracking.Terminated):
+        if shared:
+            return {"status": "KILLED"}
+        raise
+    finally:
+        if shared:
+            shared.leave()
+        if limit is not None:
+            limit.restore_original_limits()
+
+
+def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None) -> list[dict]:
+    """Run the jobs' configs on `workers` loky processes (in this process when 1); interrupts stop them.
+
+    On SIGINT/SIGTERM no new job starts, the busy workers get SIGTERM and a few seconds to end their runs
+    as KILLED with their metrics flushed, then the interrupt goes on (joblib alone would SIGKILL them,
+    leaving runs RUNNING).
+    """
+    if workers == 1:
+        return [run_job(stage, cfg, threads) for cfg in jobs]
+    executor = get_reusable_executor(max_workers=workers)
+    with tempfile.TemporaryDirectory(prefix="gradlab-board-") as folder:
+        futures = [executor.submit(run_job, stage, cfg, threads, folder) for cfg in jobs]
+        try:
+            return [f.result() for f in futures]
+        except (KeyboardInterrupt, tracking.Terminated):
+            for f in futures:
+                f.cancel()
+            for pid in Board(folder).stop():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            started = [f for f in futures if not f.cancelled()]
+            _wait(started, STOP_SECONDS)
+            raise
+
+
+def _wait(futures: list, seconds: float) -> None:
+    """Wait for the futures (a signal arriving meanwhile does not cut the wait short)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+            return
+        except (KeyboardInterrupt, tracking.Terminated):  # a second Ctrl-C: keep the promise of a clean stop
+            continue
