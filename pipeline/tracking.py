@@ -156,6 +156,9 @@ def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store (the venv's mlflow, bound to localhost)."""
     import sys
 
+    if uri.startswith(("http://", "https://")):
+        return uri  # a tracking server serves the UI itself
+
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     return f"{mlflow_cli} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
