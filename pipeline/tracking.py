@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sqlite3
+import tempfile
 import threading
 import time
 import traceback
@@ -91,19 +92,32 @@ def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, lock_types) and "database is locked" in str(exc)
 
 
+_seconds_in_mlflow = 0.0  # this process's wall time inside MLflow calls, for the tracking-overhead figure
+
+
+def seconds_in_mlflow() -> float:
+    """Wall time this process has spent in MLflow calls so far (every call goes through _retry)."""
+    return _seconds_in_mlflow
+
+
 def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call fn, retrying with exponential backoff while SQLite reports 'database is locked'."""
+    global _seconds_in_mlflow
+    started = time.perf_counter()
     delay = _LOCK_FIRST_DELAY
-    for attempt in range(1, _LOCK_TRIES + 1):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if attempt == _LOCK_TRIES or not _is_locked(exc):
-                raise
-            _log.debug("database is locked (try %d of %d), retrying in %.2f s", attempt, _LOCK_TRIES, delay)
-            _sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    try:
+        for attempt in range(1, _LOCK_TRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt == _LOCK_TRIES or not _is_locked(exc):
+                    raise
+                _log.debug("database is locked (try %d of %d), retrying in %.2f s", attempt, _LOCK_TRIES, delay)
+                _sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+    finally:
+        _seconds_in_mlflow += time.perf_counter() - started
 
 
 def _client(uri: str) -> MlflowClient:
@@ -344,11 +358,18 @@ class TrackedRun:
             self._call(self._client.set_tag, self.run_id, key, str(value))
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
-        """Save a matplotlib figure as an artifact, then close it to free its memory."""
+        """Save a matplotlib figure as an artifact, then close it to free its memory.
+
+        Rendered here, outside the MLflow call: drawing is matplotlib's time, not tracking's.
+        """
         import matplotlib.pyplot as plt
 
+        folder, name = os.path.split(artifact_file)
         try:
-            self._call(self._client.log_figure, self.run_id, fig, artifact_file)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, name)
+                fig.savefig(path)
+                self._call(self._client.log_artifact, self.run_id, path, folder or None)
         finally:
             plt.close(fig)
 

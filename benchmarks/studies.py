@@ -1,0 +1,109 @@
+"""What the instrumentation and the study runner cost: probes, MLflow, parallel jobs, memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from pipeline import study, tracking, train
+from pipeline.paths import CONF_DIR, ROOT
+
+# probes=full vs probes=off in a real train run (evaluation and epoch-end logging included in both)
+PROBE_SHAPES = {
+    "small": ["model.depth=2", "model.width=128", "train.batch_size=64"],  # digits: 23 steps an epoch
+    "deep": ["model.depth=20", "model.width=256", "data=classification", "data.n_samples=8000",
+             "data.n_features=784", "data.n_classes=10", "train.batch_size=128", "optimizer.lr=0.01"],  # 50 steps of 128 an epoch
+}
+QUICK_PROBE_SHAPES = {"small": ["model.depth=2", "model.width=8"], "deep": ["model.depth=6", "model.width=8"]}
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def probes_overhead(epochs: int, repeats: int, quick: bool) -> dict:
+    """Time per epoch with probes=full / probes=off, minus 1, per shape (MLflow off: probes only)."""
+    out = {}
+    for name, shape in (QUICK_PROBE_SHAPES if quick else PROBE_SHAPES).items():
+        best: dict[str, dict] = {}
+        for _ in range(repeats):  # interleaved
+            for probes in ("off", "full"):
+                r = train.run(compose_config(f"train.epochs={epochs}", "tracking=off", f"probes={probes}",
+                                             "probes.histograms=false", *shape))
+                if probes not in best or r["seconds_per_epoch"] < best[probes]["seconds_per_epoch"]:
+                    best[probes] = r
+        off, full = (best[p]["seconds_per_epoch"] * best[p]["epochs"] / best[p]["steps"] for p in ("off", "full"))
+        out[name] = {"ratio": full / off - 1.0, "off_ms_per_step": 1e3 * off, "full_ms_per_step": 1e3 * full,
+                     "overrides": " ".join(shape)}
+    return out
+
+
+def study_config(store: str, reports: Path, n_jobs: int, quick: bool):
+    """The benchmark study: activations at smoke size, 4 activations x 4 seeds = 16 runs (quick: 2 x 1)."""
+    cfg = compose_config("study=activations", "study.size=smoke", f"study.n_jobs={n_jobs}",
+                         f"tracking.uri={store}", f"+study.reports_dir={reports}", hydra=True)
+    with open_dict(cfg):
+        cfg.study.grid = {"model.activation": "sigmoid,relu" if quick else "sigmoid,tanh,relu,elu"}
+        cfg.study.sizes.smoke.seed = "0" if quick else "0,1,2,3"
+    return cfg
+
+
+def study_timing(repeats: int, quick: bool) -> dict:
+    """The 16-run study at n_jobs=1 and 2 on fresh stores: wall time, MLflow share, speed-up."""
+    best: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
+        for r in range(repeats):
+            for n_jobs in (1, 2):
+                folder = Path(tmp) / f"{n_jobs}-{r}"
+                store = f"sqlite:///{folder}/mlflow.db"
+                tracking.ensure_experiment(store, "gradlab")  # a project has its store already: not timed
+                t0 = time.perf_counter()
+                result = study.run(study_config(store, folder / "reports", n_jobs, quick))
+                wall = time.perf_counter() - t0
+                if result["failed"]:
+                    raise RuntimeError(f"benchmark study: {result['failed']} runs failed")
+                if n_jobs not in best or wall < best[n_jobs]["wall"]:
+                    best[n_jobs] = {"wall": wall, "mlflow": result["tracking_seconds"], "runs": result["runs"]}
+    one, two = best[1], best[2]
+    return {
+        "tracking_overhead": {"ratio": one["mlflow"] / one["wall"], "mlflow_seconds": one["mlflow"],
+                              "wall_seconds": one["wall"], "runs": one["runs"], "n_jobs": 1},
+        "parallel_speedup": {"ratio": one["wall"] / two["wall"], "n_jobs_1_seconds": one["wall"],
+                             "n_jobs_2_seconds": two["wall"], "runs": one["runs"],
+                             "n_jobs_2_mlflow_seconds_all_processes": two["mlflow"]},
+    }
+
+
+def peak_rss(quick: bool) -> dict:
+    """Peak resident memory of a default `depth` study (its workers included), sampled every 0.1 s.
+
+    --quick: the smoke size without MLflow, only to exercise the sampling.
+    """
+    size = "smoke" if quick else "default"
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
+        command = [sys.executable, "-m", "pipeline.study", "study=depth", f"study.size={size}",
+                   f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"+study.reports_dir={tmp}/reports"]
+        command += ["tracking=off", "study.n_jobs=1"] if quick else []
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"memory benchmark study failed: {err.strip().splitlines()[-1:]}")
+    return {"peak_rss_mib": peak / 2**20, "limit_mib": 2048, "study": f"depth ({size})",
+            "seconds": time.perf_counter() - t0}
