@@ -113,7 +113,7 @@ class Loop:
             last = b == len(batches) - 1
             measure = self.probes is not None and (self.step % every == 0 or last)
             t0 = time.perf_counter()
-            loss = self.trainer.step(x[idx], y[idx], snapshot=measure)
+            loss = self.trainer.step(x[idx], y[idx], track_updates=measure)
             self.train_seconds += time.perf_counter() - t0
             if not math.isfinite(loss) or not math.isfinite(self.trainer.last_grad_norm if
                                                             self.trainer.clipper.active else 0.0):
@@ -152,7 +152,8 @@ def run(cfg: DictConfig) -> dict:
         probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
         probes = (ProbeSet(trainer.net, trainer, probe_x, full_batch=full_batch, batch_size=cfg.train.batch_size,
-                           rng=rng_for(cfg.seed, "probe")) if cfg.probes.enabled else None)
+                           rng=rng_for(cfg.seed, "probe"), source=cfg.probes.get("activations", "probe_batch"),
+                           every=cfg.probes.every) if cfg.probes.enabled else None)
         recorder = Recorder(run)
         start_acts = layer_activations(probes) if cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)

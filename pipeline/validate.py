@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.datasets import SOURCES
 from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
+from pipeline.probes.base import SOURCES as ACTIVATION_SOURCES
 
 SCHEDULES = ("constant", "step", "cosine")
 DTYPES = ("float32", "float64")
@@ -137,6 +138,7 @@ RULES: dict[str, Check] = {
     "probes.every": integer(1),
     "probes.batch_size": integer(1),
     "probes.histograms": boolean,
+    "probes.activations": choice(ACTIVATION_SOURCES),
     "probes.gradient_noise": boolean,
     "tracking.enabled": boolean,
     "tracking.uri": optional(tracking_uri),

@@ -20,6 +20,7 @@ BAD = [
     ("train.clip.max_norm=0", "train.clip.max_norm: got 0; allowed: null or a number > 0"),
     ("model.batch_norm=maybe", "model.batch_norm: got 'maybe'; allowed: true or false"),
     ("probes.every=0", "probes.every: got 0; allowed: an integer >= 1"),
+    ("probes.activations=eval", "probes.activations: got 'eval'; allowed: one of probe_batch, train_batch"),
     ("tracking.uri=file:./mlruns", "tracking.uri: got 'file:./mlruns'; allowed: null or sqlite:///"),
 ]
 

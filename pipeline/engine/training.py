@@ -35,17 +35,17 @@ class Trainer:
     clipper: GradientClipper = field(default_factory=GradientClipper)
     preclip_grads: dict[str, np.ndarray] = field(init=False)
     last_grad_norm: float = field(init=False, default=float("nan"))
-    previous_weights: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    updates: dict[str, np.ndarray] = field(init=False, default_factory=dict)  # W_after - W_before per weight
 
     def __post_init__(self):
         # with clipping on, a copy of the raw gradients; otherwise the gradients themselves (no copy)
         self.preclip_grads = ({k: np.empty_like(g) for k, g in self.net.grads.items()}
                               if self.clipper.active else self.net.grads)
 
-    def step(self, x: np.ndarray, y: np.ndarray, snapshot: bool = False) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, track_updates: bool = False) -> float:
         """One update on the batch (x, y); returns the batch loss including the penalty.
 
-        With `snapshot`, the weights before the update are kept in `previous_weights` (for update ratios).
+        With `track_updates`, `updates` holds each weight's change W_after - W_before (for update ratios).
         """
         net = self.net
         logits = net.forward(x, train=True)  # (batch, classes)
@@ -60,14 +60,17 @@ class Trainer:
             for k, g in net.grads.items():
                 np.copyto(self.preclip_grads[k], g)
             self.last_grad_norm = self.clipper(net.grads)
-        if snapshot:
-            for k in net.weight_keys:
-                buf = self.previous_weights.get(k)
+        if track_updates:
+            for k in net.weight_keys:  # the weights before the update, in buffers reused across steps
+                buf = self.updates.get(k)
                 if buf is None:
-                    self.previous_weights[k] = net.params[k].copy()
+                    self.updates[k] = net.params[k].copy()
                 else:
                     np.copyto(buf, net.params[k])
         self.optimizer.step(net.params, net.grads)
+        if track_updates:
+            for k in net.weight_keys:  # in place: the buffer becomes W_after - W_before
+                np.subtract(net.params[k], self.updates[k], out=self.updates[k])
         return value
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> tuple[float, float]:

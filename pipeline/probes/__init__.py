@@ -6,16 +6,18 @@ import numpy as np
 
 from pipeline.engine import MLP, Trainer
 from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
-from pipeline.probes.base import Probe, ProbeContext
+from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
 from pipeline.probes.verdict import verdict
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
-def all_probes(exact_spectral: bool = False) -> list[Probe]:
-    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(), SpectralNorm(exact=exact_spectral), Sparsity(),
-            ActivationStats(), Saturation(), DeadUnits()]
+def all_probes(exact_spectral: bool = False, every: int | None = None, dead_window: int | None = None) -> list[Probe]:
+    """Every instrument; `every` (steps between measurements) sets the power-iteration budget."""
+    iterations = 4 if every is None else min(4, max(1, every))
+    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(), SpectralNorm(exact=exact_spectral, iterations=iterations),
+            Sparsity(), ActivationStats(), Saturation(), DeadUnits(window=dead_window)]
 
 
 class ProbeSet:
@@ -23,14 +25,22 @@ class ProbeSet:
 
     def __init__(self, net: MLP, trainer: Trainer | None = None, probe_x: np.ndarray | None = None,
                  probes: list[Probe] | None = None, full_batch: tuple[np.ndarray, np.ndarray] | None = None,
-                 batch_size: int | None = None, rng: np.random.Generator | None = None):
-        """`full_batch` (x, y) adds the gradient-noise probe for mini-batches of `batch_size`."""
-        self.net, self.trainer, self.probe_x = net, trainer, probe_x
-        chosen = list(probes if probes is not None else all_probes())
+                 batch_size: int | None = None, rng: np.random.Generator | None = None,
+                 source: str = "probe_batch", every: int | None = None):
+        """`full_batch` (x, y) adds the gradient-noise probe for mini-batches of `batch_size`.
+
+        `source`: where activation probes read after a step (see ProbeContext); before training, and for
+        the histograms, always the probe batch.
+        """
+        if source not in SOURCES:
+            raise ValueError(f"unknown activation source {source!r}; allowed: {', '.join(SOURCES)}")
+        self.net, self.trainer, self.probe_x, self.source = net, trainer, probe_x, source
+        window = len(probe_x) if probe_x is not None and source == "train_batch" else None
+        chosen = list(probes if probes is not None else all_probes(every=every, dead_window=window))
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
             chosen.append(GradientNoise(*full_batch, batch_size, rng or np.random.default_rng(0)))
         self.probes = [p for p in chosen if p.applies(net)]
-        if probe_x is None:
+        if probe_x is None and source == "probe_batch":
             self.probes = [p for p in self.probes if not p.needs_activations]
 
     def measure(self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -39,7 +49,8 @@ class ProbeSet:
 
         `before_training`: only the probes that need no step (activations, weights), at step 0.
         """
-        ctx = ProbeContext(self.net, self.trainer, self.probe_x, activations)
+        ctx = ProbeContext(self.net, self.trainer, self.probe_x, activations,
+                           source="probe_batch" if before_training else self.source)
         out: dict[str, float] = {}
         for probe in self.probes:
             if before_training and probe.needs_step:

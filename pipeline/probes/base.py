@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline.engine import MLP, Trainer, layer_name
 
+SOURCES = ("probe_batch", "train_batch")
+
 
 @dataclass
 class ProbeContext:
-    """What probes read: the step's caches and gradients, and (lazily) the fixed probe batch's activations."""
+    """What probes read: the step's caches and gradients, and (lazily) the activations to describe.
+
+    Activations come from one eval-mode forward of the fixed probe batch (`source="probe_batch"`), or, at
+    no cost, from the caches the training step's own forward left (`source="train_batch"`).
+    """
 
     net: MLP
     trainer: Trainer | None = None
     probe_x: np.ndarray | None = None  # (probe_batch, in_dim)
     _activations: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
+    source: str = "probe_batch"
 
     @property
     def preclip_grads(self) -> dict[str, np.ndarray]:
         return self.trainer.preclip_grads if self.trainer is not None else self.net.grads
 
     def activations(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(z, a) per layer on the probe batch, from one eval-mode forward shared by every probe.
+        """(z, a) per layer, output layer last, shared by every probe of this measurement.
 
-        Eval mode, so batch norm uses (and does not update) its running statistics.
+        The probe batch runs in eval mode, so batch norm uses (and does not update) its running statistics.
         """
         if self._activations is None:
+            if self.source == "train_batch":
+                self._activations = [(layer.cache["z"], layer.cache["a"]) for layer in self.net.layers]
+                return self._activations
             if self.probe_x is None:
                 raise ValueError("activation probes need a probe batch")
             self.net.forward(self.probe_x, train=False)
@@ -51,3 +62,17 @@ class Probe:
 def per_layer(prefix: str, values) -> dict[str, float]:
     """{"prefix/layer_01": v1, ...} from values ordered by layer, output layer last."""
     return {f"{prefix}/{layer_name(i)}": float(v) for i, v in enumerate(values, 1)}
+
+
+def sq_norm(x: np.ndarray) -> float:
+    """||x||^2 in one BLAS dot over the flattened array (no temporary)."""
+    flat = x.reshape(-1)
+    return float(np.dot(flat, flat))
+
+
+def mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std over every element, in the array's own dtype: two passes, one temporary."""
+    flat = x.reshape(-1)
+    mean = flat.sum() / flat.size  # pairwise summation: accurate in float32
+    centred = flat - mean
+    return float(mean), math.sqrt(max(float(np.dot(centred, centred)) / flat.size, 0.0))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from pipeline.engine import layer_name
-from pipeline.probes.base import Probe, ProbeContext, per_layer
+from pipeline.probes.base import Probe, ProbeContext, mean_std, per_layer, sq_norm
 
 
 class GradNorm(Probe):
@@ -16,10 +16,10 @@ class GradNorm(Probe):
     needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        grads = ctx.preclip_grads
-        out = per_layer("grad_norm", (np.linalg.norm(grads[f"{layer_name(i)}.W"])
+        squares = {key: sq_norm(g) for key, g in ctx.preclip_grads.items()}  # one pass per tensor
+        out = per_layer("grad_norm", (math.sqrt(squares[f"{layer_name(i)}.W"])
                                       for i in range(1, len(ctx.net.layers) + 1)))
-        out["grad_norm/total"] = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+        out["grad_norm/total"] = math.sqrt(sum(squares.values()))
         return out
 
 
@@ -29,24 +29,28 @@ class GradStd(Probe):
     needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        return per_layer("grad_std", (np.std(layer.dz) if layer.dz is not None else float("nan")
+        return per_layer("grad_std", (mean_std(layer.dz)[1] if layer.dz is not None else float("nan")
                                       for layer in ctx.net.layers))
 
 
 class UpdateRatio(Probe):
-    """update_ratio/layer_XX = ||W_after - W_before|| / ||W_before|| of the last step (healthy near 1e-3)."""
+    """update_ratio/layer_XX = ||W_after - W_before|| / ||W_before|| of the last step (healthy near 1e-3).
+
+    From the trainer's update buffers and three dot products: ||W_before||^2 = ||W||^2 - 2 W.dW + ||dW||^2,
+    never small next to its terms, so no cancellation and no copy of W.
+    """
 
     needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        before = ctx.trainer.previous_weights if ctx.trainer is not None else {}
-        if not before:
+        updates = ctx.trainer.updates if ctx.trainer is not None else {}
+        if not updates:
             return {}
         out = {}
         for i, layer in enumerate(ctx.net.layers, 1):
-            key = f"{layer_name(i)}.W"
-            w0 = before[key]
-            norm0 = float(np.linalg.norm(w0))
-            delta = float(np.linalg.norm(layer.params["W"] - w0))
+            w, dw = layer.params["W"].reshape(-1), updates[f"{layer_name(i)}.W"].reshape(-1)
+            delta_sq = float(np.dot(dw, dw))
+            before_sq = float(np.dot(w, w)) - 2.0 * float(np.dot(w, dw)) + delta_sq
+            delta, norm0 = math.sqrt(delta_sq), math.sqrt(max(before_sq, 0.0))
             out[f"update_ratio/{layer_name(i)}"] = delta / norm0 if norm0 > 0 else (0.0 if delta == 0 else math.inf)
         return out

@@ -25,7 +25,7 @@ def test_shares_are_shares_and_every_layer_is_reported(activation, depth, width,
     trainer = Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", lr=lr))
     x = rng.standard_normal((16, 4)).astype(dtype)
     with np.errstate(all="ignore"):
-        trainer.step(x, rng.integers(0, 3, 16), snapshot=True)
+        trainer.step(x, rng.integers(0, 3, 16), track_updates=True)
         m = ProbeSet(net, trainer, x).measure()
     shares = {k: v for k, v in m.items() if k.startswith(("dead_relu/", "saturation/", "sparsity/"))}
     assert all(0.0 <= v <= 1.0 for v in shares.values() if not math.isnan(v))

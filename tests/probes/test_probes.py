@@ -64,7 +64,7 @@ def stepped(activation="tanh", clip=None):
     trainer = Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", lr=0.5),
                       clipper=GradientClipper(max_norm=clip))
     rng = np.random.default_rng(2)
-    trainer.step(rng.standard_normal((16, 3)), rng.integers(0, 2, 16), snapshot=True)
+    trainer.step(rng.standard_normal((16, 3)), rng.integers(0, 2, 16), track_updates=True)
     return net, trainer
 
 
@@ -81,7 +81,7 @@ def test_grad_std_and_update_ratio():
     net, trainer = stepped()
     m = {**GradStd().measure(ProbeContext(net, trainer)), **UpdateRatio().measure(ProbeContext(net, trainer))}
     assert m["grad_std/layer_02"] == pytest.approx(np.std(net.layers[1].dz))
-    w0 = trainer.previous_weights["layer_02.W"]
+    w0 = net.layers[1].params["W"] - trainer.updates["layer_02.W"]
     expected = np.linalg.norm(net.layers[1].params["W"] - w0) / np.linalg.norm(w0)
     assert m["update_ratio/layer_02"] == pytest.approx(expected)
     # plain SGD: the update is lr * gradient
