@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import os
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -110,3 +112,71 @@ def _wait(futures: list, seconds: float) -> None:
             return
         except (KeyboardInterrupt, tracking.Terminated):  # a second Ctrl-C: keep the promise of a clean stop
             continue
+
+
+BACKENDS = ("loky", "dask")
+DIST_HINT = "pip install -e '.[dist]'"
+
+
+def check_backend(study: DictConfig) -> tuple[str, str | None]:
+    """The study's backend and dask scheduler address, checked before any work (one-line ConfigErrors).
+
+    A known backend; for dask the `distributed` package, and a scheduler address that answers (when given).
+    """
+    from pipeline.validate import ConfigError
+
+    backend, address = study.get("backend", "loky"), study.get("dask_address")
+    if backend not in BACKENDS:
+        raise ConfigError(f"study.backend: got {backend!r}; allowed: one of {', '.join(BACKENDS)}")
+    if backend != "dask":
+        return backend, None
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"study.backend: dask needs the `distributed` package, which is not installed; "
+                          f"install it with: {DIST_HINT}") from None
+    if address is not None:
+        allowed = "null (a LocalCluster) or the address of a running dask scheduler, e.g. tcp://10.0.0.5:8786"
+        host, _, port = str(address).rpartition("://")[2].rpartition(":")
+        if not (isinstance(address, str) and host and port.isdigit()):
+            raise ConfigError(f"study.dask_address: got {address!r}; allowed: {allowed}")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        except OSError as e:
+            raise ConfigError(f"study.dask_address: no scheduler answers at {address} ({e}); allowed: {allowed}") \
+                from None
+    return backend, address
+
+
+def dispatch_dask(stage: str, jobs: list[DictConfig], workers: int, threads: int | None,
+                  address: str | None = None) -> list[dict]:
+    """Run the jobs through joblib's dask backend: on the scheduler at `address`, else on a LocalCluster.
+
+    A LocalCluster is the study's own: `workers` single-threaded worker processes, closed afterwards. With an
+    address, the scheduler's workers run the jobs (they need gradlab installed and the tracking URI in reach:
+    use a tracking server beyond one machine). Each job is one dask task; on a single worker thread joblib
+    would run them all in this process, so they go to the cluster through the client directly. On an interrupt the client and any
+    local cluster close (its worker processes end); the study's parent marks the runs left RUNNING KILLED.
+    """
+    from distributed import Client, LocalCluster
+    from joblib import Parallel, delayed, parallel_config
+
+    if "DASK_LOGGING__DISTRIBUTED" not in os.environ:  # Hydra's INFO root logger would print every dask event
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = None
+    if address:
+        client = Client(address, set_as_default=False)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster, set_as_default=False)
+    try:
+        if sum(client.ncores().values()) > 1:
+            with parallel_config(backend="dask", client=client):
+                return Parallel(n_jobs=-1, batch_size=1)(delayed(run_job)(stage, cfg, threads) for cfg in jobs)
+        # one worker thread (or none yet): joblib would run every job here, in this process; submit them instead
+        n = len(jobs)
+        return client.gather(client.map(run_job, [stage] * n, jobs, [threads] * n, pure=False))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from pipeline import prepare, tracking
 from pipeline.cli import stage_main
-from pipeline.dispatch import dispatch
+from pipeline.dispatch import check_backend, dispatch, dispatch_dask
 from pipeline.paths import CONF_DIR, ROOT
 from pipeline.recording import HISTORY_FILE, config_hash, decode_history
 from pipeline.studies import STUDIES, report_for
@@ -209,6 +209,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     n_jobs = cfg.study.n_jobs
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
+    backend, dask_address = check_backend(cfg.study)
     jobs = expand(cfg, exclude)
     for job in jobs:  # prepared once here: parallel jobs must not race to build the same files
         split, _ = prepare.load_or_build(job.cfg.data)
@@ -228,8 +229,14 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         for job in todo:
             job.cfg.tracking.parent_run_id = parent.run_id
             job.cfg.tracking.run_name = f"{name} {job.label}"
+            job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
+        parent.set_tags({"backend": backend})
         try:
-            outcomes = dispatch(stage, [j.cfg for j in todo], workers, threads) if todo else []
+            cfgs = [j.cfg for j in todo]
+            if backend == "dask":
+                outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address) if todo else []
+            else:
+                outcomes = dispatch(stage, cfgs, workers, threads) if todo else []
         except (KeyboardInterrupt, tracking.Terminated):
             if uri:  # whatever a killed worker could not end itself
                 tracking.end_running_children(uri, parent.run_id, "KILLED")
@@ -247,7 +254,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
                          "runs": str(len(runs)), "skipped": str(len(jobs) - len(todo))})
     failures = [o for o in outcomes if o["status"] != "FINISHED"]
     return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
-            "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds,
+            "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds, "backend": backend,
             "supported": report.supported, "conclusion": report.conclusion, "parent_run_id": parent.run_id,
             "report": str(folder / "summary.md"), "metrics": report.metrics,
             "ui": tracking.ui_command(uri) if uri else None}
@@ -256,7 +263,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
 def report_line(result: dict) -> str:
     verdict = {True: "SUPPORTED", False: "NOT SUPPORTED", None: "UNDECIDED"}[result["supported"]]
     return (f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
-            f"{result['skipped']} already finished, {result['failed']} failed) in {result['seconds']:.1f} s\n"
+            f"{result['skipped']} already finished, {result['failed']} failed) in {result['seconds']:.1f} s"
+            f" (backend {result.get('backend', 'loky')})\n"
             f"{verdict}: {result['conclusion']}\nreport: {result['report']}"
             + (f"\nMLflow UI (parent run {result['parent_run_id']}): {result['ui']}" if result["ui"] else ""))
 
