@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import mlflow
 import sqlalchemy.exc
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
@@ -128,9 +128,23 @@ def _client(uri: str) -> MlflowClient:
         return _retry(MlflowClient, uri)
 
 
-def ensure_experiment(uri: str, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the store and the experiment if missing and return its id; call once before workers start."""
+_experiment_ids: dict[tuple[str, str], str] = {}  # (uri, name) -> id, known to exist in this process
+
+
+def ensure_experiment(uri: str, name: str = DEFAULT_EXPERIMENT, cached: bool = False) -> str:
+    """Create the store and the experiment if missing and return its id; call once before workers start.
+
+    `cached`: trust an id this process already saw (a run start: saves a query per run; a run that then
+    fails to start because the experiment was deleted meanwhile asks again).
+    """
     uri = resolve_uri(uri)
+    if cached and (uri, name) in _experiment_ids:
+        return _experiment_ids[(uri, name)]
+    _experiment_ids[(uri, name)] = experiment_id = _ensure_experiment(uri, name)
+    return experiment_id
+
+
+def _ensure_experiment(uri: str, name: str) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = _client(uri)
@@ -311,14 +325,18 @@ class TrackedRun:
         started = time.perf_counter()
         try:
             with _shield():
-                experiment_id = ensure_experiment(self.uri, self.experiment)  # retries internally
+                experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
                 self._client = _client(self.uri)
         finally:
             self.seconds_in_mlflow += time.perf_counter() - started
         tags = dict(self.tags)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+        try:
+            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+        except MlflowException:  # the cached experiment may have been deleted since: look it up afresh
+            experiment_id = ensure_experiment(self.uri, self.experiment)
+            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         return self
 
@@ -353,25 +371,32 @@ class TrackedRun:
             self.flush()
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        """Set tags now (not buffered)."""
-        for key, value in tags.items():
-            self._call(self._client.set_tag, self.run_id, key, str(value))
+        """Set tags now (not buffered), all in one call."""
+        if tags:
+            self._call(self._client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                       synchronous=True)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
-        """Save a matplotlib figure as an artifact, then close it to free its memory.
+        """Save a matplotlib figure as an artifact, then close it to free its memory."""
+        self.log_figures({artifact_file: fig})
+
+    def log_figures(self, figures: dict[str, Any]) -> None:
+        """Save figures as artifacts ({artifact file: figure}) in one MLflow call, then close them.
 
         Rendered here, outside the MLflow call: drawing is matplotlib's time, not tracking's.
         """
         import matplotlib.pyplot as plt
 
-        folder, name = os.path.split(artifact_file)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, name)
-                fig.savefig(path)
-                self._call(self._client.log_artifact, self.run_id, path, folder or None)
+                for artifact_file, fig in figures.items():
+                    path = Path(tmp, artifact_file)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fig.savefig(path)
+                self._call(self._client.log_artifacts, self.run_id, tmp)
         finally:
-            plt.close(fig)
+            for fig in figures.values():
+                plt.close(fig)
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Copy a local file or folder into the run's artifacts."""
@@ -462,9 +487,14 @@ class NullRun:
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Close the figure (callers rely on log_figure to free it)."""
+        self.log_figures({artifact_file: fig})
+
+    def log_figures(self, figures: dict[str, Any]) -> None:
+        """Close the figures."""
         import matplotlib.pyplot as plt
 
-        plt.close(fig)
+        for fig in figures.values():
+            plt.close(fig)
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Do nothing."""

@@ -179,16 +179,17 @@ def run(cfg: DictConfig) -> dict:
 
 
 def log_plots(run, recorder: Recorder, start_acts, end_acts) -> None:
-    """The per-run pictures, as PNG artifacts under plots/."""
+    """The per-run pictures, as PNG artifacts under plots/ (one MLflow call for all)."""
     history = recorder.history
-    run.log_figure(plots.loss_curves(history, title="loss and accuracy"), "plots/loss_curves.png")
+    figures = {"plots/loss_curves.png": plots.loss_curves(history, title="loss and accuracy")}
     if any(k.startswith("grad_norm/layer_") for k in history):
-        run.log_figure(plots.grad_norm_heatmap(history, title="||dL/dW|| per layer"), "plots/grad_norm_heatmap.png")
+        figures["plots/grad_norm_heatmap.png"] = plots.grad_norm_heatmap(history, title="||dL/dW|| per layer")
     if any(k.startswith(("dead_relu/layer_", "saturation/layer_")) for k in history):
-        run.log_figure(plots.unit_health(history, title="dead and saturated units"), "plots/unit_health.png")
+        figures["plots/unit_health.png"] = plots.unit_health(history, title="dead and saturated units")
     if start_acts:
-        run.log_figure(plots.activation_histograms(start_acts, end_acts, title="activations per layer"),
-                       "plots/activation_histograms.png")
+        figures["plots/activation_histograms.png"] = plots.activation_histograms(start_acts, end_acts,
+                                                                                 title="activations per layer")
+    run.log_figures(figures)
 
 
 def report(result: dict) -> str:

@@ -130,6 +130,23 @@ def test_ensure_experiment_restores_a_deleted_experiment(uri):
     assert MlflowClient(uri).get_experiment(experiment_id).lifecycle_stage == "active"
 
 
+def test_runs_reuse_the_experiment_id_and_survive_its_deletion(uri, monkeypatch):
+    with TrackedRun(uri, "cached-once", run_name="first"):
+        pass
+    lookups = []
+    real = MlflowClient.get_experiment_by_name
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", lambda self, name: lookups.append(name) or real(self, name))
+    with TrackedRun(uri, "cached-once", run_name="second"):
+        pass
+    assert lookups == []  # the id this process already knows: no query per run
+    experiment_id = tracking.ensure_experiment(uri, "cached-once")
+    MlflowClient(uri).delete_experiment(experiment_id)  # deleted in the UI between two runs
+    with TrackedRun(uri, "cached-once", run_name="third") as run:
+        pass
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "FINISHED"
+    assert MlflowClient(uri).get_experiment(experiment_id).lifecycle_stage == "active"
+
+
 # --- a full run ------------------------------------------------------------------------------------
 
 def test_tracked_run_logs_everything_with_few_batches(uri, store, tmp_path, monkeypatch):
@@ -137,7 +154,7 @@ def test_tracked_run_logs_everything_with_few_batches(uri, store, tmp_path, monk
     real_log_batch = MlflowClient.log_batch
 
     def counting_log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
-        batches.append((len(metrics), len(params), synchronous))
+        batches.append((len(metrics), len(params), len(tags), synchronous))
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
 
     monkeypatch.setattr(MlflowClient, "log_batch", counting_log_batch)
@@ -158,8 +175,9 @@ def test_tracked_run_logs_everything_with_few_batches(uri, store, tmp_path, monk
         run.log_artifact(str(local_file), "docs")
 
     assert not plt.fignum_exists(fig.number)
-    # 2 param batches (150 > 100), then metrics at 1000, 2000 and the final 500: all synchronous.
-    assert batches == [(0, 100, True), (0, 50, True), (1000, 0, True), (1000, 0, True), (500, 0, True)]
+    # 2 param batches (150 > 100), metrics at 1000 and 2000, the tags in one call, the final 500 metrics
+    assert batches == [(0, 100, 0, True), (0, 50, 0, True), (1000, 0, 0, True), (1000, 0, 0, True), (0, 0, 1, True),
+                       (500, 0, 0, True)]
     result = _run(uri, run.run_id)
     assert result.info.status == "FINISHED"
     assert result.info.run_name == "full"
