@@ -59,12 +59,14 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
     stages = {"train": train.run, "init": init.run}
     limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
     shared = Board(board) if board else None
+    mlflow_before = tracking.seconds_in_mlflow()
     try:
         with sigterm_raises():
             if shared and not shared.enter():
                 return {"status": "CANCELLED"}
             result = stages[stage](cfg)
-        return {"status": "FINISHED", "run_id": result["run_id"]}
+        return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result["seconds"],
+                "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before}
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
         return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
     except (KeyboardInterrupt, tracking.Terminated):
@@ -101,6 +103,22 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
             started = [f for f in futures if not f.cancelled()]
             _wait(started, STOP_SECONDS)
             raise
+
+
+def _import_stages() -> None:
+    """Import what a job needs (MLflow, matplotlib, scikit-learn, Hydra: seconds in a fresh process)."""
+    from pipeline import init, train  # noqa: F401
+
+
+def warm_up(workers: int) -> None:
+    """Start the loky workers and have them import the stages now, without waiting for them.
+
+    Called before the study composes its jobs, so the workers' start-up overlaps with that work.
+    """
+    if workers > 1:
+        executor = get_reusable_executor(max_workers=workers)
+        for _ in range(workers):
+            executor.submit(_import_stages)
 
 
 def _wait(futures: list, seconds: float) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from pipeline import prepare, tracking
 from pipeline.cli import stage_main
-from pipeline.dispatch import check_backend, dispatch, dispatch_dask
+from pipeline.dispatch import check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.paths import CONF_DIR, ROOT
 from pipeline.recording import HISTORY_FILE, config_hash, decode_history
 from pipeline.studies import STUDIES, report_for
@@ -210,6 +210,9 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
     backend, dask_address = check_backend(cfg.study)
+    mlflow_before = tracking.seconds_in_mlflow()
+    if backend == "loky" and n_jobs != 1:  # workers import the stages while the jobs are composed here
+        warm_up((os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
     jobs = expand(cfg, exclude)
     for job in jobs:  # prepared once here: parallel jobs must not race to build the same files
         split, _ = prepare.load_or_build(job.cfg.data)
@@ -253,8 +256,12 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
                          "supported": {True: "yes", False: "no", None: "undecided"}[report.supported],
                          "runs": str(len(runs)), "skipped": str(len(jobs) - len(todo))})
     failures = [o for o in outcomes if o["status"] != "FINISHED"]
+    # MLflow time of this process (jobs included when they ran here) and of the worker processes' jobs
+    mlflow_seconds = tracking.seconds_in_mlflow() - mlflow_before + (
+        sum(o.get("tracking_seconds", 0.0) for o in outcomes) if workers > 1 else 0.0)
     return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
             "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds, "backend": backend,
+            "tracking_seconds": mlflow_seconds,
             "supported": report.supported, "conclusion": report.conclusion, "parent_run_id": parent.run_id,
             "report": str(folder / "summary.md"), "metrics": report.metrics,
             "ui": tracking.ui_command(uri) if uri else None}
