@@ -120,12 +120,19 @@ def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         _seconds_in_mlflow += time.perf_counter() - started
 
 
+_clients: dict[str, MlflowClient] = {}
+
+
 def _client(uri: str) -> MlflowClient:
-    """An MlflowClient; building it creates or migrates the schema of a fresh SQLite file."""
-    with warnings.catch_warnings():
-        # SQLAlchemy 2 deprecation warning from MLflow's own mappers, once per process: not ours to fix.
-        warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
-        return _retry(MlflowClient, uri)
+    """This process's MlflowClient for `uri`; building one creates or migrates the schema of a fresh SQLite
+    file and checks it (tens of ms: once per process, not once per run)."""
+    client = _clients.get(uri)
+    if client is None:
+        with warnings.catch_warnings():
+            # SQLAlchemy 2 deprecation warning from MLflow's own mappers, once per process: not ours to fix.
+            warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
+            client = _clients[uri] = _retry(MlflowClient, uri)
+    return client
 
 
 _experiment_ids: dict[tuple[str, str], str] = {}  # (uri, name) -> id, known to exist in this process
