@@ -8,6 +8,7 @@ finished one returns at once; then the study's report turns the runs into report
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import json
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from pipeline import prepare, tracking
 from pipeline.cli import stage_main
@@ -51,6 +53,43 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
+
+
+class Composer:
+    """compose_config for many jobs that differ mostly in plain values (seed=1, model.depth=8).
+
+    Hydra composes once per distinct set of config-group choices (init=normal, optimizer=adam, ...); the
+    plain value overrides are then set on a copy, as Hydra itself applies them after the defaults list.
+    Whatever this cannot do (a key that does not exist, ...) falls back to a full compose, which also
+    gives Hydra's own error message. Same configs either way (tested for every study and size).
+    """
+
+    def __init__(self):
+        self._bases: dict[tuple[str, ...], DictConfig] = {}
+        self._parser = OverridesParser.create()
+
+    @staticmethod
+    def _is_group_choice(text: str) -> bool:
+        """init=normal, hydra/launcher=joblib: a choice in the defaults list, not a value."""
+        key = text.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+        return "/" in key or key.startswith("hydra") or (CONF_DIR / key).is_dir()
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        groups = tuple(o for o in overrides if self._is_group_choice(o))
+        values = [o for o in overrides if not self._is_group_choice(o)]
+        try:
+            base = self._bases.get(groups)
+            if base is None:
+                base = self._bases[groups] = compose_config(list(groups))
+            cfg = copy.deepcopy(base)
+            parsed = self._parser.parse_overrides(values)
+            if any(o.is_sweep_override() for o in parsed):
+                raise ValueError("a sweep is not one job")
+            with read_write(cfg):  # Hydra's own step: the same checks and merge rules as compose
+                ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+            return cfg
+        except Exception:  # noqa: BLE001 -- Hydra decides, and words the error
+            return compose_config(overrides)
 
 
 def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
@@ -103,7 +142,7 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
     fixed = [o for o in base_fixed if o.split("=")[0] not in grid] + size_fixed
     skip = ("study=", "study.", "hydra", *exclude)
     user = [o for o in user_overrides(cfg) if not o.lstrip("+").startswith(skip)]
-    jobs = []
+    jobs, composer = [], Composer()
     for case in cases:
         case_name, case_values, case_grid = _case_overrides(case)
         axes = {**case_grid, **grid}
@@ -112,7 +151,7 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
             values = {**case_values, **swept}
             overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
                          f"study.size={size}"]
-            job_cfg = compose_config(overrides)
+            job_cfg = composer(overrides)
             validate(job_cfg)
             parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]
             label = " ".join(parts + [f"{k}={v}" for k, v in swept.items()]) or study.name
@@ -214,9 +253,13 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     if backend == "loky" and n_jobs != 1:  # workers import the stages while the jobs are composed here
         warm_up((os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
     jobs = expand(cfg, exclude)
-    for job in jobs:  # prepared once here: parallel jobs must not race to build the same files
-        split, _ = prepare.load_or_build(job.cfg.data)
-        check_batch_size(job.cfg.train.batch_size, len(split.y_train))
+    n_train: dict[str, int] = {}  # per distinct data config: prepared (and checked) once
+    for job in jobs:  # prepared here: parallel jobs must not race to build the same files
+        data_key = json.dumps(OmegaConf.to_container(job.cfg.data, resolve=True), sort_keys=True)
+        if data_key not in n_train:
+            split, _ = prepare.load_or_build(job.cfg.data)
+            n_train[data_key] = len(split.y_train)
+        check_batch_size(job.cfg.train.batch_size, n_train[data_key])
     t0 = time.perf_counter()
     name, stage = cfg.study.name, cfg.study.get("stage", "train")
     uri = tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None
