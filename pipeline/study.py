@@ -301,7 +301,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     failures = [o for o in outcomes if o["status"] != "FINISHED"]
     # MLflow time of this process (jobs included when they ran here) and of the worker processes' jobs
     mlflow_seconds = tracking.seconds_in_mlflow() - mlflow_before + (
-        sum(o.get("tracking_seconds", 0.0) for o in outcomes) if workers > 1 else 0.0)
+        sum(o.get("tracking_seconds", 0.0) for o in outcomes) if workers > 1 or backend == "dask" else 0.0)
     return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
             "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds, "backend": backend,
             "tracking_seconds": mlflow_seconds,

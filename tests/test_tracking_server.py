@@ -57,8 +57,8 @@ def server(tmp_path_factory):
         if with_group is not None:
             os.killpg(with_group, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # uvicorn waits for idle keep-alive connections: a temporary store
             os.killpg(with_group, signal.SIGKILL)
             proc.wait()
         log.close()
