@@ -81,4 +81,5 @@ class MlflowSweepCallback(Callback):
         self.parent.set_tags({"children": str(len(children)), "summary": summary})
         self.parent.end("FINISHED")
         print(f"sweep: {len(children)} runs under parent run {self.parent.run_id}: {summary}")
-        print(f"open the MLflow UI: {tracking.ui_command(self.parent.uri)}  (or: make ui)")
+        local = self.parent.uri.startswith("sqlite:")  # `make ui` serves the project's own store only
+        print(f"open the MLflow UI: {tracking.ui_command(self.parent.uri)}" + ("  (or: make ui)" if local else ""))
