@@ -65,7 +65,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             if shared and not shared.enter():
                 return {"status": "CANCELLED"}
             result = stages[stage](cfg)
-        return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result["seconds"],
+        return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result.get("seconds"),
                 "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before}
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
         return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}

@@ -64,6 +64,8 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
         return tracking.NullRun()
     tracking.end_stale_active_run()
     all_tags = {"stage": stage, "config_hash": config_hash(cfg), **(tags or {})}
+    if cfg.tracking.get("study"):  # a study's child
+        all_tags["study"] = cfg.tracking.study
     sweep = sweep_info() if in_multirun() else {}
     return tracking.TrackedRun(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment,
                                run_name=cfg.tracking.get("run_name") or run_name(stage), tags=all_tags,

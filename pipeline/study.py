@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline import prepare, tracking
 from pipeline.cli import stage_main
@@ -275,6 +275,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         for job in todo:
             job.cfg.tracking.parent_run_id = parent.run_id
             job.cfg.tracking.run_name = f"{name} {job.label}"
+            with open_dict(job.cfg):  # DESIGN's `study` tag on every child: `tags.study = 'depth'` finds them
+                job.cfg.tracking.study = name
             job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
         parent.set_tags({"backend": backend})
         try:

@@ -53,7 +53,8 @@ class DeadUnits(Probe):
 
     def _dead(self, ctx: ProbeContext) -> list[np.ndarray]:
         hidden = ctx.activations()[:-1]
-        active = [np.any(z > 0, axis=0) for z, _ in hidden]  # (width,) per layer
+        # not (z <= 0 everywhere): a NaN (diverged) unit is not counted as dead
+        active = [~np.all(z <= 0, axis=0) for z, _ in hidden]  # (width,) per layer
         if ctx.source != "train_batch" or self.window is None:
             dead = [~a for a in active]
             if self.window is not None:  # the probe batch (step 0) seeds the window: silent there = silent long

@@ -80,3 +80,15 @@ def test_full_preset_reads_the_training_batches_and_bad_source_is_refused():
     assert config().probes.activations == "probe_batch"
     with pytest.raises(ValueError, match="activation source"):
         ProbeSet(trainer_of().net, source="eval")
+
+
+def test_a_diverged_unit_is_not_counted_dead():
+    trainer = trainer_of("relu", depth=1, width=4)
+    x = np.random.default_rng(4).standard_normal((8, 4)).astype(np.float32)
+    trainer.net.layers[0].params["W"][:, :2] = np.nan  # two units diverged, two alive
+    trainer.net.layers[0].params["W"][:, 2:] = 0.0
+    trainer.net.layers[0].params["b"][2:] = 1.0
+    for source in ("probe_batch", "train_batch"):
+        probes = ProbeSet(trainer.net, trainer, x, source=source)
+        trainer.net.forward(x)  # the "step's" forward, for train_batch
+        assert probes.measure()["dead_relu/layer_01"] == 0.0

@@ -60,6 +60,9 @@ def test_runs_resumes_and_reports(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, not duplicated
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/summary.md", "report/metrics.json", "report/activations.png"} <= artifacts
+    children = client.search_runs([parents[0].info.experiment_id],
+                                  "tags.study = 'activations' and tags.stage = 'train'")
+    assert len(children) == 6  # 4 runs, then the 2 failed ones again: every child is found by its study tag
 
 
 def test_every_listed_study_has_a_config_and_a_report():
