@@ -5,32 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import datasets as skd
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
+
+# scikit-learn is imported where a data set is built, not here: a job that loads prepared data (every
+# study job) then starts 0.6 s sooner in a fresh worker process.
+
+
+def _skd():
+    from sklearn import datasets
+
+    return datasets
 
 
 def digits(n_samples, noise, rng, **_):
     """The bundled 8x8 handwritten digits (1,797 images, 10 classes); n_samples and noise unused."""
-    return skd.load_digits(return_X_y=True)
+    return _skd().load_digits(return_X_y=True)
 
 
 def moons(n_samples, noise, rng, **_):
-    return skd.make_moons(n_samples=n_samples, noise=noise, random_state=_seed(rng))
+    return _skd().make_moons(n_samples=n_samples, noise=noise, random_state=_seed(rng))
 
 
 def circles(n_samples, noise, rng, factor=0.5, **_):
-    return skd.make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=_seed(rng))
+    return _skd().make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=_seed(rng))
 
 
 def blobs(n_samples, noise, rng, n_classes=3, n_features=2, **_):
-    return skd.make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
+    return _skd().make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
                           cluster_std=1.0 + noise, random_state=_seed(rng))
 
 
 def classification(n_samples, noise, rng, n_classes=3, n_features=20, **_):
     """scikit-learn's make_classification; `noise` is the share of flipped labels."""
-    return skd.make_classification(n_samples=n_samples, n_features=n_features, n_informative=min(n_features, 10),
+    return _skd().make_classification(n_samples=n_samples, n_features=n_features, n_informative=min(n_features, 10),
                                    n_classes=n_classes, flip_y=noise, random_state=_seed(rng))
 
 
@@ -90,6 +96,9 @@ def load(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, **
 def split_standardize(X: np.ndarray, y: np.ndarray, test_size: float, val_size: float, seed: int,
                       dtype=np.float32) -> Split:
     """Stratified train/val/test split (sizes are shares of all examples), then standardize on train."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     x_rest, x_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
     if val_size > 0:
         x_train, x_val, y_train, y_val = train_test_split(

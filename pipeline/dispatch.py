@@ -105,12 +105,18 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
             raise
 
 
-def _import_stages() -> None:
-    """Import what a job needs (MLflow, matplotlib, scikit-learn, Hydra: seconds in a fresh process)."""
+def _import_stages(uri: str | None) -> None:
+    """Import what a job needs (MLflow, matplotlib, Hydra: seconds in a fresh process) and open the store.
+
+    Only a store that already exists: two processes creating a fresh SQLite schema at once fail.
+    """
     from pipeline import init, train  # noqa: F401
 
+    if uri and uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
+        tracking._client(uri)  # MLflow checks the schema on a client's first use: ~1 s
 
-def warm_up(workers: int) -> None:
+
+def warm_up(workers: int, uri: str | None = None) -> None:
     """Start the loky workers and have them import the stages now, without waiting for them.
 
     Called before the study composes its jobs, so the workers' start-up overlaps with that work.
@@ -118,7 +124,7 @@ def warm_up(workers: int) -> None:
     if workers > 1:
         executor = get_reusable_executor(max_workers=workers)
         for _ in range(workers):
-            executor.submit(_import_stages)
+            executor.submit(_import_stages, uri)
 
 
 def _wait(futures: list, seconds: float) -> None:

@@ -251,7 +251,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     backend, dask_address = check_backend(cfg.study)
     mlflow_before = tracking.seconds_in_mlflow()
     if backend == "loky" and n_jobs != 1:  # workers import the stages while the jobs are composed here
-        warm_up((os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
+        warm_up((os.cpu_count() or 1) if n_jobs == -1 else n_jobs,
+                tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None)
     jobs = expand(cfg, exclude)
     n_train: dict[str, int] = {}  # per distinct data config: prepared (and checked) once
     for job in jobs:  # prepared here: parallel jobs must not race to build the same files
