@@ -32,6 +32,8 @@ TARGETS = {
     "probes_overhead": (0.10, "<=", "time per step with probes=full / probes=off, minus 1"),
     "tracking_overhead": (0.05, "<=", "share of a 16-run smoke study's wall time in MLflow calls (n_jobs=1)"),
     "parallel_speedup": (1.8, ">=", "16-run smoke study wall time at n_jobs=1 / at n_jobs=2"),
+    "parallel_speedup_default_study": (None, "", "the same ratio for `python -m pipeline.study study=depth` "
+                                                 "(default size, 21 runs, a fresh command each)"),
     "gflops": (None, "", "wide step's FLOP rate / a plain float32 matmul's (the practical ceiling)"),
 }
 
@@ -66,7 +68,7 @@ def collect(quick: bool) -> dict:
     result["probes_overhead"] = studies.probes_overhead(epochs=1 if quick else 3, repeats=1 if quick else 3,
                                                         quick=quick)
     result.update(studies.study_timing(repeats=1 if quick else 2, quick=quick))
-    result["memory"] = studies.peak_rss(quick)
+    result.update(studies.default_study(quick))
     result["seconds"] = time.perf_counter() - t0
     return result
 

@@ -82,28 +82,42 @@ def study_timing(repeats: int, quick: bool) -> dict:
     }
 
 
-def peak_rss(quick: bool) -> dict:
-    """Peak resident memory of a default `depth` study (its workers included), sampled every 0.1 s.
+def _run_sampling_rss(command: list[str]) -> tuple[float, float]:
+    """Run a command; its wall time and the peak of its process tree's summed RSS (sampled every 0.1 s)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    _, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"benchmark study failed: {err.strip().splitlines()[-1:]}")
+    return time.perf_counter() - t0, peak
 
-    --quick: the smoke size without MLflow, only to exercise the sampling.
+
+def default_study(quick: bool) -> dict:
+    """The `depth` study at default size as a user runs it (a fresh command, fresh store), n_jobs 1 and 2:
+    wall times, their ratio, and the peak resident memory of the n_jobs=2 run, workers included.
+
+    --quick: the smoke size without MLflow, only to exercise the code.
     """
     size = "smoke" if quick else "default"
+    out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
-        command = [sys.executable, "-m", "pipeline.study", "study=depth", f"study.size={size}",
-                   f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"+study.reports_dir={tmp}/reports"]
-        command += ["tracking=off", "study.n_jobs=1"] if quick else []
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        root, peak = psutil.Process(proc.pid), 0
-        while proc.poll() is None:
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-        _, err = proc.communicate()
-        if proc.returncode:
-            raise RuntimeError(f"memory benchmark study failed: {err.strip().splitlines()[-1:]}")
-    return {"peak_rss_mib": peak / 2**20, "limit_mib": 2048, "study": f"depth ({size})",
-            "seconds": time.perf_counter() - t0}
+        for n_jobs in (1, 2):
+            command = [sys.executable, "-m", "pipeline.study", "study=depth", f"study.size={size}",
+                       f"study.n_jobs={n_jobs}", f"tracking.uri=sqlite:///{tmp}/{n_jobs}/mlflow.db",
+                       f"+study.reports_dir={tmp}/{n_jobs}/reports"] + (["tracking=off"] if quick else [])
+            out[f"n_jobs_{n_jobs}_seconds"], out[f"n_jobs_{n_jobs}_peak_rss"] = _run_sampling_rss(command)
+    return {
+        "parallel_speedup_default_study": {"ratio": out["n_jobs_1_seconds"] / out["n_jobs_2_seconds"],
+                                           "n_jobs_1_seconds": out["n_jobs_1_seconds"],
+                                           "n_jobs_2_seconds": out["n_jobs_2_seconds"], "study": f"depth ({size})"},
+        "memory": {"peak_rss_mib": out["n_jobs_2_peak_rss"] / 2**20, "n_jobs_1_peak_rss_mib":
+                   out["n_jobs_1_peak_rss"] / 2**20, "limit_mib": 2048, "study": f"depth ({size}), n_jobs=2"},
+    }

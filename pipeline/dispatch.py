@@ -89,7 +89,11 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
     """
     if workers == 1:
         return [run_job(stage, cfg, threads) for cfg in jobs]
-    executor = get_reusable_executor(max_workers=workers)
+    # as many as this study's warm-up started (never more than its n_jobs): a smaller pool would stop a
+    # worker that is still importing
+    global _warmed
+    executor = get_reusable_executor(max_workers=max(workers, _warmed))
+    _warmed = 0
     with tempfile.TemporaryDirectory(prefix="gradlab-board-") as folder:
         futures = [executor.submit(run_job, stage, cfg, threads, folder) for cfg in jobs]
         try:
@@ -103,6 +107,9 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
             started = [f for f in futures if not f.cancelled()]
             _wait(started, STOP_SECONDS)
             raise
+
+
+_warmed = 0  # workers the last warm-up started in this process
 
 
 def _import_stages(uri: str | None) -> None:
@@ -121,7 +128,9 @@ def warm_up(workers: int, uri: str | None = None) -> None:
 
     Called before the study composes its jobs, so the workers' start-up overlaps with that work.
     """
+    global _warmed
     if workers > 1:
+        _warmed = workers
         executor = get_reusable_executor(max_workers=workers)
         for _ in range(workers):
             executor.submit(_import_stages, uri)
