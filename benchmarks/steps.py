@@ -6,12 +6,14 @@ noise hits both alike.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.threads import blas_threads_for
 from pipeline.engine import MLP, Trainer, make_activation, make_initializer, make_loss, make_optimizer
 
 TORCH_MISSING = "PyTorch is not installed: pip install -e '.[bench]' (torch==2.13.0, CPU build)"
@@ -46,17 +48,24 @@ SHAPES = {"small": Shape(64, 128, 2, 10, 64), "deep": Shape(784, 256, 20, 10, 12
 QUICK_SHAPES = {"small": Shape(16, 16, 2, 4, 8), "deep": Shape(32, 16, 4, 4, 8), "wide": Shape(32, 64, 2, 4, 16)}
 
 
-def best_seconds(contenders: dict[str, Callable[[], object]], calls: int, repeats: int) -> dict[str, float]:
-    """Best time per call of each contender, the contenders interleaved `repeats` times."""
-    for fn in contenders.values():
-        fn()  # warm-up: first-call allocations, BLAS thread start
+def best_seconds(contenders: dict[str, Callable[[], object]], calls: int, repeats: int,
+                 contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None) -> dict[str, float]:
+    """Best time per call of each contender, the contenders interleaved `repeats` times.
+
+    `contexts`: per contender, a context (a BLAS thread limit) entered around each block of calls.
+    """
+    contexts = contexts or {}
+    for name, fn in contenders.items():
+        with contexts.get(name, contextlib.nullcontext)():
+            fn()  # warm-up: first-call allocations, BLAS thread start
     best = dict.fromkeys(contenders, float("inf"))
     for _ in range(repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / calls)
+            with contexts.get(name, contextlib.nullcontext)():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                best[name] = min(best[name], (time.perf_counter() - t0) / calls)
     return best
 
 
@@ -113,7 +122,8 @@ def engine_vs_torch(shapes: dict[str, Shape], calls: int, repeats: int) -> dict:
         # the same update from the same weights: the first losses agree to float32 round-off
         first = (trainer.step(x, y), torch_step())
         t = best_seconds({"engine": lambda: trainer.step(x, y), "torch": torch_step},
-                         calls=max(1, calls // max(1, shape.depth // 2)), repeats=repeats)
+                         calls=max(1, calls // max(1, shape.depth // 2)), repeats=repeats,
+                         contexts={"engine": lambda: blas_threads_for(shape.sizes, shape.batch)})  # train's policy
         out[name] = {"ratio": t["engine"] / t["torch"], "engine_ms": 1e3 * t["engine"],
                      "torch_ms": 1e3 * t["torch"], "shape": str(shape), "first_loss_engine": first[0],
                      "first_loss_torch": first[1], "torch_threads": torch.get_num_threads()}
@@ -147,11 +157,12 @@ def engine_vs_sklearn(epochs: int, repeats: int) -> dict:
 
     def run_engine():
         trainer, rng = engine_trainer(shape, 0.01, init="xavier_uniform"), np.random.default_rng(0)
-        t0 = time.perf_counter()
-        for _ in range(epochs):
-            for idx in minibatches(len(x_tr), shape.batch, rng):
-                trainer.step(x_tr[idx], y_tr[idx])
-        seconds = (time.perf_counter() - t0) / epochs
+        with blas_threads_for(shape.sizes, shape.batch):  # the train stage's own thread policy
+            t0 = time.perf_counter()
+            for _ in range(epochs):
+                for idx in minibatches(len(x_tr), shape.batch, rng):
+                    trainer.step(x_tr[idx], y_tr[idx])
+            seconds = (time.perf_counter() - t0) / epochs
         _, acc = trainer.evaluate(x_te, y_te)
         return seconds, acc
 

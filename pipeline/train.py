@@ -17,6 +17,7 @@ from pipeline.cli import stage_main
 from pipeline.datasets import Split
 from pipeline.engine import MLP, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
+from pipeline.threads import blas_threads_for
 from pipeline.probes import ProbeContext, ProbeSet, verdict
 from pipeline.recording import Recorder, log_config, log_history, open_run
 from pipeline.seeding import rng_for
@@ -157,7 +158,9 @@ def run(cfg: DictConfig) -> dict:
         recorder = Recorder(run)
         start_acts = layer_activations(probes) if cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)
-        loop.run()
+        sizes = [layer.W.shape[0] for layer in trainer.net.layers] + [trainer.net.layers[-1].W.shape[1]]
+        with blas_threads_for(sizes, cfg.train.batch_size or len(data.y_train)):
+            loop.run()
         diverged = loop.diverged_at_step is not None
         if not diverged:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
