@@ -317,7 +317,7 @@ def report_line(result: dict) -> str:
     verdict = {True: "SUPPORTED", False: "NOT SUPPORTED", None: "UNDECIDED"}[result["supported"]]
     return (f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
             f"{result['skipped']} already finished, {result['failed']} failed) in {result['seconds']:.1f} s"
-            f" (backend {result.get('backend', 'loky')})\n"
+            f" (backend {result.get('backend', 'loky')}, {result.get('tracking_seconds', 0.0):.1f} s in MLflow)\n"
             f"{verdict}: {result['conclusion']}\nreport: {result['report']}"
             + (f"\nMLflow UI (parent run {result['parent_run_id']}): {result['ui']}" if result["ui"] else ""))
 
