@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -128,11 +129,32 @@ def _client(uri: str) -> MlflowClient:
     file and checks it (tens of ms: once per process, not once per run)."""
     client = _clients.get(uri)
     if client is None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(uri):
             # SQLAlchemy 2 deprecation warning from MLflow's own mappers, once per process: not ours to fix.
             warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
             client = _clients[uri] = _retry(MlflowClient, uri)
     return client
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str):
+    """Hold an exclusive lock file beside a SQLite store while a client is built.
+
+    Building a client creates or migrates the schema, and two processes doing that at once on a fresh file
+    fail (two commands started together, a test polling the store a job is creating). Where the file
+    system has no locks, go on without.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            _log.debug("no file lock on %s; building the MLflow client unlocked", path)
+        yield  # the lock goes with the handle
 
 
 _experiment_ids: dict[tuple[str, str], str] = {}  # (uri, name) -> id, known to exist in this process

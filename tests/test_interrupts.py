@@ -6,16 +6,16 @@ import sys
 import time
 
 import pytest
-from mlflow import MlflowClient
 from threadpoolctl import threadpool_info
 
 from pipeline import cli as cli_module
+from pipeline import tracking
 from pipeline.paths import ROOT
 from tests.helpers import tmp_store
 
 
 def runs_in(store):
-    client = MlflowClient(store)
+    client = tracking._client(store)  # under the store's lock: never races the job creating it
     try:
         return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
     except Exception:  # the store does not exist yet

@@ -399,3 +399,19 @@ def test_retry_gives_up_and_ignores_other_errors(monkeypatch):
     with pytest.raises(sqlalchemy.exc.OperationalError, match="no such table"):
         tracking._retry(other_error)
     assert calls == [2] and delays == []
+
+
+def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
+    """The schema is built under a lock file: four commands started together on a new store all work."""
+    import subprocess
+    import sys
+
+    from pipeline.paths import ROOT
+
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    code = f"from pipeline import tracking; print(tracking.ensure_experiment({uri!r}, 'together'))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all

@@ -8,8 +8,8 @@ import sys
 import textwrap
 import time
 
-from mlflow import MlflowClient
 
+from pipeline import tracking
 from pipeline.paths import ROOT
 from tests.helpers import tmp_store
 
@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent("""
 
 def runs_by_name(store):
     """{name: newest run of that name}."""
-    client = MlflowClient(store)
+    client = tracking._client(store)  # under the store's lock: never races the study creating it
     try:
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   order_by=["attributes.start_time ASC"])
