@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
@@ -33,3 +40,58 @@ def run_study(name: str, tmp_path, *overrides: str, size: str = "smoke"):
     cfg = config(f"study={name}", f"study.size={size}", f"tracking.uri={tmp_store(tmp_path)}",
                  f"+study.reports_dir={tmp_path / 'reports'}", *overrides, hydra=True)
     return study.run(cfg)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether GET url returns 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM to a server's process group (make, mlflow, uvicorn), SIGKILL whatever outlives `grace` s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader so the group can empty
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 90, grace: float = 15, **popen):
+    """Run a server command in its own process group until `ready_url` answers; always stop the group
+    (`grace` seconds after SIGTERM before SIGKILL)."""
+    import pytest
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(ready_url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"`{' '.join(cmd)}` did not answer on {ready_url}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        stop_group(proc, grace)

@@ -1,36 +1,16 @@
 """tracking=server: a train and a study log to a running `mlflow server` (SQLite backend, served artifacts)."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import cli
+from tests.helpers import cli, free_port, serving
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 START_SECONDS = 90  # a cold start (schema creation, app import) takes about 10 s on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +19,12 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: uvicorn is a child
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not answers(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer on {url}:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+    cmd = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+           "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with serving(cmd, f"{url}/health", folder / "server.log", timeout=START_SECONDS,
+                 grace=5):  # uvicorn waits for idle keep-alive connections: a temporary store
         yield url, folder
-    finally:
-        with_group = os.getpgid(proc.pid) if proc.poll() is None else None
-        if with_group is not None:
-            os.killpg(with_group, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # uvicorn waits for idle keep-alive connections: a temporary store
-            os.killpg(with_group, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_train_logs_metrics_and_artifacts_to_a_tracking_server(server, tmp_path):

@@ -11,19 +11,14 @@ package (the dev extra) driving it: no browser download.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline import tracking
 from pipeline.paths import ROOT
-from tests.helpers import run_study, tmp_store
+from tests.helpers import free_port, run_study, serving, tmp_store
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -40,41 +35,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (make, mlflow, uvicorn), SIGKILL whatever outlives 15 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        proc.poll()  # reap make so the group can empty
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The smoke-size study in a fresh store: its result, the store folder and the child runs by name."""
@@ -88,7 +48,7 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ui(study, tmp_path_factory):
     """`make ui` on the study's store at a free port (this interpreter's venv); the base URL, then stopped."""
-    port = _free_port()
+    port = free_port()
     venv = Path(sys.executable).parent.parent
     log = tmp_path_factory.mktemp("ui_log") / "mlflow_ui.log"
     # an outer `make test` passes its jobserver and flags down; this make is not part of it
@@ -97,19 +57,10 @@ def ui(study, tmp_path_factory):
     # -o: never reinstall the project from inside a test
     cmd = ["make", "-s", "-o", f"{venv}/.installed", "ui", f"VENV={venv}", f"UI_STORE={study['store']}",
            f"UI_PORT={port}"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while not _answers(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=gradlab"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`{' '.join(cmd)}` did not answer on {base}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with serving(cmd, f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=gradlab", log,
+                 cwd=ROOT, env=env):
         yield base
-    finally:
-        _stop_group(proc)
 
 
 @pytest.fixture(scope="module")
