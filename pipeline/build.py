@@ -7,16 +7,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from pipeline.engine import (
-    MLP,
-    GradientClipper,
-    Loss,
-    Optimizer,
-    Regularizer,
-    make_activation,
-    make_initializer,
-    make_loss,
-    make_optimizer,
-    make_regularizer,
+    MLP, GradientClipper, Loss, Optimizer, Regularizer, make_activation, make_initializer, make_loss,
+    make_optimizer, make_regularizer,
 )
 
 DTYPES = {"float32": np.float32, "float64": np.float64}

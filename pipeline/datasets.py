@@ -31,13 +31,13 @@ def circles(n_samples, noise, rng, factor=0.5, **_):
 
 def blobs(n_samples, noise, rng, n_classes=3, n_features=2, **_):
     return _skd().make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
-                          cluster_std=1.0 + noise, random_state=_seed(rng))
+                             cluster_std=1.0 + noise, random_state=_seed(rng))
 
 
 def classification(n_samples, noise, rng, n_classes=3, n_features=20, **_):
     """scikit-learn's make_classification; `noise` is the share of flipped labels."""
     return _skd().make_classification(n_samples=n_samples, n_features=n_features, n_informative=min(n_features, 10),
-                                   n_classes=n_classes, flip_y=noise, random_state=_seed(rng))
+                                      n_classes=n_classes, flip_y=noise, random_state=_seed(rng))
 
 
 def spiral(n_samples, noise, rng, n_classes=3, **_):

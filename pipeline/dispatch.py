@@ -66,7 +66,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
                 return {"status": "CANCELLED"}
             result = stages[stage](cfg)
         return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result.get("seconds"),
-                "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before}
+                "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before, "pid": os.getpid()}
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
         return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
     except (KeyboardInterrupt, tracking.Terminated):
@@ -80,8 +80,12 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             limit.restore_original_limits()
 
 
-def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None) -> list[dict]:
+def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None,
+             pool: int = 0) -> list[dict]:
     """Run the jobs' configs on `workers` loky processes (in this process when 1); interrupts stop them.
+
+    `pool`: the size of the study's loky pool when larger (the warmed-up workers: a smaller pool would
+    stop one that is still importing); never more than the study's n_jobs, so no more jobs run at once.
 
     On SIGINT/SIGTERM no new job starts, the busy workers get SIGTERM and a few seconds to end their runs
     as KILLED with their metrics flushed, then the interrupt goes on (joblib alone would SIGKILL them,
@@ -89,11 +93,7 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
     """
     if workers == 1:
         return [run_job(stage, cfg, threads) for cfg in jobs]
-    # as many as this study's warm-up started (never more than its n_jobs): a smaller pool would stop a
-    # worker that is still importing
-    global _warmed
-    executor = get_reusable_executor(max_workers=max(workers, _warmed))
-    _warmed = 0
+    executor = get_reusable_executor(max_workers=max(workers, pool))
     with tempfile.TemporaryDirectory(prefix="gradlab-board-") as folder:
         futures = [executor.submit(run_job, stage, cfg, threads, folder) for cfg in jobs]
         try:
@@ -107,9 +107,6 @@ def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | No
             started = [f for f in futures if not f.cancelled()]
             _wait(started, STOP_SECONDS)
             raise
-
-
-_warmed = 0  # workers the last warm-up started in this process
 
 
 def _import_stages(uri: str | None) -> None:
@@ -128,9 +125,7 @@ def warm_up(workers: int, uri: str | None = None) -> None:
 
     Called before the study composes its jobs, so the workers' start-up overlaps with that work.
     """
-    global _warmed
     if workers > 1:
-        _warmed = workers
         executor = get_reusable_executor(max_workers=workers)
         for _ in range(workers):
             executor.submit(_import_stages, uri)
@@ -188,8 +183,9 @@ def dispatch_dask(stage: str, jobs: list[DictConfig], workers: int, threads: int
     A LocalCluster is the study's own: `workers` single-threaded worker processes, closed afterwards. With an
     address, the scheduler's workers run the jobs (they need gradlab installed and the tracking URI in reach:
     use a tracking server beyond one machine). Each job is one dask task; on a single worker thread joblib
-    would run them all in this process, so they go to the cluster through the client directly. On an interrupt the client and any
-    local cluster close (its worker processes end); the study's parent marks the runs left RUNNING KILLED.
+    would run them all in this process, so they go to the cluster through the client directly. On an
+    interrupt the client and any local cluster close (its worker processes end); the study's parent marks
+    the runs left RUNNING KILLED.
     """
     from distributed import Client, LocalCluster
     from joblib import Parallel, delayed, parallel_config

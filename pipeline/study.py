@@ -250,9 +250,9 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
     backend, dask_address = check_backend(cfg.study)
     mlflow_before = tracking.seconds_in_mlflow()
-    if backend == "loky" and n_jobs != 1:  # workers import the stages while the jobs are composed here
-        warm_up((os.cpu_count() or 1) if n_jobs == -1 else n_jobs,
-                tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None)
+    pool = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    if backend == "loky":  # workers import the stages while the jobs are composed here
+        warm_up(pool, tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None)
     jobs = expand(cfg, exclude)
     n_train: dict[str, int] = {}  # per distinct data config: prepared (and checked) once
     for job in jobs:  # prepared here: parallel jobs must not race to build the same files
@@ -271,7 +271,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
             done = {h: c for h, c in _pick(tracking.child_runs(uri, parent.run_id)).items()
                     if c.info.status == "FINISHED"}
         todo = [j for j in jobs if j.hash not in done]
-        workers = max(1, min(len(todo), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs))
+        workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
         for job in todo:
             job.cfg.tracking.parent_run_id = parent.run_id
@@ -285,7 +285,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
             if backend == "dask":
                 outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address) if todo else []
             else:
-                outcomes = dispatch(stage, cfgs, workers, threads) if todo else []
+                outcomes = dispatch(stage, cfgs, workers, threads, pool) if todo else []
         except (KeyboardInterrupt, tracking.Terminated):
             if uri:  # whatever a killed worker could not end itself
                 tracking.end_running_children(uri, parent.run_id, "KILLED")
@@ -302,9 +302,9 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
                          "supported": {True: "yes", False: "no", None: "undecided"}[report.supported],
                          "runs": str(len(runs)), "skipped": str(len(jobs) - len(todo))})
     failures = [o for o in outcomes if o["status"] != "FINISHED"]
-    # MLflow time of this process (jobs included when they ran here) and of the worker processes' jobs
-    mlflow_seconds = tracking.seconds_in_mlflow() - mlflow_before + (
-        sum(o.get("tracking_seconds", 0.0) for o in outcomes) if workers > 1 or backend == "dask" else 0.0)
+    # MLflow time of this process (jobs that ran here included) and of the jobs that ran in other processes
+    mlflow_seconds = tracking.seconds_in_mlflow() - mlflow_before + sum(
+        o["tracking_seconds"] for o in outcomes if "pid" in o and o["pid"] != os.getpid())
     return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
             "skipped": len(jobs) - len(todo), "failed": len(failures), "seconds": seconds, "backend": backend,
             "tracking_seconds": mlflow_seconds,

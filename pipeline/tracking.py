@@ -174,9 +174,7 @@ def ensure_experiment(uri: str, name: str = DEFAULT_EXPERIMENT, cached: bool = F
 
 
 def _ensure_experiment(uri: str, name: str) -> str:
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = _client(uri)
+    client = _client(uri)  # a SQLite store's folder is made under its lock
     experiment = _retry(client.get_experiment_by_name, name)
     if experiment is None:
         # A tracking server chooses its own artifact root; a database store we write to directly.
@@ -336,31 +334,28 @@ class TrackedRun:
         self.parent_run_id = parent or None
         self.flush_every = flush_every
         self.run_id: str | None = None
-        self.seconds_in_mlflow = 0.0
+        self._mlflow_before = seconds_in_mlflow()
         self._client: MlflowClient | None = None
         self._buffer: list[Metric] = []
         self._ended = False
 
+    @property
+    def seconds_in_mlflow(self) -> float:
+        """This process's time in MLflow calls since the run was made (its own calls, in a stage)."""
+        return seconds_in_mlflow() - self._mlflow_before
+
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one MLflow call with lock retry, adding its wall time to seconds_in_mlflow."""
-        started = time.perf_counter()
-        try:
-            with _shield():
-                return _retry(fn, *args, **kwargs)
-        finally:
-            self.seconds_in_mlflow += time.perf_counter() - started
+        """Run one MLflow call with lock retry, interrupts held until it returns."""
+        with _shield():
+            return _retry(fn, *args, **kwargs)
 
     def start(self) -> TrackedRun:
         """Create the run (and the experiment if needed); a second call does nothing."""
         if self.run_id is not None:
             return self
-        started = time.perf_counter()
-        try:
-            with _shield():
-                experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
-                self._client = _client(self.uri)
-        finally:
-            self.seconds_in_mlflow += time.perf_counter() - started
+        with _shield():
+            experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
+            self._client = _client(self.uri)
         tags = dict(self.tags)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id

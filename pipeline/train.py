@@ -17,10 +17,10 @@ from pipeline.cli import stage_main
 from pipeline.datasets import Split
 from pipeline.engine import MLP, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
-from pipeline.threads import blas_threads_for
 from pipeline.probes import ProbeContext, ProbeSet, verdict
 from pipeline.recording import Recorder, log_config, log_history, open_run
 from pipeline.seeding import rng_for
+from pipeline.threads import blas_threads_for
 from pipeline.validate import check_batch_size, validate
 
 
@@ -153,13 +153,12 @@ def run(cfg: DictConfig) -> dict:
         probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
         probes = (ProbeSet(trainer.net, trainer, probe_x, full_batch=full_batch, batch_size=cfg.train.batch_size,
-                           rng=rng_for(cfg.seed, "probe"), source=cfg.probes.get("activations", "probe_batch"),
+                           rng=rng_for(cfg.seed, "probe"), source=cfg.probes.activations,
                            every=cfg.probes.every) if cfg.probes.enabled else None)
         recorder = Recorder(run)
         start_acts = layer_activations(probes) if cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)
-        sizes = [layer.W.shape[0] for layer in trainer.net.layers] + [trainer.net.layers[-1].W.shape[1]]
-        with blas_threads_for(sizes, cfg.train.batch_size or len(data.y_train)):
+        with blas_threads_for(trainer.net.sizes, cfg.train.batch_size or len(data.y_train)):
             loop.run()
         diverged = loop.diverged_at_step is not None
         if not diverged:

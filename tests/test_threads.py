@@ -22,3 +22,12 @@ def test_small_networks_run_on_one_blas_thread_big_ones_keep_theirs():
     assert largest_matmul([784, 256, 10], 128) > SMALL_MATMUL
     with blas_threads_for([784, 256, 10], 128):
         assert blas_threads() == before
+
+
+def test_a_networks_sizes_are_what_the_policy_reads():
+    import numpy as np
+
+    from pipeline.engine import MLP, make_activation, make_initializer
+
+    net = MLP(64, 10, 2, 128, make_activation("relu"), make_initializer("he_normal"), np.random.default_rng(0))
+    assert net.sizes == [64, 128, 128, 10]

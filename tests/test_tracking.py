@@ -135,7 +135,8 @@ def test_runs_reuse_the_experiment_id_and_survive_its_deletion(uri, monkeypatch)
         pass
     lookups = []
     real = MlflowClient.get_experiment_by_name
-    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", lambda self, name: lookups.append(name) or real(self, name))
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name",
+                        lambda self, name: lookups.append(name) or real(self, name))
     with TrackedRun(uri, "cached-once", run_name="second"):
         pass
     assert lookups == []  # the id this process already knows: no query per run

@@ -44,6 +44,11 @@ class MLP:
         self.weight_keys = tuple(k for k in self.params if k.endswith(".W"))
 
     @property
+    def sizes(self) -> list[int]:
+        """Widths from input to output: [in_dim, width, ..., out_dim]."""
+        return [self.layers[0].W.shape[0]] + [layer.W.shape[1] for layer in self.layers]
+
+    @property
     def hidden(self) -> list[Layer]:
         return self.layers[:-1]
 

@@ -13,11 +13,13 @@ from pipeline.probes.verdict import verdict
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
-def all_probes(exact_spectral: bool = False, every: int | None = None, dead_window: int | None = None) -> list[Probe]:
+def all_probes(exact_spectral: bool = False, every: int | None = None,
+               dead_window: int | None = None) -> list[Probe]:
     """Every instrument; `every` (steps between measurements) sets the power-iteration budget."""
     iterations = 4 if every is None else min(4, max(1, every))
-    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(), SpectralNorm(exact=exact_spectral, iterations=iterations),
-            Sparsity(), ActivationStats(), Saturation(), DeadUnits(window=dead_window)]
+    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(),
+            SpectralNorm(exact=exact_spectral, iterations=iterations), Sparsity(), ActivationStats(), Saturation(),
+            DeadUnits(window=dead_window)]
 
 
 class ProbeSet:
