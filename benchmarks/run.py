@@ -1,4 +1,4 @@
-"""gradlab's performance figures: every DESIGN section 8 target as a ratio measured side by side in one run.
+"""gradlab's performance figures: every performance target as a ratio measured side by side in one run.
 
     python benchmarks/run.py [--quick] [--out FILE.json] [--markdown BENCHMARKS.md]
 

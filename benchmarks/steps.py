@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.threads import blas_threads_for
+from pipeline.harness.threads import blas_threads_for
 from pipeline.engine import MLP, Trainer, make_activation, make_initializer, make_loss, make_optimizer
 
 TORCH_MISSING = "PyTorch is not installed: pip install -e '.[bench]' (torch==2.13.0, CPU build)"

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from pipeline import study, tracking, train
-from pipeline.paths import CONF_DIR, ROOT
+from pipeline.harness.paths import CONF_DIR, ROOT
 
 # probes=full vs probes=off in a real train run (evaluation and epoch-end logging included in both)
 PROBE_SHAPES = {

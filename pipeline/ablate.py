@@ -10,9 +10,9 @@ from __future__ import annotations
 from omegaconf import DictConfig, open_dict
 
 from pipeline import study
-from pipeline.cli import stage_main
+from pipeline.harness.cli import stage_main
 from pipeline.engine import OPTIMIZERS, REGULARIZERS
-from pipeline.validate import ConfigError
+from pipeline.harness.validate import ConfigError
 
 DECOUPLED = {"adam": "adamw"}  # the optimizer whose weight decay is the decoupled kind
 

@@ -12,10 +12,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.build import build_loss, build_network, build_regularizer
+from pipeline.harness.build import build_loss, build_network, build_regularizer
 from pipeline.engine import ACTIVATIONS, LOSSES, REGULARIZERS
 from pipeline.engine.gradcheck import away_from_kinks, check_gradients, nudge_from_zero
-from pipeline.seeding import rng_for
+from pipeline.harness.seeding import rng_for
 
 
 def check_one(cfg: DictConfig) -> dict:

@@ -11,15 +11,18 @@ import math
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import export, plots
-from pipeline.cli import stage_main
+from pipeline.harness import export
+from pipeline.harness import plots
+from pipeline.harness.cli import stage_main
 from pipeline.engine import layer_name
-from pipeline.probes import ProbeSet, all_probes, verdict
-from pipeline.probes.theory import predicted_act_var
-from pipeline.recording import Recorder, log_config, open_run
-from pipeline.seeding import rng_for
-from pipeline.train import build_trainer, load_data, probe_indices
-from pipeline.validate import validate
+from pipeline.analysis.diagnosis import diagnose
+from pipeline.probes import ProbeSet, all_probes
+from pipeline.analysis.theory import predicted_act_var
+from pipeline.harness.recording import Recorder, log_config, open_run
+from pipeline.harness.seeding import rng_for
+from pipeline.harness.build import build_trainer, load_data
+from pipeline.harness.loop import probe_indices
+from pipeline.harness.validate import validate
 
 
 def analyse(cfg: DictConfig, data) -> tuple[dict, object]:
@@ -55,7 +58,7 @@ def run(cfg: DictConfig) -> dict:
         log_config(run, cfg)
         metrics, net = analyse(cfg, data)
         Recorder(run).log(metrics, 0)
-        labels = verdict({k: v for k, v in metrics.items() if math.isfinite(v)}, net)
+        labels = diagnose({k: v for k, v in metrics.items() if math.isfinite(v)}, net)
         run.set_tags({"verdict": ",".join(labels)})
         n = len(net.layers)
         act_std, grad_std = per_layer(metrics, "act_std", n), per_layer(metrics, "grad_std", n)

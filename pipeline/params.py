@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.paths import CONF_DIR, ROOT
+from pipeline.harness.paths import CONF_DIR, ROOT
 
 PARAMS = ROOT / "params.yaml"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import markdown
 from omegaconf import DictConfig
 
-from pipeline.cli import stage_main
-from pipeline.paths import ROOT
+from pipeline.harness.cli import stage_main
+from pipeline.harness.paths import ROOT
 from pipeline.studies import STUDIES
 
 VERDICT = {1: "supported", 0: "not supported", -1: "undecided"}

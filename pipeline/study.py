@@ -24,14 +24,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline import prepare, tracking
-from pipeline.cli import stage_main
-from pipeline.dispatch import check_backend, dispatch, dispatch_dask, warm_up
-from pipeline.paths import CONF_DIR, ROOT
-from pipeline.recording import HISTORY_FILE, config_hash, decode_history
+from pipeline import tracking
+from pipeline.data import prepared
+from pipeline.harness.cli import stage_main
+from pipeline.harness.dispatch import check_backend, dispatch, dispatch_dask, warm_up
+from pipeline.harness.paths import CONF_DIR, ROOT
+from pipeline.harness.recording import HISTORY_FILE, config_hash, decode_history
 from pipeline.studies import STUDIES, report_for
 from pipeline.studies.base import StudyReport, StudyRun, markdown_table, mlflow_value
-from pipeline.validate import ConfigError, check_batch_size, validate
+from pipeline.harness.validate import ConfigError, check_batch_size, validate
 
 REPORTS_DIR = ROOT / "reports"
 SIZES = ("smoke", "default", "full")
@@ -208,7 +209,7 @@ def _pick(children: list) -> dict[str, object]:
 def write_report(name: str, claim: str, size: str, report: StudyReport, runs: list[StudyRun],
                  seconds: float, folder: Path) -> list[Path]:
     """reports/<study>/: summary.md, metrics.json and the PNG figures."""
-    from pipeline import plots
+    from pipeline.harness import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     for old in [*folder.glob("*.png"), *folder.glob("*.csv")]:
@@ -258,7 +259,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     for job in jobs:  # prepared here: parallel jobs must not race to build the same files
         data_key = json.dumps(OmegaConf.to_container(job.cfg.data, resolve=True), sort_keys=True)
         if data_key not in n_train:
-            split, _ = prepare.load_or_build(job.cfg.data)
+            split, _ = prepared.load_or_build(job.cfg.data)
             n_train[data_key] = len(split.y_train)
         check_batch_size(job.cfg.train.batch_size, n_train[data_key])
     t0 = time.perf_counter()
@@ -276,7 +277,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         for job in todo:
             job.cfg.tracking.parent_run_id = parent.run_id
             job.cfg.tracking.run_name = f"{name} {job.label}"
-            with open_dict(job.cfg):  # DESIGN's `study` tag on every child: `tags.study = 'depth'` finds them
+            with open_dict(job.cfg):  # the `study` tag on every child (docs/ARCHITECTURE.md): `tags.study = 'depth'` finds them
                 job.cfg.tracking.study = name
             job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
         parent.set_tags({"backend": backend})

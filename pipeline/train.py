@@ -3,143 +3,21 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from pipeline import export, plots, prepare
-from pipeline.build import DTYPES, build_clipper, build_loss, build_network, build_optimizer, build_regularizer
-from pipeline.cli import stage_main
-from pipeline.datasets import Split
-from pipeline.engine import MLP, Trainer, minibatches
-from pipeline.engine.schedules import make_schedule
-from pipeline.probes import ProbeContext, ProbeSet, verdict
-from pipeline.recording import Recorder, log_config, log_history, open_run
-from pipeline.seeding import rng_for
-from pipeline.threads import blas_threads_for
-from pipeline.validate import check_batch_size, validate
-
-
-def probe_indices(n_train: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """The fixed probe batch: training examples drawn once by the seed."""
-    return np.sort(rng.choice(n_train, size=min(size, n_train), replace=False))
-
-
-def load_data(cfg: DictConfig) -> Split:
-    split, _ = prepare.load_or_build(cfg.data)
-    data = prepare.as_dtype(split, DTYPES[cfg.model.dtype])
-    check_batch_size(cfg.train.batch_size, len(data.y_train))
-    return data
-
-
-def build_trainer(cfg: DictConfig, data: Split) -> Trainer:
-    net = build_network(cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"))
-    return Trainer(net, build_loss(cfg.model), build_optimizer(cfg.optimizer, net),
-                   build_regularizer(cfg.regularizer), build_clipper(cfg.train.clip))
-
-
-def layer_activations(probes: ProbeSet | None) -> dict[int, np.ndarray] | None:
-    """Activation arrays per layer (output last) on the probe batch, for the histograms."""
-    if probes is None or probes.probe_x is None:
-        return None
-    ctx = ProbeContext(probes.net, probes.trainer, probes.probe_x)
-    return {i: a.copy() for i, (_, a) in enumerate(ctx.activations(), 1)}
-
-
-def show_progress(setting) -> bool:
-    return sys.stdout.isatty() if setting == "auto" else bool(setting)
-
-
-@dataclass
-class Loop:
-    """The epochs of one run; stops cleanly at the first non-finite loss or gradient."""
-
-    cfg: DictConfig
-    data: Split
-    trainer: Trainer
-    recorder: Recorder
-    probes: ProbeSet | None
-    step: int = 0
-    diverged_at_step: int | None = None
-    epoch_seconds: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0  # time in training steps only (probes and logging excluded), for loss vs time
-
-    @property
-    def net(self) -> MLP:
-        return self.trainer.net
-
-    def run(self) -> None:
-        cfg, data = self.cfg, self.data
-        epochs = cfg.train.epochs
-        schedule = make_schedule(cfg.train.schedule.name, cfg.optimizer.lr, epochs,
-                                 **{k: v for k, v in cfg.train.schedule.items() if k != "name"})
-        batches_rng = rng_for(cfg.seed, "batches")
-        if self.probes is not None:  # the network at initialization: activations and weights at step 0
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-                self.recorder.log(self.probes.measure(before_training=True), 0)
-        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress),
-                   leave=False)
-        # a diverging network overflows on purpose here: the loop detects it and stops, quietly
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for epoch in bar:
-                self.trainer.optimizer.lr = schedule(epoch - 1)
-                t0 = time.perf_counter()
-                train_loss, train_acc = self.run_epoch(batches_rng)
-                self.epoch_seconds.append(time.perf_counter() - t0)
-                if self.diverged_at_step is not None:
-                    break
-                val_loss, val_acc = self.trainer.evaluate(data.x_val, data.y_val) if len(data.y_val) else (None, None)
-                epoch_metrics = {"epoch": epoch, "lr": self.trainer.optimizer.lr, "train/acc": train_acc,
-                                 "time/epoch_seconds": self.epoch_seconds[-1]}
-                if val_loss is not None:
-                    epoch_metrics.update({"val/loss": val_loss, "val/acc": val_acc})
-                self.recorder.log(epoch_metrics, self.step)
-                bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.3f}",
-                                val_acc="-" if val_acc is None else f"{val_acc:.3f}")
-        bar.close()
-
-    def run_epoch(self, rng: np.random.Generator) -> tuple[float, float]:
-        """One pass over the training set; returns its mean loss and running accuracy."""
-        x, y = self.data.x_train, self.data.y_train
-        every = self.cfg.probes.every
-        batches = list(minibatches(len(x), self.cfg.train.batch_size, rng))
-        total_loss, correct, seen = 0.0, 0, 0
-        interval_loss, interval_n = 0.0, 0
-        for b, idx in enumerate(batches):
-            self.step += 1
-            last = b == len(batches) - 1
-            measure = self.probes is not None and (self.step % every == 0 or last)
-            t0 = time.perf_counter()
-            loss = self.trainer.step(x[idx], y[idx], track_updates=measure)
-            self.train_seconds += time.perf_counter() - t0
-            if not math.isfinite(loss) or not math.isfinite(self.trainer.last_grad_norm if
-                                                            self.trainer.clipper.active else 0.0):
-                self.diverge()
-                break
-            logits = self.net.layers[-1].cache["a"]  # (batch, classes) of this step, before any probe forward
-            correct += int((logits.argmax(axis=1) == y[idx]).sum())
-            seen += len(idx)
-            total_loss += loss * len(idx)
-            interval_loss, interval_n = interval_loss + loss, interval_n + 1
-            if self.step % every == 0 or last:
-                self.recorder.log({"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
-                                  self.step)
-                interval_loss, interval_n = 0.0, 0
-            if measure:
-                metrics = self.probes.measure()
-                self.recorder.log(metrics, self.step)
-                if not math.isfinite(metrics.get("grad_norm/total", 0.0)):
-                    self.diverge()
-                    break
-        return (total_loss / seen if seen else math.nan), (correct / seen if seen else math.nan)
-
-    def diverge(self) -> None:
-        self.diverged_at_step = self.step
-        self.recorder.log({"diverged_at_step": self.step}, self.step)
+from pipeline.analysis.diagnosis import diagnose
+from pipeline.harness import export, plots
+from pipeline.harness.build import build_trainer, load_data
+from pipeline.harness.cli import stage_main
+from pipeline.harness.loop import Loop, layer_activations, probe_indices
+from pipeline.harness.recording import Recorder, log_config, log_history, open_run
+from pipeline.harness.seeding import rng_for
+from pipeline.harness.threads import blas_threads_for
+from pipeline.harness.validate import validate
+from pipeline.probes import ProbeSet
 
 
 def run(cfg: DictConfig) -> dict:
@@ -165,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
             recorder.log({"test/loss": test_loss, "test/acc": test_acc}, loop.step)
-        labels = verdict(recorder.finite_latest(), trainer.net, diverged)
+        labels = diagnose(recorder.finite_latest(), trainer.net, diverged)
         run.set_tags({"verdict": ",".join(labels)})
         log_plots(run, recorder, start_acts, None if diverged or not cfg.probes.histograms
                   else layer_activations(probes))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.paths import CONF_DIR, ROOT
+from pipeline.harness.paths import CONF_DIR, ROOT
 
 
 def config(*overrides: str, name: str = "config", hydra: bool = False):

@@ -5,7 +5,7 @@ import math
 import subprocess
 import sys
 
-from pipeline.paths import ROOT
+from pipeline.harness.paths import ROOT
 
 RATIO_KEYS = ("engine_vs_sklearn", "tracking_overhead", "parallel_speedup", "parallel_speedup_default_study", "gflops")
 PER_SHAPE = {"engine_vs_torch": ("small", "deep", "wide"), "probes_overhead": ("small", "deep")}

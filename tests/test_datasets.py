@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.datasets import SOURCES, load, split_standardize
+from pipeline.data.sources import SOURCES, load, split_standardize
 
 
 @pytest.mark.parametrize("name", list(SOURCES))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline import params
-from pipeline.paths import ROOT, project_root
+from pipeline.harness.paths import ROOT, project_root
 
 DVC = Path(sys.executable).parent / "dvc"
 

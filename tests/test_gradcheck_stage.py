@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from pipeline import gradcheck
 from pipeline.engine.activations import Sigmoid
-from pipeline.paths import CONF_DIR, ROOT
+from pipeline.harness.paths import CONF_DIR, ROOT
 
 
 def config(*overrides):

@@ -8,14 +8,14 @@ import time
 import pytest
 from threadpoolctl import threadpool_info
 
-from pipeline import cli as cli_module
+from pipeline.harness import cli as cli_module
 from pipeline import tracking
-from pipeline.paths import ROOT
+from pipeline.harness.paths import ROOT
 from tests.helpers import tmp_store
 
 
 def runs_in(store):
-    client = tracking._client(store)  # under the store's lock: never races the job creating it
+    client = tracking.client(store)  # under the store's lock: never races the job creating it
     try:
         return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
     except Exception:  # the store does not exist yet
@@ -59,12 +59,13 @@ def test_parallel_jobs_get_one_blas_thread_each(monkeypatch):
 
 def test_an_interrupt_during_an_mlflow_call_waits_for_the_call():
     from pipeline import tracking
+    from pipeline.tracking import signals
 
     finished = []
     with pytest.raises(KeyboardInterrupt):
-        with tracking._shield():
-            tracking._interrupt(signal.SIGINT, None)  # as if Ctrl-C arrived inside a database commit
+        with signals._shield():
+            signals._interrupt(signal.SIGINT, None)  # as if Ctrl-C arrived inside a database commit
             finished.append("commit done")
     assert finished == ["commit done"]
     with pytest.raises(tracking.Terminated):
-        tracking._interrupt(signal.SIGTERM, None)  # outside a call: at once
+        signals._interrupt(signal.SIGTERM, None)  # outside a call: at once

@@ -5,7 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import StepPatch
 
-from pipeline import plots
+from pipeline.harness import plots
 
 N_LAYERS, N_STEPS = 5, 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,7 @@
 
 from threadpoolctl import threadpool_info
 
-from pipeline.threads import SMALL_MATMUL, blas_threads_for, largest_matmul
+from pipeline.harness.threads import SMALL_MATMUL, blas_threads_for, largest_matmul
 
 
 def blas_threads() -> set[int]:

@@ -20,8 +20,9 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from pipeline import tracking  # noqa: E402
-from pipeline.paths import ROOT  # noqa: E402
+from pipeline.harness.paths import ROOT  # noqa: E402
 from pipeline.tracking import NullRun, Terminated, TrackedRun  # noqa: E402
+from pipeline.tracking import store as tracking_store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +367,7 @@ def _locked_error():
 
 def test_retry_backs_off_on_locked_database_then_succeeds(monkeypatch):
     delays = []
-    monkeypatch.setattr(tracking, "_sleep", delays.append)
+    monkeypatch.setattr(tracking_store, "_sleep", delays.append)
     failures = [_locked_error(), MlflowException("(sqlite3.OperationalError) database is locked")]
 
     def flaky(x, *, y):
@@ -374,13 +375,13 @@ def test_retry_backs_off_on_locked_database_then_succeeds(monkeypatch):
             raise failures.pop(0)
         return x + y
 
-    assert tracking._retry(flaky, 1, y=2) == 3
+    assert tracking_store._retry(flaky, 1, y=2) == 3
     assert delays == [0.05, 0.1]
 
 
 def test_retry_gives_up_and_ignores_other_errors(monkeypatch):
     delays = []
-    monkeypatch.setattr(tracking, "_sleep", delays.append)
+    monkeypatch.setattr(tracking_store, "_sleep", delays.append)
     calls = []
 
     def always_locked():
@@ -388,8 +389,8 @@ def test_retry_gives_up_and_ignores_other_errors(monkeypatch):
         raise _locked_error()
 
     with pytest.raises(sqlalchemy.exc.OperationalError):
-        tracking._retry(always_locked)
-    assert len(calls) == tracking._LOCK_TRIES and len(delays) == tracking._LOCK_TRIES - 1
+        tracking_store._retry(always_locked)
+    assert len(calls) == tracking_store._LOCK_TRIES and len(delays) == tracking_store._LOCK_TRIES - 1
 
     def other_error():
         calls.append(2)
@@ -398,7 +399,7 @@ def test_retry_gives_up_and_ignores_other_errors(monkeypatch):
     calls.clear()
     delays.clear()
     with pytest.raises(sqlalchemy.exc.OperationalError, match="no such table"):
-        tracking._retry(other_error)
+        tracking_store._retry(other_error)
     assert calls == [2] and delays == []
 
 
@@ -407,7 +408,7 @@ def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.paths import ROOT
+    from pipeline.harness.paths import ROOT
 
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
     code = f"from pipeline import tracking; print(tracking.ensure_experiment({uri!r}, 'together'))"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import tracking
-from pipeline.paths import ROOT
+from pipeline.harness.paths import ROOT
 from tests.helpers import free_port, run_study, serving, tmp_store
 
 CHROMIUM = "/usr/bin/chromium"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.validate import ConfigError, check_batch_size, validate
+from pipeline.harness.validate import ConfigError, check_batch_size, validate
 from tests.helpers import cli, config, tmp_store
 
 BAD = [

@@ -82,8 +82,3 @@ class Trainer:
             total_loss += self.loss.value(logits, yb) * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())
         return total_loss / len(x), correct / len(x)
-
-    def fit_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int | None, rng: np.random.Generator) -> float:
-        """One pass over (x, y) in shuffled mini-batches; returns the mean step loss."""
-        losses = [self.step(x[idx], y[idx]) for idx in minibatches(len(x), batch_size, rng)]
-        return float(np.mean(losses))

@@ -9,7 +9,6 @@ from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
-from pipeline.probes.verdict import verdict
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
@@ -61,4 +60,4 @@ class ProbeSet:
         return out
 
 
-__all__ = ["Probe", "ProbeContext", "ProbeSet", "all_probes", "verdict"]
+__all__ = ["Probe", "ProbeContext", "ProbeSet", "all_probes"]

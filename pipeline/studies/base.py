@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.recording import History
+from pipeline.harness.recording import History
 
 # MLflow stores +-inf as the largest double; read back, that means infinity
 _MLFLOW_INF = 1.7976931348623157e308

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from pipeline.paths import CONF_DIR
+from pipeline.harness.paths import CONF_DIR
 from pipeline.probes.weights import SPARSE_BELOW
 from pipeline.studies.base import StudyReport, StudyRun
 

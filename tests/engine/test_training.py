@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.datasets import load, split_standardize
+from pipeline.data.sources import load, split_standardize
 from pipeline.engine import (
     MLP,
     GradientClipper,
@@ -14,7 +14,7 @@ from pipeline.engine import (
     make_regularizer,
     minibatches,
 )
-from pipeline.seeding import rng_for
+from pipeline.harness.seeding import rng_for
 
 
 def make_net(seed=0, activation="relu", init="he_normal", depth=2, width=16, in_dim=8, out_dim=3,
@@ -49,7 +49,8 @@ def test_same_seed_gives_bit_identical_weights_after_10_steps():
         x, y = toy_batch(64)
         batches = rng_for(seed, "batches")
         for _ in range(5):  # 2 batches of 32 per epoch: 10 steps
-            trainer.fit_epoch(x, y, 32, batches)
+            for idx in minibatches(len(x), 32, batches):
+                trainer.step(x[idx], y[idx])
         return {k: v.copy() for k, v in net.params.items()}
 
     a, b, c = train(0), train(0), train(1)
@@ -143,6 +144,7 @@ def test_digits_reaches_95_percent_within_30_epochs():
     trainer = make_trainer(net, "adam", lr=1e-3)
     batches = rng_for(0, "batches")
     for epoch in range(30):
-        trainer.fit_epoch(data.x_train, data.y_train, 64, batches)
+        for idx in minibatches(len(data.y_train), 64, batches):
+            trainer.step(data.x_train[idx], data.y_train[idx])
     _, acc = trainer.evaluate(data.x_test, data.y_test)
     assert acc >= 0.95

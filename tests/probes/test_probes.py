@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.engine import MLP, Trainer, make_activation, make_initializer, make_loss, make_optimizer
-from pipeline.probes import ProbeContext, ProbeSet, verdict
+from pipeline.analysis.diagnosis import diagnose
+from pipeline.probes import ProbeContext, ProbeSet
 from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
-from pipeline.probes.theory import predicted_act_var
+from pipeline.analysis.theory import predicted_act_var
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
@@ -138,14 +139,14 @@ def test_probes_return_every_documented_key_per_layer():
 
 def test_verdicts():
     constant = net_of("tanh", init="constant")
-    assert "symmetric" in verdict({}, constant)
-    assert verdict({}, net_of("tanh")) == ["healthy"]
+    assert "symmetric" in diagnose({}, constant)
+    assert diagnose({}, net_of("tanh")) == ["healthy"]
     net = net_of("relu", depth=3)
-    assert "vanishing" in verdict({"grad_norm/layer_01": 1e-8, "grad_norm/layer_04": 1.0}, net)
-    assert "exploding" in verdict({"act_std/layer_01": 1.0, "act_std/layer_03": 1e4}, net)
-    assert "dead" in verdict({"dead_relu/total": 0.8}, net)
-    assert "saturated" in verdict({"saturation/layer_01": 0.9, "saturation/layer_02": 0.7}, net_of("sigmoid"))
-    assert verdict({}, net, diverged=True)[0] == "diverged"
+    assert "vanishing" in diagnose({"grad_norm/layer_01": 1e-8, "grad_norm/layer_04": 1.0}, net)
+    assert "exploding" in diagnose({"act_std/layer_01": 1.0, "act_std/layer_03": 1e4}, net)
+    assert "dead" in diagnose({"dead_relu/total": 0.8}, net)
+    assert "saturated" in diagnose({"saturation/layer_01": 0.9, "saturation/layer_02": 0.7}, net_of("sigmoid"))
+    assert diagnose({}, net, diverged=True)[0] == "diverged"
 
 
 def test_theory_matches_glorot_and_he():

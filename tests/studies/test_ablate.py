@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipeline import ablate
-from pipeline.validate import ConfigError
+from pipeline.harness.validate import ConfigError
 from tests.helpers import config, tmp_store
 
 

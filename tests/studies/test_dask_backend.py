@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline import study
-from pipeline.validate import ConfigError
+from pipeline.harness.validate import ConfigError
 from tests.helpers import cli, config, run_study, tmp_store
 
 

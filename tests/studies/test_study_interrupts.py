@@ -10,14 +10,14 @@ import time
 
 
 from pipeline import tracking
-from pipeline.paths import ROOT
+from pipeline.harness.paths import ROOT
 from tests.helpers import tmp_store
 
 DRIVER = textwrap.dedent("""
     import sys
     from omegaconf import open_dict
     from pipeline import study, tracking
-    from pipeline.cli import sigterm_raises
+    from pipeline.harness.cli import sigterm_raises
     from tests.helpers import config
     cfg = config("study=dead_relu", "study.size=smoke", "study.n_jobs=2", "tracking.uri={store}",
                  "+study.reports_dir={reports}", "probes.every=1", hydra=True)
@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent("""
 
 def runs_by_name(store):
     """{name: newest run of that name}."""
-    client = tracking._client(store)  # under the store's lock: never races the study creating it
+    client = tracking.client(store)  # under the store's lock: never races the study creating it
     try:
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   order_by=["attributes.start_time ASC"])

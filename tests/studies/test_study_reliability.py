@@ -4,7 +4,7 @@ from mlflow import MlflowClient
 from omegaconf import open_dict
 
 from pipeline import study, tracking
-from pipeline.recording import HISTORY_FILE, decode_history
+from pipeline.harness.recording import HISTORY_FILE, decode_history
 from tests.helpers import config, tmp_store
 
 

@@ -8,7 +8,7 @@ from omegaconf import open_dict
 
 from pipeline import study
 from pipeline.studies import STUDIES
-from pipeline.validate import ConfigError
+from pipeline.harness.validate import ConfigError
 from tests.helpers import config, tmp_store
 
 
@@ -66,7 +66,7 @@ def test_runs_resumes_and_reports(tmp_path):
 
 
 def test_every_listed_study_has_a_config_and_a_report():
-    from pipeline.paths import CONF_DIR
+    from pipeline.harness.paths import CONF_DIR
 
     for name in STUDIES:
         assert (CONF_DIR / "study" / f"{name}.yaml").is_file(), name

@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from pipeline.paths import CONF_DIR
-from pipeline.sweep import in_multirun, job_label
+from pipeline.harness.paths import CONF_DIR
+from pipeline.harness.sweep import in_multirun, job_label
 from pipeline.tracking import Terminated, install_signal_handlers
-from pipeline.validate import ConfigError
+from pipeline.harness.validate import ConfigError
 
 
 def parallel_jobs() -> int:

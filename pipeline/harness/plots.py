@@ -3,7 +3,7 @@ unit health and depth profiles.
 
 Every function is pure and returns a `matplotlib.figure.Figure` built with the object-oriented API on
 an Agg canvas: no pyplot state machine, no GUI, nothing leaks between calls; callers save or log them.
-A history is `dict[str, list[tuple[int, float]]]` keyed as in DESIGN.md section 5. Non-finite values
+A history is `dict[str, list[tuple[int, float]]]` keyed as in docs/ARCHITECTURE.md ("Metrics"). Non-finite values
 (diverged runs) are left out of the plots rather than raising or warning.
 """
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.datasets import SOURCES
+from pipeline.data.sources import SOURCES
 from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
 from pipeline.probes.base import SOURCES as ACTIVATION_SOURCES
 

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
-from pipeline.sweep import in_multirun, job_label, sweep_info
+from pipeline.harness.sweep import in_multirun, job_label, sweep_info
 
 History = dict[str, list[tuple[int, float]]]
 

@@ -1,15 +1,20 @@
-"""Turn the composed config into engine objects (the one place that maps config keys to the engine)."""
+"""Turn the composed config into engine objects and a run's data (the one place that maps config keys to the engine)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import numpy as np
+from omegaconf import DictConfig
 
+from pipeline.data import prepared
+from pipeline.data.sources import Split
 from pipeline.engine import (
     MLP, GradientClipper, Loss, Optimizer, Regularizer, make_activation, make_initializer, make_loss,
-    make_optimizer, make_regularizer,
+    make_optimizer, make_regularizer, Trainer,
 )
+from pipeline.harness.seeding import rng_for
+from pipeline.harness.validate import check_batch_size
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -46,3 +51,16 @@ def build_optimizer(optimizer: Mapping, net: MLP) -> Optimizer:
 def build_clipper(clip: Mapping | None) -> GradientClipper:
     clip = clip or {}
     return GradientClipper(max_norm=clip.get("max_norm"), max_value=clip.get("max_value"))
+
+
+def load_data(cfg: DictConfig) -> Split:
+    split, _ = prepared.load_or_build(cfg.data)
+    data = prepared.as_dtype(split, DTYPES[cfg.model.dtype])
+    check_batch_size(cfg.train.batch_size, len(data.y_train))
+    return data
+
+
+def build_trainer(cfg: DictConfig, data: Split) -> Trainer:
+    net = build_network(cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"))
+    return Trainer(net, build_loss(cfg.model), build_optimizer(cfg.optimizer, net),
+                   build_regularizer(cfg.regularizer), build_clipper(cfg.train.clip))

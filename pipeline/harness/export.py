@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from pipeline import plots
+from pipeline.harness import plots
 from pipeline.engine import layer_name
-from pipeline.recording import History
+from pipeline.harness.recording import History
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""The verdict of a run: healthy, or one or more of vanishing, exploding, dead, saturated, diverged, symmetric."""
+"""A run's verdict (the labels on its `verdict` tag): healthy, or one or more of vanishing, exploding, dead, saturated, diverged, symmetric."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def is_symmetric(net: MLP) -> bool:
     return False
 
 
-def verdict(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
+def diagnose(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
     """Labels from the last measured value of each metric (and the network for symmetry)."""
     labels = []
     if diverged:

@@ -54,7 +54,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
     a worker (`board` given) the job returns KILLED so the pool stays intact while the others finish.
     """
     from pipeline import init, train
-    from pipeline.cli import sigterm_raises
+    from pipeline.harness.cli import sigterm_raises
 
     stages = {"train": train.run, "init": init.run}
     limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
@@ -117,7 +117,7 @@ def _import_stages(uri: str | None) -> None:
     from pipeline import init, train  # noqa: F401
 
     if uri and uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
-        tracking._client(uri)  # MLflow checks the schema on a client's first use: ~1 s
+        tracking.client(uri)  # MLflow checks the schema on a client's first use: ~1 s
 
 
 def warm_up(workers: int, uri: str | None = None) -> None:
@@ -151,7 +151,7 @@ def check_backend(study: DictConfig) -> tuple[str, str | None]:
 
     A known backend; for dask the `distributed` package, and a scheduler address that answers (when given).
     """
-    from pipeline.validate import ConfigError
+    from pipeline.harness.validate import ConfigError
 
     backend, address = study.get("backend", "loky"), study.get("dask_address")
     if backend not in BACKENDS:

@@ -1,4 +1,4 @@
-"""Hydra multirun -> one MLflow parent run per sweep, every job a child of it (DESIGN.md section 6)."""
+"""Hydra multirun -> one MLflow parent run per sweep, every job a child of it (docs/ARCHITECTURE.md, "Tracking")."""
 
 from __future__ import annotations
 

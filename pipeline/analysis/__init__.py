@@ -1,0 +1,1 @@
+"""What the numbers mean: a run's labels (vanishing, exploding, ..., not learning) and the theory lines."""

@@ -1,0 +1,278 @@
+"""MLflow runs as gradlab writes them: buffered metrics, batched params and tags, a clean end whatever happens."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.tracking.signals import Terminated, _shield, drop_pending
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, _retry, client, ensure_experiment, resolve_uri, seconds_in_mlflow
+
+PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
+
+# MLflow's own limits (mlflow.utils.validation); the client rejects anything larger.
+_MAX_PARAM_VALUE = 6000
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_ERROR_TAG = 5000
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
+    """Nested config to {"model.depth": "2", ...} with string values cut to MLflow's param limit."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = str(value)[:_MAX_PARAM_VALUE]
+    return flat
+
+
+def end_stale_active_run() -> None:
+    """End a fluent-API run left active in this (reused loky worker) process by an earlier job."""
+    stale = mlflow.active_run()
+    if stale is not None:
+        _log.warning("ending stale MLflow run %s left active in this process", stale.info.run_id)
+        mlflow.end_run(status="FAILED")
+
+
+class TrackedRun:
+    """One MLflow run with buffered metrics; a context manager that always ends the run."""
+
+    def __init__(self, uri: str, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
+                 tags: dict[str, str] | None = None, parent_run_id: str | None = None,
+                 flush_every: int = 1000) -> None:
+        self.uri = resolve_uri(uri)
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = {k: str(v) for k, v in (tags or {}).items()}
+        # None means "inherit the sweep's parent from the environment"; "" means explicitly no parent.
+        parent = parent_run_id if parent_run_id is not None else os.environ.get(PARENT_RUN_ENV)
+        self.parent_run_id = parent or None
+        self.flush_every = flush_every
+        self.run_id: str | None = None
+        self._mlflow_before = seconds_in_mlflow()
+        self._client: MlflowClient | None = None
+        self._buffer: list[Metric] = []
+        self._ended = False
+
+    @property
+    def seconds_in_mlflow(self) -> float:
+        """This process's time in MLflow calls since the run was made (its own calls, in a stage)."""
+        return seconds_in_mlflow() - self._mlflow_before
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one MLflow call with lock retry, interrupts held until it returns."""
+        with _shield():
+            return _retry(fn, *args, **kwargs)
+
+    def start(self) -> TrackedRun:
+        """Create the run (and the experiment if needed); a second call does nothing."""
+        if self.run_id is not None:
+            return self
+        with _shield():
+            experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
+            self._client = client(self.uri)
+        tags = dict(self.tags)
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        try:
+            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+        except MlflowException:  # the cached experiment may have been deleted since: look it up afresh
+            experiment_id = ensure_experiment(self.uri, self.experiment)
+            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        return self
+
+    @classmethod
+    def resume(cls, uri: str, run_id: str) -> TrackedRun:
+        """Reopen an ended run (a study's parent, on a re-run): RUNNING again, its tags and data kept."""
+        run = cls(uri, parent_run_id="")
+        run._client = client(run.uri)
+        info = run._call(run._client.get_run, run_id).info
+        run.run_name, run.run_id = info.run_name, run_id
+        run._call(run._client.update_run, run_id, status="RUNNING")
+        return run
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Log params now, in batches of MLflow's 100-param limit."""
+        items = [Param(key, str(value)[:_MAX_PARAM_VALUE]) for key, value in params.items()]
+        for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self._call(self._client.log_batch, self.run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH],
+                       synchronous=True)
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        """Buffer one metric value; written on flush (one synchronous log_metric costs ~3-5 ms)."""
+        self._buffer.append(Metric(key, float(value), int(time.time() * 1000), int(step)))
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffer several metric values at one step."""
+        timestamp = int(time.time() * 1000)
+        self._buffer.extend(Metric(key, float(value), timestamp, int(step)) for key, value in metrics.items())
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set tags now (not buffered), all in one call."""
+        if tags:
+            self._call(self._client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                       synchronous=True)
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Save a matplotlib figure as an artifact, then close it to free its memory."""
+        self.log_figures({artifact_file: fig})
+
+    def log_figures(self, figures: dict[str, Any]) -> None:
+        """Save figures as artifacts ({artifact file: figure}) in one MLflow call, then close them.
+
+        Rendered here, outside the MLflow call: drawing is matplotlib's time, not tracking's.
+        """
+        import matplotlib.pyplot as plt
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                for artifact_file, fig in figures.items():
+                    path = Path(tmp, artifact_file)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fig.savefig(path)
+                self._call(self._client.log_artifacts, self.run_id, tmp)
+        finally:
+            for fig in figures.values():
+                plt.close(fig)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Copy a local file or folder into the run's artifacts."""
+        self._call(self._client.log_artifact, self.run_id, local_path, artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write a string as an artifact file."""
+        self._call(self._client.log_text, self.run_id, text, artifact_file)
+
+    def flush(self) -> None:
+        """Write buffered metrics synchronously in batches of 1000; unsent ones stay buffered on error."""
+        while self._buffer:
+            chunk = self._buffer[:_MAX_METRICS_PER_BATCH]
+            self._call(self._client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+            del self._buffer[:len(chunk)]
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush, then mark the run ended with status; later calls do nothing."""
+        if self._ended or self.run_id is None:
+            return
+        try:
+            self.flush()
+        except BaseException:
+            # Metrics were lost: the run did not finish cleanly, whatever the caller asked.
+            status = "FAILED" if status == "FINISHED" else status
+            raise
+        finally:
+            self._call(self._client.set_terminated, self.run_id, status)
+            self._ended = True  # only once terminated, so a failed end can be retried
+
+    def __enter__(self) -> TrackedRun:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None:
+            self.end("FINISHED")
+            return False
+        with _shield():  # already unwinding: a second Ctrl-C must not cut the flush and the ending short
+            self._end_after(exc)
+            drop_pending()
+        return False
+
+    def _end_after(self, exc: BaseException) -> None:
+        """Flush and end the run as KILLED (interrupt) or FAILED (error tag); MLflow errors only logged."""
+        try:
+            self.flush()
+        except Exception:
+            _log.exception("could not flush metrics of run %s", self.run_id)
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+            try:
+                self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TAG]})
+                trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                self.log_text(trace, "error.txt")  # the whole story, where the tag has one line
+            except Exception:
+                _log.exception("could not record the error on run %s", self.run_id)
+        try:
+            self.end(status)
+        except Exception:
+            _log.exception("could not end run %s as %s", self.run_id, status)
+
+
+class NullRun:
+    """TrackedRun's interface doing nothing, for tracking.enabled=false."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.run_id: str | None = None
+        self.seconds_in_mlflow = 0.0
+
+    def start(self) -> NullRun:
+        """Do nothing."""
+        return self
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        """Do nothing."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Do nothing."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Close the figure (callers rely on log_figure to free it)."""
+        self.log_figures({artifact_file: fig})
+
+    def log_figures(self, figures: dict[str, Any]) -> None:
+        """Close the figures."""
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Do nothing."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Do nothing."""
+
+    def flush(self) -> None:
+        """Do nothing."""
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Do nothing."""
+
+    def __enter__(self) -> NullRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        return False
