@@ -10,6 +10,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, open_dict
 
 from pipeline import study
+from pipeline.studies import grid
 from pipeline.harness.cli import stage_main
 from pipeline.engine import OPTIMIZERS, REGULARIZERS
 from pipeline.harness.validate import ConfigError
@@ -42,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
     """Run the ablation grid through the study runner (resumable, parallel, reported)."""
     with open_dict(cfg):
         if cfg.get("study") is None:  # composed from params.yaml (DVC): the study itself comes from conf/
-            cfg.study = study.compose_config(["study=regularization"]).study
+            cfg.study = grid.compose_config(["study=regularization"]).study
         cfg.study.cases = cases(cfg.ablate)
         cfg.study.grid = {}
         for size in (cfg.study.get("sizes") or {}).values():  # every size runs the ablate grid
@@ -51,7 +52,7 @@ def run(cfg: DictConfig) -> dict:
     return study.run(cfg, exclude=("ablate",))
 
 
-main = stage_main(run, study.report_line, config_name="ablate")
+main = stage_main(run, study.summary_line, config_name="ablate")
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-def report(result: dict) -> str:
+def summary_line(result: dict) -> str:
     a, g = result["act_std"], result["grad_std"]
     hidden = len(a) - 1
     lines = [f"{'layer':>5}  {'act_std':>10}  {'theory':>10}  {'grad_std':>10}"]
@@ -89,7 +89,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-main = stage_main(run, report)
+main = stage_main(run, summary_line)
 
 if __name__ == "__main__":
     main()

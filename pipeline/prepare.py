@@ -16,14 +16,14 @@ def run(cfg: DictConfig) -> dict:
     return dict(meta, path=str(paths(cfg.data)[0]))
 
 
-def report(result: dict) -> str:
+def summary_line(result: dict) -> str:
     sizes = result["split_sizes"]
     state = "reused" if result["reused"] else "built"
     return (f"{result['config']['name']}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
             f"test {sizes['test']}; {result['n_features']} features, {result['n_classes']} classes")
 
 
-main = stage_main(run, report)
+main = stage_main(run, summary_line)
 
 if __name__ == "__main__":
     main()

@@ -17,10 +17,9 @@ from omegaconf import DictConfig
 from pipeline.harness.cli import stage_main
 from pipeline.harness.paths import ROOT
 from pipeline.studies import STUDIES
+from pipeline.studies.render import SUMMARY_JSON
 
-VERDICT = {1: "supported", 0: "not supported", -1: "undecided"}
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
-_CONCLUSION = re.compile(r"\*\*Conclusion \(([^)]*)\)\.\*\* (.*)")
 
 
 def study_folders(root: Path) -> list[Path]:
@@ -29,21 +28,31 @@ def study_folders(root: Path) -> list[Path]:
     return [found[n] for n in STUDIES if n in found] + [found[n] for n in sorted(found) if n not in STUDIES]
 
 
+def entry(folder: Path) -> dict:
+    """One study's line on the index, from its summary.json (written beside summary.md for tools like this)."""
+    try:
+        summary = json.loads((folder / SUMMARY_JSON).read_text())
+    except (OSError, ValueError):  # a report from before summary.json, or a damaged one: say so, do not guess
+        return {"study": folder.name, "verdict": "undecided", "verdict_text": "undecided (no summary.json)",
+                "runs": None, "checks": []}
+    return {"study": folder.name, "verdict": summary["verdict"], "verdict_text": summary["verdict_text"],
+            "runs": summary.get("runs"), "checks": summary.get("checks", [])}
+
+
 def gather(root: Path) -> tuple[str, list[dict]]:
     """The index in Markdown (image links relative to root) and one entry per study."""
     entries, sections = [], []
     for folder in study_folders(root):
+        entries.append(entry(folder))
         text = (folder / "summary.md").read_text()
-        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-        match = _CONCLUSION.search(text)
-        entries.append({"study": folder.name, "verdict": VERDICT.get(metrics.get("supported"), "undecided"),
-                        "conclusion": match.group(2) if match else "", "runs": metrics.get("runs")})
         body = _IMAGE.sub(lambda m: f"![{m.group(1)}]({folder.name}/{m.group(2)})", text)
         sections.append(body.replace("# Study", "## Study", 1))
     lines = ["# gradlab: the seeds' claims, measured", "",
-             "| study | verdict | runs | what was measured |", "|---|---|---|---|"]
-    lines += [f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict']} | {e['runs']} | "
-              f"{e['conclusion']} |" for e in entries]
+             "| study | verdict | runs | checks |", "|---|---|---|---|"]
+    for e in entries:
+        checks = "; ".join(f"{c['name']}: {c['outcome']}" for c in e["checks"])
+        lines.append(f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict_text']} | "
+                     f"{e['runs'] if e['runs'] is not None else '-'} | {checks} |")
     return "\n".join(lines + [""] + sections), entries
 
 
@@ -74,14 +83,14 @@ def run(cfg: DictConfig) -> dict:
     return {"studies": entries, "index": str(root / "index.md"), "html": str(root / "index.html")}
 
 
-def report_line(result: dict) -> str:
+def summary_line(result: dict) -> str:
     if not result["studies"]:
         return f"no study reports yet (run python -m pipeline.study study=NAME); wrote {result['index']}"
-    lines = [f"{e['study']:<15} {e['verdict']:<14} {e['conclusion'][:100]}" for e in result["studies"]]
+    lines = [f"{e['study']:<15} {e['verdict_text']}" for e in result["studies"]]
     return "\n".join(lines + [f"report: {result['html']}"])
 
 
-main = stage_main(run, report_line, config_name="report")
+main = stage_main(run, summary_line, config_name="report")
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""A run's verdict (the labels on its `verdict` tag): healthy, or one or more of vanishing, exploding, dead, saturated, diverged, symmetric."""
+"""A run's verdict (the labels on its `verdict` tag): healthy, or one or more of diverged, not_learning,
+vanishing, exploding, dead, saturated, symmetric."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ EXPLODING_RATIO = 1e3
 DEAD_SHARE = 0.5  # dead_relu/total
 SATURATED_SHARE = 0.5  # mean saturation over hidden layers
 SYMMETRY_TOL = 1e-6
+# not_learning: the training loss kept more than this share of its value at initialization ...
+KEPT_LOSS = 0.9
+# ... or the accuracy got less than this share of the way from chance (majority class) to 1
+ABOVE_CHANCE = 0.25
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -34,11 +39,27 @@ def is_symmetric(net: MLP) -> bool:
     return False
 
 
+def learned(latest: dict[str, float]) -> bool:
+    """False when a trained run's loss barely fell or its accuracy stayed near chance (True without the numbers).
+
+    Loss: train/final_loss > KEPT_LOSS x train/initial_loss (both over the whole training set, eval mode).
+    Accuracy: test/acc (else val/acc) <= chance + ABOVE_CHANCE x (1 - chance), chance = data/chance_acc.
+    """
+    start, end = latest.get("train/initial_loss"), latest.get("train/final_loss")
+    if start is not None and end is not None and end > KEPT_LOSS * start:
+        return False
+    acc = latest.get("test/acc", latest.get("val/acc"))
+    chance = latest.get("data/chance_acc")
+    return not (acc is not None and chance is not None and acc <= chance + ABOVE_CHANCE * (1.0 - chance))
+
+
 def diagnose(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
     """Labels from the last measured value of each metric (and the network for symmetry)."""
     labels = []
     if diverged:
         labels.append("diverged")
+    elif not learned(latest):
+        labels.append("not_learning")
     n = net and len(net.layers)
     if n:
         grad_ratio = _ratio(latest.get(f"grad_norm/{layer_name(1)}"), latest.get(f"grad_norm/{layer_name(n)}"))

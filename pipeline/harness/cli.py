@@ -54,7 +54,7 @@ def sigterm_raises():
         signal.signal(signal.SIGINT, previous[1])
 
 
-def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] | None = None,
+def stage_main(run: Callable[[DictConfig], dict], summary_line: Callable[[dict], str] | None = None,
                config_name: str = "config") -> Callable[[], None]:
     """Wrap a pure `run(cfg) -> dict` as the stage's command-line entry point."""
 
@@ -83,8 +83,8 @@ def stage_main(run: Callable[[DictConfig], dict], report: Callable[[dict], str] 
             # the job's run is already marked FAILED with the error; the sweep goes on
             print(f"error: {job}failed: {type(e).__name__}: {e}", file=sys.stderr)
             return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        if report is not None:
-            text = report(result)
+        if summary_line is not None:
+            text = summary_line(result)
             print(f"{job}\n{text}" if job and "\n" in text else f"{job}{text}")
         return result
 

@@ -24,6 +24,11 @@ def probe_indices(n_train: int, size: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(rng.choice(n_train, size=min(size, n_train), replace=False))
 
 
+def chance_accuracy(y: np.ndarray) -> float:
+    """The accuracy of always predicting the most frequent class."""
+    return float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
+
+
 def layer_activations(probes: ProbeSet | None) -> dict[int, np.ndarray] | None:
     """Activation arrays per layer (output last) on the probe batch, for the histograms."""
     if probes is None or probes.probe_x is None:
@@ -60,8 +65,13 @@ class Loop:
         schedule = make_schedule(cfg.train.schedule.name, cfg.optimizer.lr, epochs,
                                  **{k: v for k, v in cfg.train.schedule.items() if k != "name"})
         batches_rng = rng_for(cfg.seed, "batches")
-        if self.probes is not None:  # the network at initialization: activations and weights at step 0
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            # where learning starts from: the whole training set's loss before any step, and chance accuracy
+            # (the majority class's share); analysis.diagnosis compares the end of training with both
+            initial_loss, initial_acc = self.trainer.evaluate(data.x_train, data.y_train)
+            self.recorder.log({"train/initial_loss": initial_loss, "train/initial_acc": initial_acc,
+                               "data/chance_acc": chance_accuracy(data.y_train)}, 0)
+            if self.probes is not None:  # the network at initialization: activations and weights at step 0
                 self.recorder.log(self.probes.measure(before_training=True), 0)
         bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress),
                    leave=False)

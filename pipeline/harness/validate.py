@@ -145,6 +145,7 @@ RULES: dict[str, Check] = {
     "tracking.experiment": text,
     "tracking.run_name": optional(text),
     "tracking.parent_run_id": optional(text),
+    "tracking.figures": choice(("auto", True, False)),
 }
 
 

@@ -1,4 +1,6 @@
-"""The curated studies: one module per phenomenon (pipeline/studies/<name>.py with a `report`)."""
+"""The curated studies: one module per phenomenon (pipeline/studies/<name>.py with `findings(runs, cfg)`),
+beside what they share: the runs (base), the checks and verdict (checks), the grid (grid), the report files
+(render) and the measures several studies use (measures)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ STUDIES = ("activations", "depth", "init", "init_depth", "learning_rate", "batch
            "clipping", "normalization", "dead_relu", "optimizers")
 
 
-def report_for(name: str) -> Callable:
-    """The `report(runs, cfg) -> StudyReport` of study `name`."""
+def findings_for(name: str) -> Callable:
+    """The `findings(runs, cfg) -> Findings` of study `name`."""
     if name not in STUDIES:
         raise KeyError(name)
-    return importlib.import_module(f"pipeline.studies.{name}").report
+    return importlib.import_module(f"pipeline.studies.{name}").findings

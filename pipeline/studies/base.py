@@ -1,14 +1,16 @@
-"""What a study report works with: the runs of its grid, and what it hands back to be written."""
+"""What a study works with: the runs of its grid, and the findings it hands back to be written."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from pipeline.harness.recording import History
+from pipeline.studies.checks import Check
 
 # MLflow stores +-inf as the largest double; read back, that means infinity
 _MLFLOW_INF = 1.7976931348623157e308
@@ -26,6 +28,7 @@ class StudyRun:
     metrics: dict[str, float] = field(default_factory=dict)  # last value of every metric
     history: History = field(default_factory=dict)  # every value (train stage runs)
     error: str | None = None
+    case: str | None = None  # the study case's name (conf/study/<name>.yaml `cases`), when it has one
 
     @property
     def ok(self) -> bool:
@@ -34,6 +37,16 @@ class StudyRun:
     @property
     def diverged(self) -> bool:
         return "diverged" in self.verdict
+
+    @property
+    def learned(self) -> bool:
+        """Finished and not labelled `not_learning` (nor diverged)."""
+        return self.ok and not ({"not_learning", "diverged"} & set(self.verdict))
+
+    @property
+    def seed(self) -> str:
+        """The run's seed as the grid spelled it ("0" where the study does not sweep seeds)."""
+        return str(self.values.get("seed", "0"))
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a metric's history."""
@@ -55,13 +68,13 @@ def mlflow_value(v: float) -> float:
 
 
 @dataclass
-class StudyReport:
-    """A study's answer: the table, a one-line conclusion from the numbers, flat metrics, figures."""
+class Findings:
+    """What a study found: its checks (the verdict follows from them alone), the run table, flat metrics,
+    figures, notes on how the numbers were measured, and CSV series for DVC plots."""
 
+    checks: list[Check]
     columns: list[str]
     rows: list[dict[str, Any]]
-    conclusion: str
-    supported: bool | None  # None: the runs needed to decide are missing
     metrics: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)  # file name (.png) -> matplotlib Figure
     notes: list[str] = field(default_factory=list)
@@ -91,6 +104,46 @@ def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 def finished(runs: list[StudyRun]) -> list[StudyRun]:
     return [r for r in runs if r.ok]
+
+
+def per_seed(runs: list[StudyRun], measure: Callable[[StudyRun], float]) -> dict[str, float]:
+    """{seed: measure(run)} over the runs of one condition; nan for a run that did not finish (missing)."""
+    return {r.seed: (float(measure(r)) if r.ok else math.nan) for r in runs}
+
+
+def seed_table(rows: list[dict[str, Any]], keys: list[str], columns: list[str]) -> tuple[list[str], list[dict]]:
+    """Rows of one condition per seed folded into one row: numbers as mean (min..max), labels counted.
+
+    `keys` identify a condition (case, depth); every other column of `columns` is folded over the rows
+    sharing those keys, and the "seed" column becomes "seeds", how many rows were folded. Returns the
+    folded table's columns and rows, in the order the conditions first appear.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    out = []
+    for key, group in groups.items():
+        folded: dict[str, Any] = dict(zip(keys, key))
+        for col in columns:
+            if col == "seed":
+                folded["seeds"] = len(group)
+            elif col not in keys:
+                folded[col] = _fold([r.get(col) for r in group])
+        out.append(folded)
+    return ["seeds" if c == "seed" else c for c in columns], out
+
+
+def _fold(cells: list[Any]) -> Any:
+    """Numbers: "mean (min..max)"; text: each distinct value with its count."""
+    numbers = [float(c) for c in cells if isinstance(c, (int, float, np.number)) and not isinstance(c, bool)]
+    if numbers and len(numbers) == len(cells):
+        finite = [v for v in numbers if not math.isnan(v)]
+        if len(finite) <= 1 or min(finite) == max(finite):
+            return finite[0] if finite else math.nan
+        return f"{fmt(float(np.mean(finite)))} ({fmt(min(finite))}..{fmt(max(finite))})"
+    texts = [fmt(c) for c in cells]
+    counts = {t: texts.count(t) for t in dict.fromkeys(texts)}
+    return ", ".join(t if n == 1 and len(cells) == 1 else f"{t} x{n}" for t, n in counts.items())
 
 
 def by(runs: list[StudyRun], **values) -> list[StudyRun]:

@@ -30,7 +30,7 @@ def test_dask_local_cluster_runs_the_study_like_loky(tmp_path):
     loky = run_study("dead_relu", tmp_path / "loky", "study.backend=loky", "study.n_jobs=2")
     assert dask["backend"] == "dask" and loky["backend"] == "loky"
     assert dask["ran"] == 3 and dask["failed"] == 0
-    assert "(backend dask, " in study.report_line(dask)
+    assert "(backend dask, " in study.summary_line(dask)
     parent, kids = children(tmp_store(tmp_path / "dask"), dask["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["backend"] == "dask"
     assert sorted(kids) == ["dead_relu baseline", "dead_relu high_lr", "dead_relu high_lr+leaky"]

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 from omegaconf import open_dict
 
 from pipeline import study
-from pipeline.studies import STUDIES
+from pipeline.studies import STUDIES, grid
 from pipeline.harness.validate import ConfigError
 from tests.helpers import config, tmp_store
 
@@ -21,7 +21,7 @@ def test_grid_times_cases_and_user_overrides():
     cfg = config("study=depth", "study.size=smoke", "model.width=12", hydra=True)
     with open_dict(cfg):
         cfg.study.cases = [{"name": "plain"}, {"name": "bn", "model.batch_norm": True}]
-    jobs = study.expand(cfg)
+    jobs = grid.expand(cfg)
     assert len(jobs) == 2 * 3 * 2  # cases x activations x smoke depths
     assert {j.cfg.model.width for j in jobs} == {12}  # the user's override reaches every job
     assert {j.cfg.model.depth for j in jobs} == {2, 6} and {j.cfg.train.epochs for j in jobs} == {1}
@@ -72,7 +72,7 @@ def test_every_listed_study_has_a_config_and_a_report():
         assert (CONF_DIR / "study" / f"{name}.yaml").is_file(), name
         cfg = config(f"study={name}", "study.size=smoke", hydra=True)
         assert cfg.study.name == name and cfg.study.claim
-        assert study.expand(cfg), name
+        assert grid.expand(cfg), name
 
 
 def test_rerunning_a_finished_study_creates_no_runs(tmp_path):
