@@ -99,8 +99,10 @@ def _case_overrides(case) -> tuple[str | None, dict[str, str], dict[str, list[st
     """A case's name, its fixed key -> value overrides, and the grid axes of its own `grid` (if any)."""
     case = dict(case)
     name = case.pop("name", None)
-    _, own_grid = split_overrides(case.pop("grid", None))
+    own_fixed, own_grid = split_overrides(case.pop("grid", None))
     values = {k: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in case.items()}
+    # a one-value axis of the case's grid (optimizer.lr: 0.1) is a sweep of one: the case's value, not dropped
+    own_grid.update({text.split("=", 1)[0]: [text.split("=", 1)[1]] for text in own_fixed})
     return name, values, own_grid
 
 

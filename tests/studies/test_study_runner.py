@@ -21,6 +21,7 @@ def test_grid_times_cases_and_user_overrides():
     cfg = config("study=depth", "study.size=smoke", "model.width=12", hydra=True)
     with open_dict(cfg):
         cfg.study.cases = [{"name": "plain"}, {"name": "bn", "model.batch_norm": True}]
+        cfg.study.grid = {"model.activation": "sigmoid,tanh,relu"}
     jobs = grid.expand(cfg)
     assert len(jobs) == 2 * 3 * 2  # cases x activations x smoke depths
     assert {j.cfg.model.width for j in jobs} == {12}  # the user's override reaches every job
@@ -83,3 +84,14 @@ def test_rerunning_a_finished_study_creates_no_runs(tmp_path):
     second = study.run(cfg)
     assert first["failed"] == 0 and second["ran"] == 0 and second["skipped"] == first["runs"]
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == count
+
+
+def test_a_case_grid_of_one_value_is_kept():
+    cfg = config("study=depth", "study.size=smoke", hydra=True)
+    with open_dict(cfg):
+        cfg.study.cases = [{"name": "one", "grid": {"optimizer.lr": 0.3}},
+                           {"name": "two", "grid": {"optimizer.lr": "0.1,1"}}]
+        cfg.study.grid = {}
+    jobs = [j for j in grid.expand(cfg) if j.cfg.model.depth == 2]  # the smoke size's depths: 2 and 6
+    assert sorted(j.cfg.optimizer.lr for j in jobs) == [0.1, 0.3, 1.0]
+    assert [j.values for j in jobs if j.case == "one"] == [{"optimizer.lr": "0.3", "model.depth": "2"}]
