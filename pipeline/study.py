@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -129,6 +130,10 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         except (KeyboardInterrupt, tracking.Terminated):
             if uri:  # whatever a killed worker could not end itself
                 tracking.end_running_children(uri, parent.run_id, "KILLED")
+                finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(uri, parent.run_id))
+                               .values())
+                print(f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
+                      "running the same command again resumes", file=sys.stderr)
             raise
         children = tracking.child_runs(uri, parent.run_id) if uri else []
         latest = _pick(children)

@@ -249,8 +249,27 @@ def test_interrupt_marks_run_killed_and_flushes(uri, interrupt):
             raise interrupt()
     result = _run(uri, run.run_id)
     assert result.info.status == "KILLED"
-    assert "error" not in result.data.tags
+    assert result.data.tags["error"].startswith("interrupted: SIG")  # never KILLED without saying why
     assert _values(uri, run.run_id, "train/loss") == [(3, 0.25)]
+
+
+def test_an_interrupt_during_the_last_flush_ends_the_run_killed_not_failed(uri, monkeypatch):
+    run = TrackedRun(uri).start()
+    run.set_tags({"verdict": "healthy"})  # the run had finished its work
+    run.log_metric("train/loss", 1.0, 0)
+    real = run._client.log_batch
+
+    def interrupted_once(*args, **kwargs):  # as Ctrl-C held during the write, raised as soon as it returns
+        monkeypatch.setattr(run._client, "log_batch", real)
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run._client, "log_batch", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        run.end()
+    result = _run(uri, run.run_id)
+    assert result.info.status == "KILLED"
+    assert result.data.tags["error"] == "interrupted: SIGINT (Ctrl-C); running the same command again resumes"
 
 
 def test_end_is_idempotent(uri):

@@ -1,4 +1,10 @@
-"""Study `init_depth`: act and gradient std per layer of a deep net at init, against the mean-field theory."""
+"""Study `init_depth`: act and back-propagated gradient std per layer of a deep net at init, against the theory.
+
+The four (activation, init) pairs of Glorot & Bengio's and He et al.'s figures, one `init` stage run (no
+training: one forward and one backward pass of the probe batch) per pair and seed. Per seed, the act std
+of the last hidden layer over the first's decides whether a pair shrinks, keeps or vanishes, and the
+measured act std is compared layer by layer with the mean-field prediction (analysis/theory.py).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,15 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import StudyReport, StudyRun, finished, fmt
+from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.checks import Check, compare
+from pipeline.studies.measures import thresholds
 
-PAIRS = (("tanh", "standard"), ("tanh", "xavier"), ("relu", "xavier"), ("relu", "he"))
-SHRINKS = 1e-2  # tanh + standard shrinks: act std last / first hidden below this ...
-SHRINK_STEPS = 0.9  # ... and falling from one layer to the next at this share of the layers at least
-TANH_KEPT = 0.1  # tanh + xavier keeps its variance: last / first above this (theory drifts slowly, ~1/sqrt(l))
-VANISHED = 1e-3  # relu + xavier vanishes: last / first below this (the README's verdict threshold)
-NEAR_ONE = 2.0  # relu + he keeps it: last / first within this factor of 1
-THEORY_FACTOR = 2.0  # the measurement follows the theory: within this factor at every hidden layer
+# the study's cases (conf/study/init_depth.yaml): name -> (activation, init scheme), in the papers' order
+PAIRS = {"tanh standard": ("tanh", "standard"), "tanh xavier": ("tanh", "xavier"),
+         "relu xavier": ("relu", "xavier"), "relu he": ("relu", "he")}
+LIMITS = ("shrunk", "shrink_steps", "tanh_kept", "vanished", "near_one", "theory_factor")
+COLOURS = dict(zip(PAIRS, ("C0", "C1", "C2", "C3")))
 
 
 def scheme(run: StudyRun) -> str:
@@ -24,13 +30,23 @@ def scheme(run: StudyRun) -> str:
     return "xavier" if name.startswith("xavier") else "he" if name.startswith("he_") else name
 
 
-def pair_runs(runs: list[StudyRun], activation: str, name: str) -> list[StudyRun]:
-    """The finished runs (every seed) of one (activation, init) pair."""
-    return [r for r in finished(runs) if r.values.get("model.activation") == activation and scheme(r) == name]
+def pair_of(run: StudyRun) -> str:
+    """The run's pair name ("relu he"): its case, or its activation and folded init scheme."""
+    return run.case or f"{run.values.get('model.activation')} {scheme(run)}"
+
+
+def of_pair(runs: list[StudyRun], pair: str) -> list[StudyRun]:
+    """Every run of one pair (one per seed), finished or not."""
+    return [r for r in runs if pair_of(r) == pair]
+
+
+def per_seed(runs: list[StudyRun], measure) -> dict[str, float]:
+    """{"seed 0": measure(run), ...}; nan for a run that did not finish (the check names it missing)."""
+    return {f"seed {r.seed}": (float(measure(r)) if r.ok else math.nan) for r in sorted(runs, key=lambda r: r.seed)}
 
 
 def hidden(run: StudyRun, prefix: str) -> np.ndarray:
-    """The hidden layers' values of prefix/layer_XX (the output layer dropped)."""
+    """The hidden layers' values of prefix/layer_XX (the output layer, logged last, dropped)."""
     return np.array(run.layer_values(prefix)[:-1], dtype=float)  # (depth,)
 
 
@@ -40,20 +56,31 @@ def theory_std(run: StudyRun) -> np.ndarray:
     return np.sqrt(np.where(np.isfinite(var) & (var >= 0), var, np.nan))  # (depth,)
 
 
-def ratio(values: np.ndarray) -> float:  # values: (layers,)
+def last_over_first(values: np.ndarray) -> float:  # values: (layers,)
     """Last / first, nan when undefined."""
     if len(values) < 2 or not (np.isfinite(values[[0, -1]]).all() and values[0] > 0):
         return math.nan
     return float(values[-1] / values[0])
 
 
-def falling_share(values: np.ndarray) -> float:
-    """Share of layer-to-layer steps where the value falls."""
-    return float(np.mean(np.diff(values) < 0)) if len(values) >= 2 else math.nan
+def act_ratio(run: StudyRun) -> float:
+    """Act std of the last hidden layer over the first's: < 1 when the forward signal shrinks with depth."""
+    return last_over_first(hidden(run, "act_std"))
+
+
+def off_one(ratio: float) -> float:
+    """How many times a ratio is away from 1, either way (0.5 and 2 are both 2): the factor a scale drifted."""
+    return max(ratio, 1 / ratio) if ratio > 0 else math.inf if ratio == 0 else math.nan
+
+
+def falling_share(run: StudyRun) -> float:
+    """Share of the layer-to-layer steps where the act std falls: 1 when it shrinks layer by layer."""
+    values = hidden(run, "act_std")
+    return float(np.mean(np.diff(values) < 0)) if len(values) >= 2 and np.isfinite(values).all() else math.nan
 
 
 def theory_gap(run: StudyRun) -> float:
-    """Largest factor between measured and predicted act std over the hidden layers (1 = exact)."""
+    """Largest factor between the measured and the predicted act std over the hidden layers (1 = exact)."""
     measured, predicted = hidden(run, "act_std"), theory_std(run)  # (depth,), (depth,) when predicted
     if len(measured) == 0 or len(predicted) != len(measured):
         return math.nan
@@ -63,10 +90,104 @@ def theory_gap(run: StudyRun) -> float:
     return float(np.exp(np.abs(np.log(measured / predicted)).max()))
 
 
-def grad_ratio(run: StudyRun) -> float:
-    """grad std (dL/dz) of the first hidden layer / the last hidden layer's: < 1 when gradients shrink backward."""
-    g = hidden(run, "grad_std")
-    return float(g[0] / g[-1]) if len(g) >= 2 and np.isfinite(g[[0, -1]]).all() and g[-1] > 0 else math.nan
+def delta_std_ratio(run: StudyRun) -> float:
+    """Std of dL/dz at the first hidden layer over the last hidden layer's: < 1 when it shrinks backward.
+
+    A ratio of the back-propagated signal's stds, not of weight-gradient norms (measures.grad_norm_ratio).
+    """
+    deltas = hidden(run, "grad_std")  # (depth,)
+    if len(deltas) < 2 or not (np.isfinite(deltas[[0, -1]]).all() and deltas[-1] > 0):
+        return math.nan
+    return float(deltas[0] / deltas[-1])
+
+
+def worst_theory_gap(runs: list[StudyRun]) -> dict[str, float]:
+    """{seed: the largest theory gap over the four pairs}; nan when a pair is missing for that seed."""
+    gaps: dict[str, list[float]] = {}
+    for pair in PAIRS:
+        for seed, gap in per_seed(of_pair(runs, pair), theory_gap).items():
+            gaps.setdefault(seed, []).append(gap)
+    return {seed: max(g) if len(g) == len(PAIRS) else math.nan for seed, g in sorted(gaps.items())}
+
+
+def checks(runs: list[StudyRun], cfg) -> list[Check]:
+    """The claim, check by check (thresholds from study.checks in conf/study/init_depth.yaml)."""
+    lim = thresholds(cfg, *LIMITS)
+    ratio = {pair: per_seed(of_pair(runs, pair), act_ratio) for pair in PAIRS}
+    depth = max((len(hidden(r, "act_std")) for r in finished(runs)), default=0)
+    return [
+        compare(f"tanh + standard: activations shrink, act std last/first hidden (depth {depth})",
+                ratio["tanh standard"], "<", lim["shrunk"], scale="log"),
+        compare("tanh + standard: ... layer by layer (share of layer steps where the act std falls)",
+                per_seed(of_pair(runs, "tanh standard"), falling_share), ">=", lim["shrink_steps"]),
+        compare("tanh + xavier keeps its variance: act std last/first hidden", ratio["tanh xavier"], ">",
+                lim["tanh_kept"], scale="log"),
+        compare("relu + xavier halves the variance per layer, so the activations vanish: last/first hidden",
+                ratio["relu xavier"], "<", lim["vanished"], scale="log"),
+        compare("relu + he keeps it: the factor last/first hidden is away from 1 (either way)",
+                {seed: off_one(v) for seed, v in ratio["relu he"].items()}, "<", lim["near_one"], scale="log"),
+        compare("the measurement follows the mean-field prediction: largest factor measured vs predicted act std "
+                "over every hidden layer and pair", worst_theory_gap(runs), "<=", lim["theory_factor"],
+                scale="log"),
+    ]
+
+
+def profile(runs: list[StudyRun], values_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(geometric mean, min, max) over the seeds of a per-layer profile; zeros and non-finite left out."""
+    profiles = [values_of(r) for r in finished(runs)]
+    n = min((len(p) for p in profiles), default=0)
+    stack = np.array([p[:n] for p in profiles], dtype=float).reshape(len(profiles), n)  # (seeds, layers)
+    stack = np.where(np.isfinite(stack) & (stack > 0), stack, np.nan)
+    if not np.isfinite(stack).any():
+        return np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    with np.errstate(all="ignore"):
+        return np.exp(np.nanmean(np.log(stack), axis=0)), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+
+
+def plot_pairs(ax, runs: list[StudyRun], values_of, with_theory: bool) -> None:
+    """One line per pair (geometric mean over seeds, min..max shaded); the theory dashed in the same colour."""
+    for pair, colour in COLOURS.items():
+        mine = finished(of_pair(runs, pair))
+        if not mine:
+            continue
+        mean, low, high = profile(mine, values_of)
+        layers = np.arange(1, len(mean) + 1)
+        ax.plot(layers, mean, marker="o", ms=3, color=colour, label=pair.replace(" ", " + "))
+        ax.fill_between(layers, low, high, color=colour, alpha=0.2, lw=0)
+        theory = profile(mine, theory_std)[0]
+        if with_theory and len(theory) == len(mean) and np.isfinite(theory).any():  # no prediction: no line
+            ax.plot(layers, theory, "--", color=colour, alpha=0.8, label=f"{pair.replace(' ', ' + ')} theory")
+
+
+def figure(runs: list[StudyRun]) -> Figure:
+    """Act std per hidden layer with the theory (left) and dL/dz std per layer (right), for the four pairs."""
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    act_ax, delta_ax = fig.subplots(1, 2)
+    plot_pairs(act_ax, runs, lambda r: hidden(r, "act_std"), with_theory=True)
+    plot_pairs(delta_ax, runs, lambda r: np.array(r.layer_values("grad_std"), dtype=float), with_theory=False)
+    act_ax.set(yscale="log", xlabel="hidden layer", ylabel="std of f(z) at init (seeds: geometric mean, range)",
+               title="activations: measured (o) and mean-field theory (--)")
+    delta_ax.set(yscale="log", xlabel="layer (last = output)", ylabel="std of dL/dz at init",
+                 title="back-propagated signal dL/dz")
+    for ax in (act_ax, delta_ax):
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:  # no finished pair: no legend
+            ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+COLUMNS = ["pair", "seed", "depth", "act std L1", "act std last/first", "theory last/first", "falling share",
+           "max factor vs theory", "dL/dz std first/last", "verdict"]
+
+
+def row(run: StudyRun) -> dict:
+    """One run: the pair's scale at layer 1, its drift over depth, how far from the theory, the dL/dz drift."""
+    acts = hidden(run, "act_std")
+    return {"pair": pair_of(run), "seed": run.seed, "depth": len(acts),
+            "act std L1": acts[0] if len(acts) else math.nan, "act std last/first": act_ratio(run),
+            "theory last/first": last_over_first(theory_std(run)), "falling share": falling_share(run),
+            "max factor vs theory": theory_gap(run), "dL/dz std first/last": delta_std_ratio(run),
+            "verdict": ",".join(run.verdict) or run.status}
 
 
 def geo_mean(values: list[float]) -> float:
@@ -75,102 +196,36 @@ def geo_mean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
 
 
-def summary(runs: list[StudyRun], activation: str, name: str) -> dict[str, float]:
-    """A pair's figures, seeds aggregated: act ratio (measured, theory), falling share, theory gap, grad ratio."""
-    chosen = pair_runs(runs, activation, name)
-    falling = [falling_share(hidden(r, "act_std")) for r in chosen]
-    return {"act_ratio": geo_mean([ratio(hidden(r, "act_std")) for r in chosen]),
-            "theory_ratio": geo_mean([ratio(theory_std(r)) for r in chosen]),
-            "falling_share": float(np.mean(falling)) if chosen else math.nan,
-            "theory_gap": max((theory_gap(r) for r in chosen), default=math.nan),
-            "grad_ratio": geo_mean([grad_ratio(r) for r in chosen])}
-
-
-def row(run: StudyRun) -> dict:
-    """One table row: the pair's scale at layer 1, its drift over depth, and how far from the theory."""
-    acts = hidden(run, "act_std")
-    return {"activation": run.values.get("model.activation"), "init": run.values.get("init"),
-            "seed": run.values.get("seed", "0"), "depth": len(acts),
-            "act std L1": acts[0] if len(acts) else math.nan, "act std last/first": ratio(acts),
-            "theory last/first": ratio(theory_std(run)), "max factor vs theory": theory_gap(run),
-            "grad std first/last": grad_ratio(run), "verdict": ",".join(run.verdict) or run.status}
-
-
-def checks(s: dict[tuple[str, str], dict[str, float]]) -> dict[str, bool | None]:
-    """The claim's checks from each pair's summary; None where the pair's numbers are missing."""
-    def decide(value: float, test) -> bool | None:
-        return None if not math.isfinite(value) else bool(test(value))
-
-    ts, tx, rx, rh = (s[p] for p in PAIRS)
-    gaps = [s[p]["theory_gap"] for p in PAIRS]
-    return {
-        f"tanh + standard shrinks: act std last/first < {SHRINKS:g}":
-            decide(ts["act_ratio"], lambda v: v < SHRINKS),
-        f"tanh + standard shrinks at >= {SHRINK_STEPS:.0%} of the layer steps":
-            decide(ts["falling_share"], lambda v: v >= SHRINK_STEPS),
-        f"tanh + xavier keeps its variance: last/first > {TANH_KEPT:g}":
-            decide(tx["act_ratio"], lambda v: v > TANH_KEPT),
-        f"relu + xavier vanishes: last/first < {VANISHED:g}": decide(rx["act_ratio"], lambda v: v < VANISHED),
-        f"relu + he keeps it: last/first within x{NEAR_ONE:g} of 1":
-            decide(rh["act_ratio"], lambda v: 1 / NEAR_ONE <= v <= NEAR_ONE),
-        f"every pair within x{THEORY_FACTOR:g} of the mean-field prediction at every hidden layer":
-            None if not all(map(math.isfinite, gaps)) else max(gaps) <= THEORY_FACTOR,
-    }
-
-
-def plot_pairs(ax, runs: list[StudyRun], prefix: str, with_theory: bool) -> None:
-    """One line per pair (its first seed), log y; with the theory as a dashed line of the same colour."""
-    for (activation, name), colour in zip(PAIRS, ("C0", "C1", "C2", "C3")):
-        chosen = pair_runs(runs, activation, name)
-        if not chosen:
+def pair_metrics(runs: list[StudyRun]) -> dict[str, float]:
+    """Flat metrics per pair over its seeds: ratios as geometric means, the theory gap at its worst."""
+    out = {}
+    for pair in PAIRS:
+        mine, key = finished(of_pair(runs, pair)), pair.replace(" ", "_")
+        if not mine:
             continue
-        values = np.array(chosen[0].layer_values(prefix), dtype=float)  # (layers incl. output,)
-        values = values[:-1] if with_theory else values  # act std: hidden layers; grad std: the output too
-        keep = np.isfinite(values) & (values > 0)  # a log axis cannot show zeros
-        layers = np.arange(1, len(values) + 1)
-        ax.plot(layers, np.where(keep, values, np.nan), marker="o", ms=3, color=colour,
-                label=f"{activation} + {name}")
-        if with_theory and len(theory_std(chosen[0])) == len(values):  # no prediction logged: no line
-            ax.plot(layers, theory_std(chosen[0]), "--", color=colour, alpha=0.8, label=f"{activation} + {name} theory")
+        out |= {f"act_ratio/{key}": geo_mean([act_ratio(r) for r in mine]),
+                f"theory_ratio/{key}": geo_mean([last_over_first(theory_std(r)) for r in mine]),
+                f"falling_share/{key}": float(np.mean([falling_share(r) for r in mine])),
+                f"theory_gap/{key}": max(theory_gap(r) for r in mine),
+                f"delta_std_ratio/{key}": geo_mean([delta_std_ratio(r) for r in mine])}
+    return out
 
 
-def figure(runs: list[StudyRun]) -> Figure:
-    """Act std per layer with the theory (left) and grad std per layer (right), for the four pairs."""
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
-    act_ax, grad_ax = fig.subplots(1, 2)
-    plot_pairs(act_ax, runs, "act_std", with_theory=True)
-    plot_pairs(grad_ax, runs, "grad_std", with_theory=False)
-    act_ax.set(yscale="log", xlabel="hidden layer", ylabel="std of f(z) at init",
-               title="activations: measured (o) and mean-field theory (--)")
-    grad_ax.set(yscale="log", xlabel="layer (last = output)", ylabel="std of dL/dz at init",
-                title="back-propagated gradients")
-    for ax in (act_ax, grad_ax):
-        ax.grid(alpha=0.3, which="both")
-        if ax.get_legend_handles_labels()[0]:  # no finished pair: no legend
-            ax.legend(fontsize=7, ncol=2)
-    return fig
+def order(row_: dict) -> tuple:
+    return (list(PAIRS).index(row_["pair"]) if row_["pair"] in PAIRS else len(PAIRS), row_["seed"])
 
 
-def report(runs: list[StudyRun], cfg) -> StudyReport:
-    """The table, the two per-layer figures, and the claim's six checks."""
-    rows = [row(r) for r in finished(runs)]
-    columns = ["activation", "init", "seed", "depth", "act std L1", "act std last/first", "theory last/first",
-               "max factor vs theory", "grad std first/last", "verdict"]
-    s = {p: summary(runs, *p) for p in PAIRS}
-    metrics = {f"{key}/{a}_{n}": v for (a, n), values in s.items() for key, v in values.items()}
-    results = checks(s)
-    supported = None if any(v is None for v in results.values()) else all(results.values())
-    notes = [f"- {k}: {'undecided (runs missing)' if v is None else 'yes' if v else 'no'}" for k, v in results.items()]
-    return StudyReport(columns, rows, conclusion(s, results, supported), supported, metrics,
-                       {"init_depth.png": figure(runs)}, notes)
-
-
-def conclusion(s: dict, results: dict, supported: bool | None) -> str:
-    """One line with the deciding figures."""
-    head = {True: "Supported", False: "Not supported", None: "Undecided (runs missing)"}[supported]
-    pairs = "; ".join(f"{a} + {n} {fmt(s[(a, n)]['act_ratio'])} (theory {fmt(s[(a, n)]['theory_ratio'])})"
-                      for a, n in PAIRS)
-    worst = max((v["theory_gap"] for v in s.values() if math.isfinite(v["theory_gap"])), default=math.nan)
-    failed = [k for k, v in results.items() if v is False]
-    return (f"{head}: act std last/first hidden layer at init — {pairs}; measurement within x{fmt(worst)} of the "
-            f"mean-field prediction at every layer." + (f" Failed: {'; '.join(failed)}." if failed else ""))
+def findings(runs: list[StudyRun], cfg) -> Findings:
+    per_run = sorted((row(r) for r in finished(runs)), key=order)
+    columns, rows = seed_table(per_run, ["pair"], COLUMNS)
+    notes = ["Each row folds the seeds: mean (min..max). Every run is the `init` stage: one forward and one "
+             "backward pass of the probe batch through the freshly initialized net, no update. act std: std of "
+             "f(z) over the probe batch and the layer's units; last/first: the last hidden layer's over the "
+             "first's. falling share: the share of the layer-to-layer steps where it falls. theory: the "
+             "mean-field recursion Var[z_l] = fan_in Var[W] E[f(z_{l-1})^2] (analysis/theory.py); max factor "
+             "vs theory: the largest factor between measured and predicted act std over the hidden layers. "
+             "dL/dz std first/last: the std of the back-propagated signal dL/dz at the first hidden layer over "
+             "the last's (a ratio of stds of dL/dz, not of the weight-gradient norms ||dL/dW|| other studies "
+             "compare). A factor away from 1 counts either way: max(r, 1/r)."]
+    return Findings(checks(runs, cfg), columns, rows, pair_metrics(runs), {"init_depth.png": figure(runs)}, notes,
+                    {"runs.csv": per_run})

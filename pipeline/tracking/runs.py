@@ -48,6 +48,15 @@ def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def describe(exc: BaseException) -> str:
+    """What ended a run, for its `error` tag: the error, or which interrupt."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted: SIGINT (Ctrl-C); running the same command again resumes"
+    if isinstance(exc, Terminated):
+        return "interrupted: SIGTERM; running the same command again resumes"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def end_stale_active_run() -> None:
     """End a fluent-API run left active in this (reused loky worker) process by an earlier job."""
     stale = mlflow.active_run()
@@ -183,13 +192,24 @@ class TrackedRun:
             return
         try:
             self.flush()
-        except BaseException:
-            # Metrics were lost: the run did not finish cleanly, whatever the caller asked.
-            status = "FAILED" if status == "FINISHED" else status
+        except BaseException as exc:
+            # Metrics were lost: the run did not finish cleanly, whatever the caller asked. An interrupt that
+            # lands in this last flush makes it KILLED, anything else FAILED; the error tag says which.
+            if status == "FINISHED":
+                status = "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"
+                self._tag_error(exc)
             raise
         finally:
             self._call(self._client.set_terminated, self.run_id, status)
             self._ended = True  # only once terminated, so a failed end can be retried
+
+    def _tag_error(self, exc: BaseException) -> None:
+        """The `error` tag: what ended the run (best effort: the run is ending anyway)."""
+        try:
+            with _shield():  # a second interrupt waits until the tag is written
+                self.set_tags({"error": describe(exc)[:_MAX_ERROR_TAG]})
+        except BaseException:  # noqa: BLE001 -- the caller re-raises the exception that ended the run
+            _log.exception("could not record the error on run %s", self.run_id)
 
     def __enter__(self) -> TrackedRun:
         return self.start()
@@ -209,16 +229,16 @@ class TrackedRun:
             self.flush()
         except Exception:
             _log.exception("could not flush metrics of run %s", self.run_id)
+        self._tag_error(exc)
         if isinstance(exc, (KeyboardInterrupt, Terminated)):
             status = "KILLED"
         else:
             status = "FAILED"
             try:
-                self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TAG]})
                 trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 self.log_text(trace, "error.txt")  # the whole story, where the tag has one line
             except Exception:
-                _log.exception("could not record the error on run %s", self.run_id)
+                _log.exception("could not record the error's traceback on run %s", self.run_id)
         try:
             self.end(status)
         except Exception:

@@ -1,0 +1,67 @@
+"""A run's diagnosis (the labels of its `verdict` tag) and the theory line of the init analysis."""
+
+import numpy as np
+import pytest
+
+from pipeline.analysis.diagnosis import diagnose, learned
+from pipeline.analysis.theory import predicted_act_var
+from pipeline.engine import MLP, make_activation, make_initializer
+
+
+def net_of(activation="relu", depth=2, width=4, in_dim=3, out_dim=2, init="he_normal", seed=0, dtype=np.float64):
+    return MLP(in_dim, out_dim, depth, width, make_activation(activation), make_initializer(init),
+               np.random.default_rng(seed), dtype)
+
+
+def test_verdicts():
+    constant = net_of("tanh", init="constant")
+    assert "symmetric" in diagnose({}, constant)
+    assert diagnose({}, net_of("tanh")) == ["healthy"]
+    net = net_of("relu", depth=3)
+    assert "vanishing" in diagnose({"grad_norm/layer_01": 1e-8, "grad_norm/layer_04": 1.0}, net)
+    assert "exploding" in diagnose({"act_std/layer_01": 1.0, "act_std/layer_03": 1e4}, net)
+    assert "dead" in diagnose({"dead_relu/total": 0.8}, net)
+    assert "saturated" in diagnose({"saturation/layer_01": 0.9, "saturation/layer_02": 0.7}, net_of("sigmoid"))
+    assert diagnose({}, net, diverged=True)[0] == "diverged"
+
+
+
+TRAINED = {"train/initial_loss": 2.30, "train/final_loss": 0.20, "test/acc": 0.93, "data/chance_acc": 0.10}
+
+
+def test_a_run_that_learned_is_healthy():
+    assert learned(TRAINED) and diagnose(TRAINED, net_of("tanh")) == ["healthy"]
+
+
+@pytest.mark.parametrize("change", [
+    {"train/final_loss": 2.25},  # the loss kept 98% of its start: it did not move
+    {"test/acc": 0.10},  # at chance, whatever the loss did (a flat, overconfident net can lower it a little)
+    {"test/acc": 0.32},  # within a quarter of the way from chance (0.1) to 1: 0.325
+])
+def test_a_run_at_chance_or_with_a_flat_loss_is_not_learning_and_never_healthy(change):
+    latest = {**TRAINED, **change}
+    assert not learned(latest)
+    labels = diagnose(latest, net_of("tanh"))
+    assert labels == ["not_learning"] and "healthy" not in labels
+
+
+def test_learning_is_judged_against_the_majority_class_and_on_val_without_test():
+    # 80% of one class: 0.85 accuracy is barely above always answering it
+    assert not learned({"test/acc": 0.85, "data/chance_acc": 0.80})
+    assert learned({"val/acc": 0.96, "data/chance_acc": 0.80})
+    assert learned({})  # the init stage: no training, no judgement
+
+
+def test_a_diverged_run_is_diverged_not_also_not_learning():
+    assert diagnose({**TRAINED, "test/acc": 0.1}, net_of("tanh"), diverged=True) == ["diverged"]
+
+
+def test_theory_matches_glorot_and_he():
+    width, depth = 256, 10
+    xavier = net_of("relu", depth=depth, width=width, in_dim=width, init="xavier_normal")
+    he = net_of("relu", depth=depth, width=width, in_dim=width, init="he_normal")
+    v_x = predicted_act_var(xavier, "xavier_normal", {})
+    v_h = predicted_act_var(he, "he_normal", {})
+    # ReLU: Var[z_l] = fan_in Var[W] E[a^2], E[a^2] = Var[z]/2 -> xavier halves it per layer, He keeps it
+    assert v_x[depth - 1] / v_x[0] == pytest.approx(0.5 ** (depth - 1), rel=1e-6)
+    assert v_h[depth - 1] / v_h[0] == pytest.approx(1.0, rel=1e-6)

@@ -1,0 +1,156 @@
+"""dvc.yaml's deps cannot go stale: every module a stage imports (transitively) is a dep of that stage,
+every study stage depends on its study's YAML and the config groups it composes, and dvc.lock matches the
+committed code (`dvc status`: no stage with changed code or params)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.harness.paths import ROOT
+from pipeline.studies import STUDIES
+
+DVC = Path(sys.executable).parent / "dvc"
+# the config groups a study composes from conf/ (study stages do not read params.yaml)
+COMPOSED = ("conf/config.yaml", "conf/data", "conf/init", "conf/model", "conf/optimizer", "conf/probes",
+            "conf/regularizer", "conf/train")
+
+
+def module_file(name: str) -> Path | None:
+    """pipeline.x.y -> pipeline/x/y.py or pipeline/x/y/__init__.py (None outside the project)."""
+    base = ROOT / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@cache
+def imports(path: Path) -> frozenset[Path]:
+    """The project files `path` imports anywhere in its body (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] == "pipeline":
+                parts = name.split(".")
+                for i in range(1, len(parts) + 1):  # a package's __init__ runs on the way down
+                    if (f := module_file(".".join(parts[:i]))) is not None:
+                        found.add(f)
+    return frozenset(found)
+
+
+def closure(*starts: Path) -> set[Path]:
+    seen, todo = set(), list(starts)
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(imports(path))
+    return seen
+
+
+def stages() -> dict[str, dict]:
+    """Every stage of dvc.yaml, foreach stages expanded (name@item), with ${item} substituted."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in spec.items():
+        if "foreach" in stage:
+            for item in stage["foreach"]:
+                text = json.dumps(stage["do"]).replace("${item}", item)
+                out[f"{name}@{item}"] = json.loads(text)
+        else:
+            out[name] = stage
+    return out
+
+
+def study_of(cmd: str) -> str | None:
+    if "pipeline.ablate" in cmd:
+        return "regularization"
+    match = re.search(r"study=(\w+)", cmd)
+    return match.group(1) if match else None
+
+
+def needed(cmd: str) -> set[Path]:
+    """The files a stage's command runs: its module's import closure (and, for a study, its study module and
+    the stages its workers run)."""
+    module = re.search(r"-m (pipeline\.\w+)", cmd).group(1)
+    starts = [module_file(module)]
+    if (study := study_of(cmd)) is not None:
+        starts += [ROOT / "pipeline" / "studies" / f"{study}.py", module_file("pipeline.train"),
+                   module_file("pipeline.init")]
+    return {p for p in closure(*starts) if not docstring_only(p)}
+
+
+def docstring_only(path: Path) -> bool:
+    """A package __init__ with nothing but a docstring runs no code a stage could depend on."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                              for n in body)
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT)
+    return any(rel == Path(d) or Path(d) in rel.parents for d in deps)
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_every_imported_module_is_a_dep(name):
+    stage = stages()[name]
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+    missing = sorted(str(p.relative_to(ROOT)) for p in needed(stage["cmd"]) if not covered(p, deps))
+    assert not missing, f"dvc.yaml stage {name} imports but does not depend on: {missing}"
+
+
+@pytest.mark.parametrize("name", [n for n, s in sorted(stages().items()) if study_of(s["cmd"])])
+def test_a_study_stage_depends_on_what_it_composes_and_declares_its_params(name):
+    stage = stages()[name]
+    study = study_of(stage["cmd"])
+    deps = stage.get("deps", [])
+    missing = [d for d in COMPOSED if d not in deps]
+    assert not missing, f"{name} composes from conf/ but does not depend on {missing}"
+    params = stage.get("params", [])
+    files = {next(iter(p)) for p in params if isinstance(p, dict)}
+    assert f"conf/study/{study}.yaml" in files, f"{name} declares no params of conf/study/{study}.yaml"
+
+
+def test_every_study_has_a_stage():
+    ran = {study_of(s["cmd"]) for s in stages().values()}
+    assert set(STUDIES) <= ran, f"studies without a DVC stage: {set(STUDIES) - ran}"
+
+
+def test_the_import_scan_sees_function_level_imports():
+    # dispatch imports the stages inside run_job: a stage's closure must reach train.py through it
+    dispatch = ROOT / "pipeline" / "harness" / "dispatch.py"
+    assert ROOT / "pipeline" / "train.py" in closure(dispatch)
+
+
+@pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")
+def test_dvc_lock_matches_the_committed_code_and_params():
+    """dvc status: no stage whose code, config or params changed since dvc.lock was written (make repro).
+
+    Outputs are not in git (no DVC remote here), so missing outs and deps that are other stages' outs are
+    not what this checks; code and config are.
+    """
+    proc = subprocess.run([str(DVC), "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    stale = {}
+    for stage, changes in json.loads(proc.stdout or "{}").items():
+        for change in changes if isinstance(changes, list) else []:
+            for kind in ("changed deps", "changed params"):
+                for path, state in (change.get(kind) or {}).items() if isinstance(change, dict) else []:
+                    if path.startswith(("pipeline", "conf", "params.yaml")) or kind == "changed params":
+                        stale.setdefault(stage, []).append(f"{path}: {state}")
+    assert not stale, f"dvc.lock is older than the code (run `make repro` and commit dvc.lock): {stale}"
