@@ -16,7 +16,7 @@ from pipeline.harness import plots
 from pipeline.harness.cli import stage_main
 from pipeline.engine import layer_name
 from pipeline.analysis.diagnosis import diagnose
-from pipeline.probes import ProbeSet, all_probes
+from pipeline.probes import ProbeSet, build_probes
 from pipeline.analysis.theory import predicted_act_var
 from pipeline.harness.recording import Recorder, log_config, open_run
 from pipeline.harness.seeding import rng_for
@@ -36,7 +36,7 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, object]:
         net.backward(dlogits)
         # the activations of that same training-mode pass (batch norm normalizes by the batch, as in training)
         acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
-        metrics = ProbeSet(net, None, x, all_probes(exact_spectral=True)).measure(activations=acts)
+        metrics = ProbeSet(net, None, x, build_probes(exact_spectral=True)).measure(activations=acts)
     metrics["init/loss"] = loss
     init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
     theory = predicted_act_var(net, cfg.init.name, dict(init_params, negative_slope=net.activation.negative_slope),

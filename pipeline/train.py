@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> dict:
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
         probes = (ProbeSet(trainer.net, trainer, probe_x, full_batch=full_batch, batch_size=cfg.train.batch_size,
                            rng=rng_for(cfg.seed, "probe"), source=cfg.probes.activations,
-                           every=cfg.probes.every) if cfg.probes.enabled else None)
+                           every=cfg.probes.every, instruments=list(cfg.probes.instruments))
+                  if cfg.probes.enabled else None)
         recorder = Recorder(run)
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None

@@ -22,6 +22,9 @@ BAD = [
     ("probes.every=0", "probes.every: got 0; allowed: an integer >= 1"),
     ("probes.activations=eval", "probes.activations: got 'eval'; allowed: one of probe_batch, train_batch"),
     ("tracking.uri=file:./mlruns", "tracking.uri: got 'file:./mlruns'; allowed: null or sqlite:///"),
+    ("probes.instruments=[grad_norm,bogus]", "probes.instruments: got ['grad_norm', 'bogus']; allowed: a list of: "
+                                             "grad_norm, grad_std"),
+    ("tracking.figures=sometimes", "tracking.figures: got 'sometimes'; allowed: one of auto, True, False"),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.data.sources import SOURCES
 from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
+from pipeline.probes import INSTRUMENTS
 from pipeline.probes.base import SOURCES as ACTIVATION_SOURCES
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -56,6 +57,16 @@ def number(lo: float | None = None, hi: float | None = None, lo_open=False, hi_o
 def choice(values) -> Check:
     values = tuple(values)
     return lambda v: None if v in values else "one of " + ", ".join(map(str, values))
+
+
+def names_from(values) -> Check:
+    """A list of names, each one of `values`."""
+    values = tuple(values)
+
+    def check(v):
+        ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) and x in values for x in v)
+        return None if ok else "a list of: " + ", ".join(values)
+    return check
 
 
 def boolean(v) -> str | None:
@@ -140,6 +151,7 @@ RULES: dict[str, Check] = {
     "probes.histograms": boolean,
     "probes.activations": choice(ACTIVATION_SOURCES),
     "probes.gradient_noise": boolean,
+    "probes.instruments": names_from(INSTRUMENTS),
     "tracking.enabled": boolean,
     "tracking.uri": optional(tracking_uri),
     "tracking.experiment": text,

@@ -12,13 +12,27 @@ from pipeline.probes.noise import GradientNoise
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
-def all_probes(exact_spectral: bool = False, every: int | None = None,
-               dead_window: int | None = None) -> list[Probe]:
-    """Every instrument; `every` (steps between measurements) sets the power-iteration budget."""
+INSTRUMENTS: dict[str, type[Probe]] = {p.name: p for p in (
+    GradNorm, GradStd, UpdateRatio, WeightNorm, SpectralNorm, Sparsity, ActivationStats, Saturation, DeadUnits)}
+# the costly extra (a full-batch gradient per measurement): asked for with probes.gradient_noise, not listed
+EXTRAS = {GradientNoise.name: GradientNoise}
+
+
+def build_probes(names: list[str] | None = None, exact_spectral: bool = False, every: int | None = None,
+                 dead_window: int | None = None) -> list[Probe]:
+    """The named instruments (every one when None), in the registry's order.
+
+    `every` (steps between measurements) sets the spectral norm's power-iteration budget; `dead_window` the
+    examples a unit must stay silent on to count as dead when reading training batches.
+    """
+    chosen = list(INSTRUMENTS) if names is None else list(names)
+    unknown = [n for n in chosen if n not in INSTRUMENTS]
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; allowed: {', '.join(INSTRUMENTS)}")
     iterations = 4 if every is None else min(4, max(1, every))
-    return [GradNorm(), GradStd(), UpdateRatio(), WeightNorm(),
-            SpectralNorm(exact=exact_spectral, iterations=iterations), Sparsity(), ActivationStats(), Saturation(),
-            DeadUnits(window=dead_window)]
+    made = {"spectral_norm": lambda: SpectralNorm(exact=exact_spectral, iterations=iterations),
+            "dead_units": lambda: DeadUnits(window=dead_window)}
+    return [made[n]() if n in made else INSTRUMENTS[n]() for n in INSTRUMENTS if n in chosen]
 
 
 class ProbeSet:
@@ -27,8 +41,10 @@ class ProbeSet:
     def __init__(self, net: MLP, trainer: Trainer | None = None, probe_x: np.ndarray | None = None,
                  probes: list[Probe] | None = None, full_batch: tuple[np.ndarray, np.ndarray] | None = None,
                  batch_size: int | None = None, rng: np.random.Generator | None = None,
-                 source: str = "probe_batch", every: int | None = None):
-        """`full_batch` (x, y) adds the gradient-noise probe for mini-batches of `batch_size`.
+                 source: str = "probe_batch", every: int | None = None, instruments: list[str] | None = None):
+        """`instruments`: the names to measure (conf/probes: probes.instruments; every one when None), unless
+        `probes` gives the instruments themselves. `full_batch` (x, y) adds the gradient-noise probe for
+        mini-batches of `batch_size`.
 
         `source`: where activation probes read after a step (see ProbeContext); before training, and for
         the histograms, always the probe batch.
@@ -37,7 +53,7 @@ class ProbeSet:
             raise ValueError(f"unknown activation source {source!r}; allowed: {', '.join(SOURCES)}")
         self.net, self.trainer, self.probe_x, self.source = net, trainer, probe_x, source
         window = len(probe_x) if probe_x is not None and source == "train_batch" else None
-        chosen = list(probes if probes is not None else all_probes(every=every, dead_window=window))
+        chosen = list(probes if probes is not None else build_probes(instruments, every=every, dead_window=window))
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
             chosen.append(GradientNoise(*full_batch, batch_size, rng or np.random.default_rng(0)))
         self.probes = [p for p in chosen if p.applies(net)]
@@ -60,4 +76,4 @@ class ProbeSet:
         return out
 
 
-__all__ = ["Probe", "ProbeContext", "ProbeSet", "all_probes"]
+__all__ = ["INSTRUMENTS", "Probe", "ProbeContext", "ProbeSet", "build_probes"]

@@ -12,6 +12,8 @@ SATURATION_SHARE = 0.1  # f'(z) below 10% of its maximum counts as saturated
 class ActivationStats(Probe):
     """act_mean/layer_XX and act_std/layer_XX of f(z) over examples and units (output: logits)."""
 
+    name = "act_stats"
+
     needs_activations = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
@@ -21,6 +23,8 @@ class ActivationStats(Probe):
 
 class Saturation(Probe):
     """saturation/layer_XX = share of unit activations with f'(z) < 0.1 * max f' (sigmoid, tanh, elu)."""
+
+    name = "saturation"
 
     needs_activations = True
 
@@ -41,6 +45,8 @@ class DeadUnits(Probe):
     last `window` or more training examples the probe has seen, so a small batch does not pass for a
     whole data set (a unit silent on one example of pure SGD is not dead).
     """
+
+    name = "dead_units"
 
     needs_activations = True
 

@@ -49,6 +49,7 @@ class ProbeContext:
 class Probe:
     """One instrument: `measure(ctx) -> {metric key: value}`; `applies(net)` says if it has anything to say."""
 
+    name = ""  # what conf/probes lists it as (probes.instruments)
     needs_activations = False
     needs_step = False  # reads a training step's gradients: nothing to say before the first step
 

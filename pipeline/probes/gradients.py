@@ -13,6 +13,8 @@ from pipeline.probes.base import Probe, ProbeContext, mean_std, per_layer, sq_no
 class GradNorm(Probe):
     """grad_norm/layer_XX = ||dL/dW|| before clipping; grad_norm/total over every parameter."""
 
+    name = "grad_norm"
+
     needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
@@ -25,6 +27,8 @@ class GradNorm(Probe):
 
 class GradStd(Probe):
     """grad_std/layer_XX = std of dL/dz, the back-propagated signal, over the step's batch."""
+
+    name = "grad_std"
 
     needs_step = True
 
@@ -39,6 +43,8 @@ class UpdateRatio(Probe):
     From the trainer's update buffers and three dot products: ||W_before||^2 = ||W||^2 - 2 W.dW + ||dW||^2,
     never small next to its terms, so no cancellation and no copy of W.
     """
+
+    name = "update_ratio"
 
     needs_step = True
 

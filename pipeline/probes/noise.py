@@ -16,6 +16,8 @@ class GradientNoise(Probe):
     statistics back, so training goes on unchanged.
     """
 
+    name = "gradient_noise"
+
     needs_step = True
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int | None, rng: np.random.Generator,

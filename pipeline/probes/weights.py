@@ -14,6 +14,8 @@ SPARSE_BELOW = 1e-3
 class WeightNorm(Probe):
     """weight_norm/layer_XX = Frobenius norm of W."""
 
+    name = "weight_norm"
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         return per_layer("weight_norm", (math.sqrt(sq_norm(layer.params["W"])) for layer in ctx.net.layers))
 
@@ -25,6 +27,8 @@ class SpectralNorm(Probe):
     which tracks the slowly moving top singular vector for a few matrix-vector products per layer
     (`iterations`: 1 is enough when measured at every step, the weights barely move in between).
     """
+
+    name = "spectral_norm"
 
     def __init__(self, exact: bool = False, iterations: int = 4):
         self.exact = exact
@@ -67,6 +71,8 @@ class SpectralNorm(Probe):
 
 class Sparsity(Probe):
     """sparsity/total = share of weights with |w| < 1e-3 (what L1 is for)."""
+
+    name = "sparsity"
 
     def __init__(self):
         # |W| and |W| < 1e-3 per layer, reused: no allocation per measurement

@@ -1,19 +1,31 @@
-"""Study `batch_size`: full batch, mini-batches and pure SGD at one learning rate: per epoch, per second, noise."""
+"""Study `batch_size`: full batch, mini-batches and pure SGD at one learning rate: per epoch, per unit of
+compute, and the mini-batch gradient's noise.
+
+Compute is controlled time, never a run's wall clock: at report time, in this process, one training step of
+each batch size (and seed's network) is timed as the best of k interleaved samples on one BLAS thread
+(pipeline/studies/timing.py), cycling through different batches; a run's controlled seconds at step s are
+s x its batch size's step time.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
-from pipeline.studies.base import StudyReport, StudyRun, finished
+from pipeline.studies import timing
+from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.checks import FAILS, HOLDS, UNDECIDED, Check, compare, every, missing
+from pipeline.studies.measures import thresholds
 
-NOISE_STEPS = 100  # gradient noise is compared over the first steps, where every run is near the same weights
-SLOPE_TOLERANCE = 0.3  # "roughly 1/B": a fitted log-log slope within -1 +- this
-BUDGET_WINDOW = 0.75  # the loss within a budget is averaged over its last quarter
-MIN_RANK_CORRELATION = 0.9  # batch size against loss after the same epochs (5 sizes: one adjacent swap allowed)
+LIMITS = ("noise_steps", "slope_tolerance", "min_rank_correlation", "sgd_epoch_cost", "budget_window")
+BATCHES_TIMED = 16  # different random batches each timed step cycles through (the inputs vary call to call)
+
+StepTimes = dict[tuple[float, str], float]  # (batch size, seed) -> controlled seconds per training step
 
 
 def batch_of(run: StudyRun) -> float:
@@ -26,16 +38,82 @@ def label(batch: float) -> str:
     return "full batch" if math.isinf(batch) else f"B={int(batch)}"
 
 
-def seed_of(run: StudyRun) -> str:
-    return str(run.values.get("seed", "0"))
+def key_of(batch: float) -> str:
+    """The batch size in a metric name: batch_1, ..., batch_full."""
+    return "full" if math.isinf(batch) else str(int(batch))
 
 
-def paired(run: StudyRun, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, train/loss, key) at the steps where both were logged and are finite."""
-    steps, loss = run.series("train/loss")
-    other = dict(run.history.get(key, []))
-    keep = [i for i, s in enumerate(steps) if s in other and math.isfinite(loss[i]) and math.isfinite(other[s])]
-    return steps[keep], loss[keep], np.array([other[steps[i]] for i in keep], dtype=float)
+def seeds(runs: list[StudyRun]) -> list[str]:
+    return sorted({r.seed for r in runs}, key=lambda s: (len(s), s))
+
+
+def usable(runs: list[StudyRun]) -> list[StudyRun]:
+    """The finished runs that did not diverge: the ones with numbers to compare."""
+    return [r for r in finished(runs) if not r.diverged]
+
+
+# --- controlled step times (report time) -----------------------------------------------------------------
+
+
+def step_functions(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, tuple]]:
+    """One training step per (batch size, seed) of the runs, built from that job's config, cycling batches.
+
+    Returns (step fns, weight resets, name -> (batch, seed)); names are "B=16 seed 0".
+    """
+    from pipeline.harness.build import build_trainer, load_data
+    from pipeline.studies.grid import expand
+
+    jobs = {json.dumps(j.values, sort_keys=True): j for j in expand(cfg)}
+    fns, resets, names, data_cache = {}, {}, {}, {}
+    for run in usable(runs):
+        job = jobs.get(json.dumps(run.values, sort_keys=True))
+        if job is None:
+            continue
+        data_key = json.dumps(OmegaConf.to_container(job.cfg.data, resolve=True), sort_keys=True)
+        data = data_cache.setdefault(data_key, load_data(job.cfg))
+        trainer = build_trainer(job.cfg, data)
+        n, b = len(data.y_train), batch_of(run)
+        rng = np.random.default_rng(0)
+        batches = [np.arange(n)] if math.isinf(b) or b >= n else [rng.choice(n, int(b), replace=False)
+                                                                 for _ in range(BATCHES_TIMED)]
+        name = f"{label(b)} seed {run.seed}"
+        fns[name], resets[name] = cycling_step(trainer, data.x_train, data.y_train, batches)
+        names[name] = (b, run.seed)
+    return fns, resets, names
+
+
+def cycling_step(trainer, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray]) -> tuple[Callable, Callable]:
+    """(a step on the next batch, a reset of the weights and the batch counter)."""
+    state = {"i": 0}
+    start = {k: v.copy() for k, v in trainer.net.params.items()}
+
+    def step():
+        idx = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        return trainer.step(x[idx], y[idx])  # what time/train_seconds times in training
+
+    def reset():
+        for k, v in start.items():
+            np.copyto(trainer.net.params[k], v)
+        state["i"] = 0
+
+    return step, reset
+
+
+def controlled_step_seconds(runs: list[StudyRun], cfg) -> StepTimes:
+    """Seconds per training step of each (batch size, seed): best of k interleaved samples (study.timing)."""
+    fns, resets, names = step_functions(runs, cfg)
+    if not fns:
+        return {}
+    best = timing.best_of_interleaved(fns, timing.settings(cfg), resets)
+    return {names[n]: best[n] for n in fns}
+
+
+# --- per-run measures ----------------------------------------------------------------------------------
+
+
+def step_time(run: StudyRun, times: StepTimes) -> float:
+    return times.get((batch_of(run), run.seed), math.nan)
 
 
 def final_loss(run: StudyRun) -> float:
@@ -50,66 +128,66 @@ def steps_per_epoch(run: StudyRun) -> float:
     return float(steps[-1] / epochs[-1]) if len(steps) and epochs[-1] > 0 else math.nan
 
 
-def seconds_per_epoch(run: StudyRun) -> float:
-    """Time in training steps alone (probes and logging excluded) per epoch."""
-    epochs = run.get("epoch")
-    return run.get("time/train_seconds") / epochs if epochs and epochs > 0 else math.nan
+def epoch_seconds(run: StudyRun, times: StepTimes) -> float:
+    """Controlled seconds per epoch: steps per epoch x the step time."""
+    return steps_per_epoch(run) * step_time(run, times)
 
 
-def train_seconds(run: StudyRun) -> float:
-    times = paired(run, "time/train_seconds")[2]
-    return float(times[-1]) if len(times) else math.nan
+def loss_curve(run: StudyRun, times: StepTimes) -> tuple[np.ndarray, np.ndarray]:
+    """(controlled seconds, train/loss) at the logged points with a finite, positive loss: (points,) each."""
+    steps, loss = run.series("train/loss")
+    ok = np.isfinite(loss) & (loss > 0)
+    return steps[ok] * step_time(run, times), loss[ok]
 
 
-def loss_at_time(run: StudyRun, seconds: float) -> float:
-    """Geometric-mean train/loss over the last quarter of the first `seconds` of training (nan outside the run)."""
-    # averaged, not read off one point: pure SGD's 20-step means scatter by a factor of a few
-    _, loss, times = paired(run, "time/train_seconds")
-    ok = loss > 0
-    loss, times = loss[ok], times[ok]
-    if not len(times) or not math.isfinite(seconds) or not times[0] <= seconds <= times[-1]:
+def total_seconds(run: StudyRun, times: StepTimes) -> float:
+    seconds, _ = loss_curve(run, times)
+    return float(seconds[-1]) if len(seconds) else math.nan
+
+
+def loss_at(run: StudyRun, seconds: float, times: StepTimes, window: float) -> float:
+    """Geometric-mean train/loss over the controlled time (window x seconds .. seconds]; nan outside the run.
+
+    Averaged, not read off one point: pure SGD's 20-step means scatter by a factor of a few. A coarsely logged
+    run (the full batch: one point per step) with no point in the window is interpolated in log loss.
+    """
+    t, loss = loss_curve(run, times)
+    if not len(t) or not math.isfinite(seconds) or not t[0] <= seconds <= t[-1]:
         return math.nan
-    window = (times >= BUDGET_WINDOW * seconds) & (times <= seconds)
-    if window.any():  # else a coarsely logged run (full batch): interpolate between its neighbours
-        return float(np.exp(np.mean(np.log(loss[window]))))
-    return float(np.exp(np.interp(seconds, times, np.log(loss))))
+    inside = (t >= window * seconds) & (t <= seconds)
+    if inside.any():
+        return float(np.exp(np.mean(np.log(loss[inside]))))
+    return float(np.exp(np.interp(seconds, t, np.log(loss))))
 
 
-def ms_per_step(run: StudyRun) -> float:
-    return 1e3 * seconds_per_epoch(run) / steps_per_epoch(run)
-
-
-def early_noise(run: StudyRun, window: float) -> float:
-    """Mean grad_noise/relative over the probe points in the first `window` steps (nan: full batch, none)."""
-    steps, noise = run.series("grad_noise/relative")
-    keep = (steps <= window) & np.isfinite(noise)
+def early_noise(run: StudyRun, steps: float) -> float:
+    """Mean grad_noise/relative over the probe points in the first `steps` steps (nan: full batch, none)."""
+    at, noise = run.series("grad_noise/relative")
+    keep = (at <= steps) & np.isfinite(noise)
     return float(noise[keep].mean()) if keep.any() else math.nan
 
 
-def noise_window(runs: list[StudyRun]) -> float:
-    """NOISE_STEPS, or fewer when some run with the noise probe ends sooner (smoke size)."""
-    ends = [r.series("grad_noise/relative")[0] for r in finished(runs)]
-    return float(min([NOISE_STEPS] + [e.max() for e in ends if len(e)]))
+def noise_window(runs: list[StudyRun], most: float) -> float:
+    """`most` steps, or fewer when a run with the noise probe ends sooner (the largest mini-batch)."""
+    ends = [r.series("grad_noise/relative")[0] for r in usable(runs)]
+    return float(min([most] + [e.max() for e in ends if len(e)]))
 
 
-def budget(runs: list[StudyRun]) -> float:
-    """The common wall-time budget: the training time of the run that finishes first (all have data up to it)."""
-    times = [train_seconds(r) for r in finished(runs) if not r.diverged]
-    times = [t for t in times if math.isfinite(t)]
-    return min(times) if times else math.nan
+def budget(runs: list[StudyRun], times: StepTimes) -> float:
+    """The common compute budget: the controlled time of the run that finishes first (all have data up to it)."""
+    totals = [total_seconds(r, times) for r in usable(runs)]
+    totals = [t for t in totals if math.isfinite(t)]
+    return min(totals) if totals else math.nan
 
 
 def ranks(values: list[float]) -> np.ndarray:
-    """Ranks 0..n-1 (ties broken by order; the losses and sizes compared here do not tie)."""
+    """Ranks 0..n-1 (inf last; ties broken by order: the losses and sizes compared here do not tie)."""
     return np.argsort(np.argsort(np.array(values, dtype=float), kind="stable"), kind="stable").astype(float)
 
 
 def rank_correlation(x: list[float], y: list[float]) -> float:
-    """Spearman's rho of two equally long lists (inf ranks last), nan below 3 points."""
-    if len(x) < 3:
-        return math.nan
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
+    """Spearman's rho of two equally long lists, nan below 3 points."""
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1]) if len(x) >= 3 else math.nan
 
 
 def loglog_slope(batches: list[float], noise: list[float]) -> float:
@@ -121,121 +199,192 @@ def loglog_slope(batches: list[float], noise: list[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-@dataclass
-class Point:
-    """One batch size, its seeds aggregated (medians)."""
-
-    batch: float
-    final_loss: float
-    loss_at_budget: float
-    seconds_per_epoch: float
-    ms_per_step: float
-    noise: float
+# --- per-seed measures of the claim ----------------------------------------------------------------------
 
 
-def _median(values: list[float]) -> float:
-    vals = [v for v in values if math.isfinite(v)]
-    return float(np.median(vals)) if vals else math.nan
+class Seeds:
+    """The runs arranged per seed and batch size, with the measures the checks compare."""
+
+    def __init__(self, runs: list[StudyRun], times: StepTimes, lim: dict[str, float]):
+        self.runs, self.times, self.lim = runs, times, lim
+        self.seeds = seeds(runs)
+        self.batches = sorted({batch_of(r) for r in runs})  # the grid's batch sizes, smallest first
+        self.grid = {(batch_of(r), r.seed): r for r in runs}
+        self.budget = budget(runs, times)
+        self.window = noise_window(runs, lim["noise_steps"])
+
+    def run(self, batch: float, seed: str) -> StudyRun | None:
+        """The run of (batch, seed) when it finished without diverging, else None."""
+        run = self.grid.get((batch, seed))
+        return run if run is not None and run.ok and not run.diverged else None
+
+    def complete(self, seed: str) -> list[StudyRun] | None:
+        """Every batch size's run of the seed, or None when one is missing."""
+        mine = [self.run(b, seed) for b in self.batches]
+        return mine if all(mine) else None
+
+    def per_seed(self, measure: Callable[[str], float]) -> dict[str, float]:
+        return {f"seed {s}": measure(s) for s in self.seeds}
+
+    def rank_correlation(self, seed: str) -> float:
+        mine = self.complete(seed)
+        return rank_correlation(self.batches, [final_loss(r) for r in mine]) if mine else math.nan
+
+    def noise(self, seed: str) -> list[tuple[float, float]] | None:
+        """(B, early noise) of the seed's mini-batches (the full batch has none), or None when one is missing."""
+        mine = self.complete(seed)
+        if mine is None:
+            return None
+        pts = [(batch_of(r), early_noise(r, self.window)) for r in mine if not math.isinf(batch_of(r))]
+        return pts if all(math.isfinite(n) for _, n in pts) else None
+
+    def noise_falls(self, seed: str) -> bool | None:
+        pts = self.noise(seed)
+        return None if pts is None else all(a > b for (_, a), (_, b) in zip(pts, pts[1:]))
+
+    def slope(self, seed: str) -> float:
+        pts = self.noise(seed)
+        return loglog_slope(*zip(*pts)) if pts and len(pts) >= 2 else math.nan
+
+    def epoch_cost_ratio(self, seed: str) -> float:
+        """Pure SGD's controlled epoch over the dearest other batch size's."""
+        mine = self.complete(seed)
+        if mine is None or 1.0 not in self.batches:
+            return math.nan
+        costs = {batch_of(r): epoch_seconds(r, self.times) for r in mine}
+        return costs[1.0] / max(c for b, c in costs.items() if b != 1.0)
+
+    def loss_at_budget(self, batch: float, seed: str) -> float:
+        run = self.run(batch, seed)
+        return loss_at(run, self.budget, self.times, self.lim["budget_window"]) if run else math.nan
+
+    def best_mid(self) -> float | None:
+        """The batch between pure SGD and the full batch with the lowest mean log loss at the budget."""
+        means = {b: np.mean(np.log([self.loss_at_budget(b, s) for s in self.seeds]))
+                 for b in self.batches if 1 < b < math.inf}
+        means = {b: m for b, m in means.items() if math.isfinite(m)}
+        return min(means, key=means.get) if means else None
 
 
-def points(runs: list[StudyRun], seconds: float, window: float) -> list[Point]:
-    """One Point per batch size with a finished, non-diverged run, smallest batch first."""
-    groups: dict[float, list[StudyRun]] = {}
-    for run in finished(runs):
-        if not run.diverged:
-            groups.setdefault(batch_of(run), []).append(run)
-    return [Point(b, _median([final_loss(r) for r in g]), _median([loss_at_time(r, seconds) for r in g]),
-                  _median([seconds_per_epoch(r) for r in g]), _median([ms_per_step(r) for r in g]),
-                  _median([early_noise(r, window) for r in g]))
-            for b, g in sorted(groups.items())]
+def keeps_pace(check: Check) -> Check:
+    """A 'worse' comparison read three ways: worse beyond the spread fails; tie or better holds.
+
+    `check` decides "value > the other's" (worse). Holds there -> worse -> fails; fails there (better on every
+    seed beyond the spread) -> holds; undecided for seeds that disagree or an effect within the spread (a tie)
+    -> holds; undecided for runs missing stays undecided.
+    """
+    if check.outcome == HOLDS:
+        outcome, why = FAILS, "worse on every seed, beyond the seeds' spread"
+    elif check.outcome == FAILS:
+        outcome, why = HOLDS, "better on every seed, beyond the seeds' spread"
+    elif check.why.startswith("runs missing"):
+        outcome, why = UNDECIDED, check.why
+    else:
+        outcome, why = HOLDS, f"tie: {check.why}"
+    return Check(check.name, outcome, check.measured, "tie or better (not worse beyond the seeds' spread) than "
+                 + check.expected.removeprefix("> "), check.values, why)
 
 
-def checks(pts: list[Point]) -> dict[str, bool] | None:
-    """The claim's checks; None when pure SGD, the full batch, a batch in between or two noise values are missing."""
-    sizes = [p.batch for p in pts]
-    mids = [p for p in pts if 1 < p.batch < math.inf and math.isfinite(p.loss_at_budget)]
-    noisy = [p for p in pts if math.isfinite(p.noise)]
-    if 1 not in sizes or math.inf not in sizes or not mids or len(noisy) < 2:
-        return None
-    sgd, full = pts[0], pts[-1]
-    if not (math.isfinite(sgd.loss_at_budget) and math.isfinite(full.loss_at_budget)):
-        return None
-    best_mid = min(mids, key=lambda p: p.loss_at_budget)
-    slope = loglog_slope([p.batch for p in noisy], [p.noise for p in noisy])
-    rho = rank_correlation(sizes, [p.final_loss for p in pts])
-    return {
-        f"smaller batches end lower after the same epochs (rank correlation of B and final loss {rho:.2f} >= "
-        f"{MIN_RANK_CORRELATION})": rho >= MIN_RANK_CORRELATION,
-        "pure SGD has the slowest epochs in wall time": sgd.seconds_per_epoch == max(p.seconds_per_epoch for p in pts),
-        f"within the same wall time a mid-size batch ({label(best_mid.batch)}) gets lower than both extremes":
-            best_mid.loss_at_budget < sgd.loss_at_budget and best_mid.loss_at_budget < full.loss_at_budget,
-        "gradient noise falls with every larger batch": all(a.noise > b.noise for a, b in zip(noisy, noisy[1:])),
-        f"gradient noise ~ 1/B (log-log slope {slope:.2f} within -1 +- {SLOPE_TOLERANCE})":
-            abs(slope + 1) <= SLOPE_TOLERANCE,
-    }
+def checks(s: Seeds) -> list[Check]:
+    """The claim, check by check (thresholds from study.checks in conf/study/batch_size.yaml)."""
+    lim = s.lim
+    out = [compare("smaller batches end lower after the same epochs: rank correlation of B and the final "
+                   "training loss", s.per_seed(s.rank_correlation), ">=", lim["min_rank_correlation"]),
+           every("gradient noise falls with every larger batch", {f"seed {k}": s.noise_falls(k) for k in s.seeds},
+                 expected="on every seed"),
+           compare(f"gradient noise ~ 1/B: |log-log slope + 1| (slope within -1 +- {lim['slope_tolerance']:g})",
+                   s.per_seed(lambda k: abs(s.slope(k) + 1)), "<=", lim["slope_tolerance"])]
+    if 1.0 not in s.batches or math.inf not in s.batches:
+        return out + [missing("pure SGD and the full batch per unit of compute", "both in the grid",
+                              "this size runs no pure SGD or no full batch")]
+    out.append(compare("pure SGD's epochs take far longer: its controlled epoch over the dearest other batch "
+                       "size's", s.per_seed(s.epoch_cost_ratio), ">=", lim["sgd_epoch_cost"], scale="log"))
+    mid = s.best_mid()
+    ms = 1e3 * s.budget
+    if mid is None:
+        return out + [missing(f"per unit of compute ({ms:.3g} ms), against the best mini-batch", "a mini-batch run",
+                              "no mini-batch between pure SGD and the full batch has a loss at the budget")]
+    mid_loss = s.per_seed(lambda k: s.loss_at_budget(mid, k))
+    out.append(compare(f"per unit of compute the full batch makes less progress: its loss at {ms:.3g} controlled ms "
+                       f"is above the best mini-batch's ({label(mid)})", s.per_seed(lambda k: s.loss_at_budget(
+                           math.inf, k)), ">", mid_loss, scale="log", limit_name=f"{label(mid)}'s loss"))
+    out.append(keeps_pace(compare(f"pure SGD keeps pace per unit of compute: its loss at {ms:.3g} controlled ms "
+                                  f"against the best mini-batch's ({label(mid)})",
+                                  s.per_seed(lambda k: s.loss_at_budget(1.0, k)), ">", mid_loss, scale="log",
+                                  limit_name=f"{label(mid)}'s loss")))
+    return out
 
 
-def row(run: StudyRun, seconds: float, window: float) -> dict:
-    noise = early_noise(run, window)
-    return {
-        "batch": label(batch_of(run)),
-        "seed": seed_of(run),
-        "steps / epoch": steps_per_epoch(run),
-        "final train loss": final_loss(run),
-        "val loss": run.get("val/loss"),
-        "test acc": run.get("test/acc"),
-        "train ms / epoch": 1e3 * seconds_per_epoch(run),
-        "ms / step": ms_per_step(run),
-        f"loss near {1e3 * seconds:.0f} ms": loss_at_time(run, seconds),
-        "grad noise (early)": noise,
-        "noise x B": noise * batch_of(run) if math.isfinite(batch_of(run)) else math.nan,
-        "verdict": ",".join(run.verdict) or run.status,
-    }
+# --- table, figure, notes --------------------------------------------------------------------------------
 
 
-def _shown(runs: list[StudyRun]) -> list[StudyRun]:
-    """The first seed's finished runs, smallest batch first (one curve per batch size)."""
-    done = finished(runs)
-    first = min((seed_of(r) for r in done), default="0")
-    return sorted((r for r in done if seed_of(r) == first), key=batch_of)
+def row(run: StudyRun, s: Seeds, budget_col: str) -> dict:
+    b = batch_of(run)
+    noise = early_noise(run, s.window)
+    return {"batch": label(b), "seed": run.seed, "steps / epoch": steps_per_epoch(run),
+            "final train loss": final_loss(run), "val loss": run.get("val/loss"), "test acc": run.get("test/acc"),
+            "controlled us / step": 1e6 * step_time(run, s.times),
+            "controlled ms / epoch": 1e3 * epoch_seconds(run, s.times),
+            budget_col: loss_at(run, s.budget, s.times, s.lim["budget_window"]),
+            "grad noise (early)": noise, "noise x B": noise * b if math.isfinite(b) else math.nan,
+            "verdict": ",".join(run.verdict) or run.status}
 
 
-def _curves(epoch_ax, time_ax, runs: list[StudyRun], seconds: float) -> None:
-    """train/loss against (fractional) epoch and against seconds of training, one line per batch size."""
-    for i, run in enumerate(_shown(runs)):
-        steps, loss, times = paired(run, "time/train_seconds")
-        ok = loss > 0
-        per_epoch = steps_per_epoch(run)
-        kw = {"color": f"C{i}", "label": label(batch_of(run)), "lw": 1.2}
-        if math.isfinite(per_epoch):
-            epoch_ax.semilogy(steps[ok] / per_epoch, loss[ok], **kw)
-        time_ax.loglog(times[ok], loss[ok], **kw)
-    if math.isfinite(seconds) and seconds > 0:
-        time_ax.axvspan(BUDGET_WINDOW * seconds, seconds, color="k", alpha=0.12,
-                        label=f"common budget {1e3 * seconds:.0f} ms (loss averaged here)")
-    epoch_ax.set(xlabel="epoch", ylabel="train loss (log)", title="loss per epoch (same lr, same epochs)")
-    time_ax.set(xlabel="seconds in training steps (log)", ylabel="train loss (log)", title="loss per wall time")
+def geo_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geometric mean, min and max over equally long curves: (n,) each."""
+    stacked = np.array(curves)  # (seeds, n)
+    return np.exp(np.log(stacked).mean(axis=0)), stacked.min(axis=0), stacked.max(axis=0)
 
 
-def _noise(ax, pts: list[Point], window: float) -> None:
-    """Early gradient noise against batch size (log-log) beside a 1/B line through their geometric mean."""
-    noisy = [p for p in pts if math.isfinite(p.noise) and p.noise > 0]
-    if noisy:
-        b = np.array([p.batch for p in noisy])  # (sizes,)
-        n = np.array([p.noise for p in noisy])  # (sizes,)
-        scale = float(np.exp(np.mean(np.log(n * b))))  # c in c/B, fitted in log space
+def _curves(epoch_ax, time_ax, s: Seeds) -> None:
+    """Loss per epoch and per controlled ms, one line per batch size: mean over seeds, min..max shaded."""
+    for i, b in enumerate(s.batches):
+        mine = [s.run(b, k) for k in s.seeds if s.run(b, k)]
+        if not mine:
+            continue
+        per_run = [dict(zip(*r.series("train/loss"))) for r in mine]
+        steps = np.array(sorted(set.intersection(*(set(p) for p in per_run))))  # (points,) logged by every seed
+        curves = [np.array([p[t] for t in steps]) for p in per_run]
+        keep = np.all([np.isfinite(c) & (c > 0) for c in curves], axis=0) if len(steps) else np.array([], bool)
+        if not keep.any():
+            continue
+        mean, lo, hi = geo_band([c[keep] for c in curves])
+        kw = {"color": f"C{i}", "label": label(b)}
+        x_epoch = steps[keep] / steps_per_epoch(mine[0])
+        x_ms = 1e3 * steps[keep] * np.mean([step_time(r, s.times) for r in mine])  # mean step time over seeds
+        for ax, x in ((epoch_ax, x_epoch), (time_ax, x_ms)):
+            ax.plot(x, mean, lw=1.2, **kw)
+            ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.2, lw=0)
+    if math.isfinite(s.budget):
+        time_ax.axvspan(1e3 * s.lim["budget_window"] * s.budget, 1e3 * s.budget, color="k", alpha=0.12,
+                        label=f"budget {1e3 * s.budget:.3g} ms (loss averaged here)")
+    epoch_ax.set(xlabel="epoch", ylabel="train loss (log)", yscale="log", title="loss per epoch (same lr, same epochs)")
+    time_ax.set(xlabel="controlled ms (steps x best-of-k step time; log)", ylabel="train loss (log)", xscale="log",
+                yscale="log", title="loss per unit of compute")
+
+
+def _noise(ax, s: Seeds) -> None:
+    """Early gradient noise against B (log-log), each seed's points, their geometric mean and a c/B line."""
+    per_seed = [dict(p) for k in s.seeds if (p := s.noise(k))]
+    if per_seed:
+        b = np.array(sorted(set.intersection(*(set(p) for p in per_seed))))  # (sizes,)
+        noise = np.array([[p[x] for x in b] for p in per_seed])  # (seeds, sizes)
+        for p in noise:
+            ax.loglog(b, p, ".", color="C3", alpha=0.5)
+        mean = np.exp(np.log(noise).mean(axis=0))  # (sizes,)
+        scale = float(np.exp(np.mean(np.log(mean * b))))  # c in c/B, fitted in log space
         grid = np.geomspace(b.min(), b.max(), 50)  # (50,)
         ax.loglog(grid, scale / grid, "k--", lw=1, label="c / B")
-        ax.loglog(b, n, "o-", color="C3", label=f"measured (mean over steps <= {window:.0f})")
+        ax.loglog(b, mean, "o-", color="C3", label=f"measured, steps <= {s.window:.0f} (seeds: geo. mean, dots)")
     ax.set(xlabel="batch size B (log)", ylabel="E||g_B - g||^2 / ||g||^2 (log)",
            title="mini-batch gradient noise (full batch: 0)")
 
 
-def figure(runs: list[StudyRun], pts: list[Point], seconds: float, window: float) -> Figure:
+def figure(s: Seeds) -> Figure:
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     epoch_ax, time_ax, noise_ax = fig.subplots(1, 3)
-    _curves(epoch_ax, time_ax, runs, seconds)
-    _noise(noise_ax, pts, window)
+    _curves(epoch_ax, time_ax, s)
+    _noise(noise_ax, s)
     for ax in (epoch_ax, time_ax, noise_ax):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:  # no runs, no legend (matplotlib warns on an empty one)
@@ -243,60 +392,55 @@ def figure(runs: list[StudyRun], pts: list[Point], seconds: float, window: float
     return fig
 
 
-def report(runs: list[StudyRun], cfg) -> StudyReport:
-    seconds, window = budget(runs), noise_window(runs)
-    pts = points(runs, seconds, window)
-    columns = ["batch", "seed", "steps / epoch", "final train loss", "val loss", "test acc", "train ms / epoch",
-               "ms / step", f"loss near {1e3 * seconds:.0f} ms", "grad noise (early)", "noise x B", "verdict"]
-    rows = [row(r, seconds, window) for r in sorted(finished(runs), key=lambda r: (batch_of(r), seed_of(r)))]
-    metrics = {"budget_seconds": seconds}
-    for p in pts:
-        name = "full" if math.isinf(p.batch) else str(int(p.batch))
-        metrics.update({f"final_loss/batch_{name}": p.final_loss, f"loss_at_budget/batch_{name}": p.loss_at_budget,
-                        f"seconds_per_epoch/batch_{name}": p.seconds_per_epoch, f"grad_noise/batch_{name}": p.noise})
-    noisy = [p for p in pts if math.isfinite(p.noise)]
-    metrics["grad_noise_slope"] = loglog_slope([p.batch for p in noisy], [p.noise for p in noisy])
-    figs = {"batch_size.png": figure(runs, pts, seconds, window)}
-    verdicts = checks(pts)
-    if verdicts is None:
-        return StudyReport(columns, rows, "not enough finished batch sizes to decide (need pure SGD, the full batch "
-                           "and one in between with a loss within the common budget, and two with gradient noise)",
-                           None, metrics, figs)
-    supported = all(verdicts.values())
-    conclusion = _conclusion(runs, pts, seconds, metrics["grad_noise_slope"], verdicts)
-    notes = [f"- {k}: {'yes' if v else 'no'}" for k, v in verdicts.items()]
-    notes.append(f"- gradient noise: mean of grad_noise/relative over the probe points in the first {window:.0f} "
-                 "steps (4 batches each), where every batch size is near the same weights; later the full "
-                 "gradient shrinks as training converges and the relative noise grows (see the runs' history). "
-                 "Sampling without replacement scales it by (N-B)/(N-1), a little below 1/B for large B.")
-    notes.append("- wall time is time/train_seconds (training steps only); it depends on the machine's load.")
-    return StudyReport(columns, rows, conclusion, supported, metrics, figs, notes)
+def metrics(s: Seeds, per_run: list[dict], budget_col: str) -> dict[str, float]:
+    """Per batch size, means over seeds; the budget; the noise slope (mean of the seeds' slopes)."""
+    out = {"budget_ms": 1e3 * s.budget}
+    for b in s.batches:
+        mine = [r for r in per_run if r["batch"] == label(b)]
+        for key, col in (("controlled_step_us", "controlled us / step"), ("final_loss", "final train loss"),
+                         ("loss_at_budget", budget_col), ("grad_noise", "grad noise (early)")):
+            vals = [r[col] for r in mine if math.isfinite(r[col])]
+            if vals:
+                out[f"{key}/batch_{key_of(b)}"] = float(np.mean(vals))
+    slopes = [v for v in (s.slope(k) for k in s.seeds) if math.isfinite(v)]
+    if slopes:
+        out["grad_noise_slope"] = float(np.mean(slopes))
+    return out
 
 
-def _conclusion(runs: list[StudyRun], pts: list[Point], seconds: float, slope: float,
-                verdicts: dict[str, bool]) -> str:
-    """The deciding numbers in one line; when the per-second check fails, what the step costs say about it."""
-    done = finished(runs)
-    lr = _median([r.get("lr") for r in done])  # the (constant) learning rate every run logged
-    epochs = max((r.get("epoch") for r in done if math.isfinite(r.get("epoch"))), default=math.nan)
-    sgd, full = pts[0], pts[-1]
-    mids = [p for p in pts if 1 < p.batch < math.inf]
-    failed = [k for k, v in verdicts.items() if not v]
-    why = ""
-    if any(k.startswith("within the same wall time") for k in failed):
-        cheapest = min(mids, key=lambda p: p.ms_per_step)
-        why = (f" (a pure-SGD step costs {sgd.ms_per_step:.3f} ms, a {label(cheapest.batch)} step "
-               f"{cheapest.ms_per_step:.3f} ms: per-step overhead dominates both, and at one learning rate a step "
-               "makes about the same expected progress whatever B, so the bigger batch's extra examples only "
-               "smooth its steps)")
-    return (
-        f"after {epochs:.0f} epochs at lr {lr:g}, train loss "
-        + ", ".join(f"{label(p.batch)} {p.final_loss:.3g}" for p in pts)
-        + f"; within {1e3 * seconds:.0f} ms of training "
-        + ", ".join(f"{label(p.batch)} {p.loss_at_budget:.3g}" for p in pts)
-        + f" (pure SGD {1e3 * sgd.seconds_per_epoch:.0f} ms/epoch vs full batch {1e3 * full.seconds_per_epoch:.1f})"
-        + "; early gradient noise "
-        + ", ".join(f"{label(p.batch)} {p.noise:.3g}" for p in pts if math.isfinite(p.noise))
-        + f", log-log slope {slope:.2f}. "
-        + ("Supported." if not failed else "Not supported: " + "; ".join(failed) + why + ".")
-    )
+def notes(s: Seeds, cfg) -> list[str]:
+    how = timing.settings(cfg).describe()
+    per_b = {}
+    for (b, _), t in s.times.items():
+        per_b.setdefault(b, []).append(t)
+    steps = ", ".join(f"{label(b)} {1e6 * min(v):.0f}..{1e6 * max(v):.0f}" for b, v in sorted(per_b.items()))
+    return [
+        "- Each row folds the seeds of one batch size: mean (min..max); runs.csv has every run.",
+        f"- Controlled compute: at report time, one training step of each batch size and seed's network, timed as "
+        f"the {how}, cycling through {BATCHES_TIMED} different batches and restoring the weights before each sample "
+        f"(pipeline/studies/timing.py). Step times in us (over seeds): {steps or '-'}. A run's controlled time at "
+        "step s is s x its step time. The runs' own wall clock (time/train_seconds) decides nothing: on a shared "
+        "machine it swung by 100x with the load.",
+        f"- The budget is the controlled time of the run that finishes first (the full batch's {1e3 * s.budget:.3g} "
+        f"ms); the loss at the budget is the geometric mean of train/loss over its last "
+        f"{1 - s.lim['budget_window']:.0%}. Per unit of compute a comparison is three-way: better or worse needs "
+        "the gap to hold on every seed and exceed the seeds' spread; anything else is a tie. A pure-SGD step costs "
+        "about as much as a small mini-batch's (per-step overhead dominates both) and at one lr makes about the "
+        "same expected progress, so pure SGD keeps pace per unit of compute while each of its epochs costs far more.",
+        f"- Gradient noise: grad_noise/relative = E||g_B - g||^2 / ||g||^2 (4 batches per probe point), averaged "
+        f"over the probe points in the first {s.window:.0f} steps, where every batch size is near the same weights; "
+        "the slope is fitted per seed to log(noise) against log(B). Sampling without replacement scales it by "
+        "(N-B)/(N-1), a little below 1/B for large B.",
+    ]
+
+
+def findings(runs: list[StudyRun], cfg) -> Findings:
+    lim = thresholds(cfg, *LIMITS)
+    s = Seeds(runs, controlled_step_seconds(runs, cfg), lim)
+    budget_col = f"loss at {1e3 * s.budget:.3g} ms" if math.isfinite(s.budget) else "loss at budget"
+    per_run = [row(r, s, budget_col) for r in sorted(finished(runs), key=lambda r: (batch_of(r), int(r.seed)))]
+    columns = ["batch", "seed", "steps / epoch", "final train loss", "val loss", "test acc", "controlled us / step",
+               "controlled ms / epoch", budget_col, "grad noise (early)", "noise x B", "verdict"]
+    cols, rows = seed_table(per_run, ["batch"], columns)
+    return Findings(checks(s), cols, rows, metrics(s, per_run, budget_col), {"batch_size.png": figure(s)},
+                    notes(s, cfg), {"runs.csv": per_run})

@@ -1,258 +1,334 @@
-"""Study `learning_rate`: plain SGD over a log grid of learning rates: crawl, converge, diverge or kill ReLUs."""
+"""Study `learning_rate`: plain SGD over a log grid of learning rates: crawl, converge, diverge or kill ReLUs.
+
+Every part of the claim is decided per seed: the smallest lr's loss drop (crawl), the lr that validates best
+(chosen on val/acc, never on test) and how far its loss drops (converge), and how the too-large lrs fail
+(diverge to NaN, or a dead ReLU share that jumps above the best lr's).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from pipeline.studies.base import StudyReport, StudyRun, finished
+from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.checks import Check, compare, every, missing
+from pipeline.studies.measures import thresholds
 
-CRAWL_DROP = 0.25  # a crawling run loses less than this share of its initial loss
-CONVERGED_DROP = 0.9  # a converging run loses more than this share
-DEAD_JUMP = 0.2  # a dead share this far above the best learning rate's counts as ReLUs killed
+LIMITS = ("crawl_drop", "converged_drop", "dead_jump")
 
 
 def lr_of(run: StudyRun) -> float:
     return float(run.values.get("optimizer.lr", math.nan))
 
 
-def seed_of(run: StudyRun) -> str:
-    return str(run.values.get("seed", "0"))
+def label(seed: str) -> str:
+    return f"seed {seed}"
 
 
-def finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)]
+def seeds(runs: list[StudyRun]) -> list[str]:
+    return sorted({r.seed for r in runs})
 
 
-def first_loss(run: StudyRun) -> float:
-    """The first logged train/loss (mean over the first probe interval), nan when none was logged."""
-    losses = finite(run.series("train/loss")[1])
-    return float(losses[0]) if len(losses) else math.nan
+def lrs(runs: list[StudyRun]) -> list[float]:
+    """The grid's learning rates, ascending (whether or not their runs finished)."""
+    return sorted({lr_of(r) for r in runs})
 
 
-def final_loss(run: StudyRun) -> float:
-    """The last logged train/loss; inf for a diverged run (its loss went non-finite)."""
-    if run.diverged:
-        return math.inf
-    losses = finite(run.series("train/loss")[1])
-    return float(losses[-1]) if len(losses) else math.nan
+def at(runs: list[StudyRun], lr: float, seed: str) -> StudyRun | None:
+    """The run of one learning rate and seed (None when the grid has none)."""
+    return next((r for r in runs if lr_of(r) == lr and r.seed == seed), None)
 
 
-def peak_dead(run: StudyRun) -> float:
-    """The largest dead-ReLU share seen during training."""
-    shares = finite(run.series("dead_relu/total")[1])
-    return float(shares.max()) if len(shares) else math.nan
+def loss_drop(run: StudyRun) -> float:
+    """Share of the initial training loss gone by the end: 1 - final / initial, both over the whole training set.
 
-
-def reference_losses(runs: list[StudyRun]) -> dict[str, float]:
-    """Initial loss per seed: the first logged loss of the smallest learning rate (it moves least before it)."""
-    refs: dict[str, float] = {}
-    for run in sorted(finished(runs), key=lr_of):
-        loss = first_loss(run)
-        if seed_of(run) not in refs and math.isfinite(loss):
-            refs[seed_of(run)] = loss
-    return refs
-
-
-def loss_drop(run: StudyRun, reference: float) -> float:
-    """Share of the initial loss gone by the end (1 = all of it, 0 = none, nan when diverged or unknown)."""
-    final = final_loss(run)
-    if not (math.isfinite(final) and math.isfinite(reference) and reference > 0):
+    nan for a diverged run (it has no final loss: its loss went non-finite) or one without the numbers.
+    """
+    start, end = run.get("train/initial_loss"), run.get("train/final_loss")
+    if run.diverged or not (math.isfinite(start) and math.isfinite(end) and start > 0):
         return math.nan
-    return 1.0 - final / reference
+    return 1.0 - end / start
 
 
-@dataclass
-class Point:
-    """One learning rate, its seeds aggregated (medians over the seeds that did not diverge)."""
-
-    lr: float
-    final_loss: float
-    drop: float
-    dead: float
-    diverged: bool  # most seeds diverged
-    diverged_at: float  # earliest divergence step, nan when none diverged
+def dead_share(run: StudyRun) -> float:
+    """The last measured dead ReLU share (a diverged run: the last one before it stopped)."""
+    _, share = run.series("dead_relu/total")
+    share = share[np.isfinite(share)]
+    return float(share[-1]) if len(share) else run.get("dead_relu/total")
 
 
-def _median(values: list[float]) -> float:
-    vals = [v for v in values if math.isfinite(v)]
-    return float(np.median(vals)) if vals else math.nan
+def validation_key(run: StudyRun) -> tuple[float, float]:
+    """What "best" means: the highest final val/acc, ties broken by the lower final val/loss."""
+    acc, loss = run.get("val/acc"), run.get("val/loss")
+    return (acc if math.isfinite(acc) else -math.inf, -loss if math.isfinite(loss) else -math.inf)
 
 
-def points(runs: list[StudyRun]) -> list[Point]:
-    """One Point per learning rate with a finished run, by learning rate."""
-    refs = reference_losses(runs)
-    by_lr: dict[float, list[StudyRun]] = {}
-    for run in finished(runs):
-        by_lr.setdefault(lr_of(run), []).append(run)
-    out = []
-    for lr in sorted(by_lr):
-        group = by_lr[lr]
-        alive = [r for r in group if not r.diverged]
-        steps = [r.get("diverged_at_step") for r in group if r.diverged]
-        out.append(Point(
-            lr=lr,
-            final_loss=_median([final_loss(r) for r in alive]) if alive else math.inf,
-            drop=_median([loss_drop(r, refs.get(seed_of(r), math.nan)) for r in alive]),
-            dead=_median([r.get("dead_relu/total") for r in alive]),
-            diverged=2 * len(steps) > len(group),
-            diverged_at=min(steps) if steps else math.nan,
-        ))
-    return out
+def best_run(runs: list[StudyRun], seed: str) -> StudyRun | None:
+    """The seed's lr that validates best among its finished runs that did not diverge (None: no candidate).
+
+    Chosen on the validation split only: the test split never picks anything.
+    """
+    candidates = [r for r in finished(runs) if r.seed == seed and not r.diverged
+                  and math.isfinite(r.get("val/acc"))]
+    return max(candidates, key=validation_key, default=None)
 
 
-def best(pts: list[Point]) -> Point | None:
-    """The learning rate with the lowest final loss among those that did not diverge."""
-    alive = [p for p in pts if not p.diverged and math.isfinite(p.final_loss)]
-    return min(alive, key=lambda p: p.final_loss) if alive else None
+def killed(run: StudyRun, best: StudyRun, jump: float) -> bool:
+    """ReLUs killed: the run's final dead share is at least `jump` above the best lr's of the same seed."""
+    dead, best_dead = dead_share(run), dead_share(best)
+    return math.isfinite(dead) and math.isfinite(best_dead) and dead >= best_dead + jump
 
 
-def regime(p: Point, best_dead: float) -> str:
-    """What this learning rate did: diverged, dead (ReLUs killed), crawl, converged or partial."""
-    if p.diverged:
+def regime(run: StudyRun, best: StudyRun | None, lim: dict[str, float]) -> str:
+    """What the run did: diverged, dead (ReLUs killed and not learning), crawl, converged or partial."""
+    if run.diverged:
         return "diverged"
-    if math.isfinite(p.dead) and math.isfinite(best_dead) and p.dead >= best_dead + DEAD_JUMP:
+    if best is not None and killed(run, best, lim["dead_jump"]) and not run.learned:
         return "dead"
-    if math.isfinite(p.drop) and p.drop < CRAWL_DROP:
+    drop = loss_drop(run)
+    if math.isfinite(drop) and drop < lim["crawl_drop"]:
         return "crawl"
-    if math.isfinite(p.drop) and p.drop > CONVERGED_DROP:
+    if math.isfinite(drop) and drop > lim["converged_drop"]:
         return "converged"
     return "partial"
 
 
-def checks(pts: list[Point]) -> dict[str, bool] | None:
-    """The claim's three checks, None when the smallest, a good or the largest learning rate is missing."""
-    top = best(pts)
-    if len(pts) < 3 or top is None:
-        return None
-    low, high = pts[0], pts[-1]
-    if not math.isfinite(low.drop) and not low.diverged:
-        return None
-    return {
-        f"the smallest lr ({low.lr:g}) crawls: loss drops < {CRAWL_DROP:.0%}":
-            not low.diverged and low.drop < CRAWL_DROP,
-        f"an intermediate lr converges: the best lr ({top.lr:g}) is neither the smallest nor the largest and its "
-        f"loss drops > {CONVERGED_DROP:.0%}": low.lr < top.lr < high.lr and top.drop > CONVERGED_DROP,
-        f"the largest lr ({high.lr:g}) diverges or kills ReLUs (dead share >= best's + {DEAD_JUMP})":
-            high.diverged or regime(high, top.dead) == "dead",
-    }
+# --- the claim, check by check -----------------------------------------------------------------------
 
 
-def row(run: StudyRun, reference: float, best_dead: float) -> dict:
+def crawl_check(runs: list[StudyRun], lim: dict[str, float]) -> Check:
+    """The smallest lr crawls: its training loss drops by less than crawl_drop of its initial value, per seed."""
+    low = lrs(runs)[0]
+    mine = {s: at(runs, low, s) for s in seeds(runs)}
+    drops = {label(s): loss_drop(r) if r is not None and r.ok else math.nan for s, r in mine.items()}
+    check = compare(f"too small an lr crawls: the smallest lr ({low:g}) loses less than {lim['crawl_drop']:.0%} "
+                    "of its initial training loss", drops, "<", lim["crawl_drop"])
+    gone = [label(s) for s, r in mine.items() if r is not None and r.ok and r.diverged]
+    if gone:  # a diverged run has no final loss: say why rather than "missing"
+        check.why = f"diverged (not a crawl): {', '.join(gone)}"
+    return check
+
+
+def best_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dict[str, float]) -> list[Check]:
+    """A good lr converges: the lr that validates best is inside the grid, its loss drops far, and it learns."""
+    grid = lrs(runs)
+    low, high = grid[0], grid[-1]
+    chosen = {label(s): (lr_of(b) if b is not None else None) for s, b in best.items()}
+    shown = ", ".join(f"{k}: {'-' if v is None else f'{v:g}'}" for k, v in chosen.items())
+    inside = every(f"a good lr lies between the extremes: the lr with the best val acc per seed is neither the "
+                   f"smallest ({low:g}) nor the largest ({high:g})",
+                   {k: (low < v < high if v is not None else None) for k, v in chosen.items()},
+                   measured=shown, expected="inside the grid on every seed")
+    drops = {label(s): loss_drop(b) if b is not None else math.nan for s, b in best.items()}
+    converges = compare(f"a good lr converges: the best lr on validation loses more than "
+                        f"{lim['converged_drop']:.0%} of its initial training loss", drops, ">",
+                        lim["converged_drop"])
+    accs = ", ".join(f"{b.get('test/acc'):.2f}" if b is not None else "-" for b in best.values())
+    learns = every("... and learns (not `not_learning`)", {label(s): (b.learned if b is not None else None)
+                                                            for s, b in best.items()},
+                   measured=f"test acc {accs}", expected="learns on every seed")
+    return [inside, converges, learns]
+
+
+def failure(run: StudyRun | None, best: StudyRun | None, jump: float) -> bool | None:
+    """A too-large lr's failure explained: diverged, or ReLUs killed and not learning (None: a run missing)."""
+    if run is None or not run.ok or best is None:
+        return None
+    return run.diverged or (killed(run, best, jump) and not run.learned)
+
+
+def outcome_of(run: StudyRun | None, best: StudyRun | None, jump: float) -> str:
+    """How a run ended, in words: missing, diverged, ReLUs killed, learns, or did not learn otherwise."""
+    if run is None or not run.ok:
+        return "missing"
+    if run.diverged:
+        return "diverged"
+    if failure(run, best, jump):
+        return "ReLUs killed"
+    return "learns" if run.learned else "not learning, ReLUs alive"
+
+
+def counted(texts) -> str:
+    """Distinct texts in their first order, each with its count: "diverged x2, ReLUs killed x1"."""
+    texts = list(texts)
+    return ", ".join(f"{t} x{texts.count(t)}" for t in dict.fromkeys(texts))
+
+
+def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dict[str, float]) -> list[Check]:
+    """Too large an lr fails by diverging or by killing ReLUs: at the largest lr, and at every lr above the best
+    that does not learn."""
+    jump = lim["dead_jump"]
+    high = lrs(runs)[-1]
+    top = {s: at(runs, high, s) for s in seeds(runs)}
+    how = counted(outcome_of(r, best[s], jump) for s, r in top.items())
+    largest = every(f"too large an lr fails: the largest lr ({high:g}) diverges to NaN, or its dead ReLU share "
+                    f"ends >= the best lr's + {jump:g} and it does not learn",
+                    {label(s): failure(r, best[s], jump) for s, r in top.items()},
+                    measured=how, expected="on every seed")
+    flags, failing = {}, []
+    for s in seeds(runs):
+        b = best[s]
+        if b is None:
+            flags[label(s)] = None
+            continue
+        above = [r for r in runs if r.seed == s and lr_of(r) > lr_of(b)]
+        bad = [r for r in above if not r.ok or r.diverged or not r.learned]
+        flags[label(s)] = None if any(not r.ok for r in bad) else all(failure(r, b, jump) for r in bad)
+        failing += [f"lr {lr_of(r):g} {outcome_of(r, b, jump)}" for r in bad]
+    mechanism = every("every lr above the best that does not learn failed by one of the two: diverged, or its "
+                      f"dead ReLU share jumped by >= {jump:g}", flags,
+                      measured=counted(sorted(failing, key=lambda t: float(t.split()[1]))) or "none failed",
+                      expected="on every seed")
+    return [largest, mechanism]
+
+
+def checks(runs: list[StudyRun], cfg) -> list[Check]:
+    """The claim, check by check (thresholds from study.checks in conf/study/learning_rate.yaml)."""
+    lim = thresholds(cfg, *LIMITS)
+    if len(lrs(runs)) < 3:
+        return [missing("crawl, converge, diverge or kill", "at least three learning rates",
+                        f"this size runs {len(lrs(runs))} learning rate(s)")]
+    best = {s: best_run(runs, s) for s in seeds(runs)}
+    return [crawl_check(runs, lim), *best_checks(runs, best, lim), *too_large_checks(runs, best, lim)]
+
+
+# --- table, figure, metrics --------------------------------------------------------------------------
+
+
+def row(run: StudyRun, best: StudyRun | None, lim: dict[str, float]) -> dict:
     steps = run.get("diverged_at_step")
-    p = Point(lr_of(run), final_loss(run), loss_drop(run, reference), run.get("dead_relu/total"), run.diverged, steps)
     return {
         "lr": lr_of(run),
-        "seed": seed_of(run),
-        "final train loss": final_loss(run),
-        "loss drop": p.drop,
-        "val acc": run.get("val/acc"),
+        "seed": run.seed,
+        "final train loss": run.get("train/final_loss") if not run.diverged else math.nan,
+        "loss drop": loss_drop(run),
+        "val acc": run.get("val/acc") if not run.diverged else math.nan,
         "test acc": run.get("test/acc"),
-        "dead share": run.get("dead_relu/total"),
-        "peak dead share": peak_dead(run),
-        "diverged at step": int(steps) if math.isfinite(steps) else None,
-        "regime": regime(p, best_dead),
+        "dead share": dead_share(run) if not run.diverged else math.nan,  # NaN units are not counted dead
+        "diverged at step": steps,  # nan: did not diverge
+        "best on val": best is not None and run is best,
+        "regime": regime(run, best, lim),
         "verdict": ",".join(run.verdict) or run.status,
     }
 
 
-def _summary_axes(ax, pts: list[Point], reference: float) -> None:
-    """Final loss (log-log) and dead share (right axis) against lr; diverged lrs marked on the top edge."""
-    alive = [p for p in pts if not p.diverged and math.isfinite(p.final_loss) and p.final_loss > 0]
-    ax.loglog([p.lr for p in alive], [p.final_loss for p in alive], "o-", color="C0", label="final train loss")
-    if math.isfinite(reference):
-        ax.axhline(reference, color="C0", ls=":", lw=1, label="initial loss")
+COLUMNS = ["lr", "seed", "final train loss", "loss drop", "val acc", "test acc", "dead share", "diverged at step",
+           "best on val", "regime", "verdict"]
+
+
+def per_lr(runs: list[StudyRun], measure) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
+    """(lrs, mean, min, max) of a measure over the seeds that finished without diverging, per lr."""
+    out: list[tuple[float, float, float, float]] = []
+    for lr in lrs(runs):
+        vals = [measure(r) for r in finished(runs) if lr_of(r) == lr and not r.diverged]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+            out.append((lr, float(np.mean(vals)), min(vals), max(vals)))
+    if not out:
+        return [], np.array([]), np.array([]), np.array([])
+    x, mean, lo, hi = zip(*out)
+    return list(x), np.array(mean), np.array(lo), np.array(hi)
+
+
+def _summary_axes(ax, runs: list[StudyRun], best: dict[str, StudyRun | None]) -> None:
+    """Final loss (log-log) and dead share (right axis) against lr, mean over seeds with their min..max;
+    diverged lrs marked on the top edge with how many seeds diverged; the best lr on validation per seed."""
+    x, mean, lo, hi = per_lr(runs, lambda r: r.get("train/final_loss"))
+    pos = mean > 0
+    ax.loglog(np.array(x)[pos], mean[pos], "o-", color="C0", label="final train loss (seeds: mean, min..max)")
+    ax.fill_between(np.array(x)[pos], lo[pos], hi[pos], color="C0", alpha=0.2)
+    starts = [r.get("train/initial_loss") for r in finished(runs) if math.isfinite(r.get("train/initial_loss"))]
+    if starts:
+        ax.axhline(float(np.mean(starts)), color="C0", ls=":", lw=1, label="initial loss (mean)")
     top_edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in lr, y in axes fraction
-    for i, p in enumerate(q for q in pts if q.diverged):
-        ax.plot([p.lr], [0.95], "x", color="red", ms=10, mew=2, transform=top_edge,
+    for i, lr in enumerate(lr for lr in lrs(runs) if any(r.diverged for r in finished(runs) if lr_of(r) == lr)):
+        mine = [r for r in finished(runs) if lr_of(r) == lr]
+        ax.plot([lr], [0.95], "x", color="red", ms=10, mew=2, transform=top_edge,
                 label="diverged (NaN)" if i == 0 else None)
-        step = f"step {int(p.diverged_at)}" if math.isfinite(p.diverged_at) else "diverged"
-        ax.annotate(step, (p.lr, 0.95), xycoords=top_edge, xytext=(0, -14 - 10 * (i % 2)),  # neighbours staggered
-                    textcoords="offset points", ha="center", fontsize=7, color="red")
+        ax.annotate(f"{sum(r.diverged for r in mine)} of {len(mine)} seeds", (lr, 0.95), xycoords=top_edge,
+                    xytext=(0, -14 - 10 * (i % 2)), textcoords="offset points", ha="center", fontsize=7,
+                    color="red")  # neighbours staggered
+    chosen = [lr_of(b) for b in best.values() if b is not None]
+    for i, lr in enumerate(sorted(set(chosen))):
+        ax.axvline(lr, color="green", ls="--", lw=1, alpha=0.6,
+                   label="best on validation" if i == 0 else None)
     dead_ax = ax.twinx()
-    dead = [p for p in pts if not p.diverged and math.isfinite(p.dead)]
-    dead_ax.semilogx([p.lr for p in dead], [p.dead for p in dead], "s--", color="C1", label="dead ReLU share")
+    x, mean, lo, hi = per_lr(runs, dead_share)
+    dead_ax.semilogx(x, mean, "s--", color="C1", label="dead ReLU share (final)")
+    if x:
+        dead_ax.fill_between(x, lo, hi, color="C1", alpha=0.2)
     dead_ax.set(ylim=(-0.02, 1.02), ylabel="dead ReLU share (final)")
     ax.set(xlabel="learning rate (log)", ylabel="final train loss (log)", title="where each learning rate ends up")
     ax.grid(alpha=0.3, which="both")
     handles = ax.get_legend_handles_labels()
     dead_handles = dead_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + dead_handles[0], handles[1] + dead_handles[1], fontsize=8, loc="center left")
+    ax.legend(handles[0] + dead_handles[0], handles[1] + dead_handles[1], fontsize=7, loc="center left")
 
 
 def _curves_axes(ax, runs: list[StudyRun]) -> None:
     """train/loss against step, one line per lr (first seed), coloured from small (dark) to large (light)."""
-    shown = sorted((r for r in finished(runs) if seed_of(r) == min(seed_of(q) for q in finished(runs))), key=lr_of)
+    done = finished(runs)
+    first = min((r.seed for r in done), default=None)
+    shown = sorted((r for r in done if r.seed == first), key=lr_of)
     cmap = colormaps["viridis"]
     for i, run in enumerate(shown):
         steps, loss = run.series("train/loss")
         ok = np.isfinite(loss) & (loss > 0)
         colour = cmap(0.9 * i / max(1, len(shown) - 1))  # 0.9: the lightest yellow is unreadable
-        label = f"lr={lr_of(run):g}" + (f" (diverged at step {int(run.get('diverged_at_step'))})"
-                                         if run.diverged and math.isfinite(run.get("diverged_at_step")) else "")
-        ax.semilogy(steps[ok], loss[ok], color=colour, label=label)
+        text = f"lr={lr_of(run):g}" + (f" (diverged at step {int(run.get('diverged_at_step'))})"
+                                       if run.diverged and math.isfinite(run.get("diverged_at_step")) else "")
+        ax.semilogy(steps[ok], loss[ok], color=colour, label=text)
         if run.diverged and ok.any():
             ax.plot(steps[ok][-1], loss[ok][-1], "x", color="red", ms=8, mew=2)
-    ax.set(xlabel="step", ylabel="train loss (log)", title="loss curves per learning rate")
+    ax.set(xlabel="step", ylabel="train loss (log)", title=f"loss curves per learning rate (seed {first})")
     ax.grid(alpha=0.3, which="both")
     if shown:  # no runs, no legend (matplotlib warns on an empty one)
         ax.legend(fontsize=7, ncol=2)
 
 
-def figure(runs: list[StudyRun], pts: list[Point], reference: float) -> Figure:
+def figure(runs: list[StudyRun], best: dict[str, StudyRun | None]) -> Figure:
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     summary, curves = fig.subplots(1, 2)
-    _summary_axes(summary, pts, reference)
+    _summary_axes(summary, runs, best)
     _curves_axes(curves, runs)
     return fig
 
 
-def report(runs: list[StudyRun], cfg) -> StudyReport:
-    pts = points(runs)
-    top = best(pts)
-    best_dead = top.dead if top else math.nan
-    refs = reference_losses(runs)
-    reference = _median(list(refs.values()))
-    columns = ["lr", "seed", "final train loss", "loss drop", "val acc", "test acc", "dead share", "peak dead share",
-               "diverged at step", "regime", "verdict"]
-    rows = [row(r, refs.get(seed_of(r), math.nan), best_dead) for r in sorted(finished(runs), key=lr_of)]
-    metrics = {"initial_loss": reference}
-    for p in pts:
-        metrics.update({f"final_loss/lr_{p.lr:g}": p.final_loss, f"dead_share/lr_{p.lr:g}": p.dead,
-                        f"diverged_at_step/lr_{p.lr:g}": p.diverged_at})
-    figs = {"learning_rate.png": figure(runs, pts, reference)}
-    verdicts = checks(pts)
-    if verdicts is None:
-        return StudyReport(columns, rows, "not enough finished learning rates to decide (need the smallest, a "
-                           "converging one and the largest)", None, metrics, figs)
-    metrics["best_lr"] = top.lr
-    low, high = pts[0], pts[-1]
-    killers = [p for p in pts if p.lr > top.lr and regime(p, best_dead) == "dead"]
-    divergers = [p for p in pts if p.diverged]
-    supported = all(verdicts.values())
-    conclusion = (
-        f"lr {low.lr:g} crawls from {reference:.2f} to {low.final_loss:.3g} ({_pct(low.drop)} drop); "
-        f"lr {top.lr:g} is best, reaching {top.final_loss:.3g} ({_pct(top.drop)} drop); "
-        + (f"dead ReLU share jumps from {best_dead:.2f} to {max(p.dead for p in killers):.2f} at lr "
-           f"{', '.join(f'{p.lr:g}' for p in killers)}; " if killers else "no lr kills ReLUs without diverging; ")
-        + (f"lr {', '.join(f'{p.lr:g}' for p in divergers)} diverge(s) (NaN{_first_step(divergers)}). "
-           if divergers else "no lr diverges. ")
-        + ("Supported." if supported else "Not supported: " + "; ".join(k for k, v in verdicts.items() if not v) + ".")
-    )
-    notes = [f"- {k}: {'yes' if v else 'no'}" for k, v in verdicts.items()]
-    notes.append(f"- lr {high.lr:g} regime: {regime(high, best_dead)}")
-    return StudyReport(columns, rows, conclusion, supported, metrics, figs, notes)
+def metrics_of(runs: list[StudyRun], best: dict[str, StudyRun | None]) -> dict[str, float]:
+    """Flat numbers for metrics.json: per lr the mean final loss and dead share (seeds that did not diverge),
+    the share of seeds that diverged, and the best lr on validation per seed."""
+    out: dict[str, float] = {}
+    for lr, mean in zip(*per_lr(runs, lambda r: r.get("train/final_loss"))[:2]):
+        out[f"final_loss/lr_{lr:g}"] = float(mean)
+    for lr, mean in zip(*per_lr(runs, dead_share)[:2]):
+        out[f"dead_share/lr_{lr:g}"] = float(mean)
+    for lr in lrs(runs):
+        mine = [r for r in finished(runs) if lr_of(r) == lr]
+        if mine:
+            out[f"diverged_share/lr_{lr:g}"] = sum(r.diverged for r in mine) / len(mine)
+    out.update({f"best_lr/seed_{s}": lr_of(b) for s, b in best.items() if b is not None})
+    return out
 
 
-def _pct(share: float) -> str:
-    return f"{100 * share:.3g}%" if math.isfinite(share) else "n/a"
+NOTES = ["Each row folds the seeds: mean (min..max), labels counted. loss drop: 1 - train/final_loss / "
+         "train/initial_loss, both over the whole training set (before the first step and after the last); a "
+         "diverged run has none. The best lr of a seed is the one with the highest final val acc among its runs "
+         "that did not diverge (ties: the lower val loss): the test split never chooses. dead share: share of "
+         "hidden ReLU units with z <= 0 on every example of the probe batch, at the last measurement; ReLUs count "
+         "as killed when it ends at least `dead_jump` above the best lr's of the same seed. regime: diverged, dead "
+         "(killed and not learning), crawl (loss drop < `crawl_drop`), converged (> `converged_drop`), else "
+         "partial. A run is `not_learning` when its training loss kept > 90% of its initial value or its test "
+         "accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\")."]
 
 
-def _first_step(divergers: list[Point]) -> str:
-    steps = [p.diverged_at for p in divergers if math.isfinite(p.diverged_at)]
-    return f", first at step {int(min(steps))}" if steps else ""
+def findings(runs: list[StudyRun], cfg) -> Findings:
+    lim = thresholds(cfg, *LIMITS)
+    best = {s: best_run(runs, s) for s in seeds(runs)}
+    per_run = [row(r, best.get(r.seed), lim) for r in sorted(finished(runs), key=lambda r: (lr_of(r), r.seed))]
+    columns, rows = seed_table(per_run, ["lr"], COLUMNS)
+    return Findings(checks(runs, cfg), columns, rows, metrics_of(runs, best),
+                    {"learning_rate.png": figure(runs, best)}, NOTES, {"runs.csv": per_run})

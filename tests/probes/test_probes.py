@@ -152,3 +152,28 @@ def test_theory_predicts_the_measured_activation_scale(activation, init):
 
 def test_no_theory_for_deterministic_inits():
     assert predicted_act_var(net_of("tanh", init="zeros"), "zeros", {}) is None
+
+
+def test_the_configured_instruments_and_only_they_are_measured():
+    net, trainer = stepped("relu")
+    x = np.random.default_rng(0).standard_normal((32, 3))
+    m = ProbeSet(net, trainer, x, instruments=["grad_norm", "dead_units"]).measure()
+    assert {k.split("/")[0] for k in m} == {"grad_norm", "dead_relu"}
+    every = ProbeSet(net, trainer, x).measure()
+    assert {k.split("/")[0] for k in every} >= {"grad_norm", "grad_std", "update_ratio", "weight_norm",
+                                                 "spectral_norm", "sparsity", "act_mean", "act_std", "dead_relu"}
+    with pytest.raises(ValueError, match="unknown probes"):
+        ProbeSet(net, trainer, x, instruments=["grad_nrom"])
+
+
+def test_every_named_set_in_conf_lists_known_instruments():
+    from pipeline.harness.paths import CONF_DIR
+    from pipeline.harness.validate import validate
+    from pipeline.probes import INSTRUMENTS
+    from tests.helpers import config
+
+    for path in (CONF_DIR / "probes").glob("*.yaml"):
+        cfg = config(f"probes={path.stem}")
+        validate(cfg)
+        assert set(cfg.probes.instruments) <= set(INSTRUMENTS), path
+    assert config("probes=gradients").probes.instruments != config("probes=default").probes.instruments

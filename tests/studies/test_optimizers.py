@@ -1,114 +1,157 @@
-"""Study `optimizers`: the smoke study end to end, and its verdict logic on hand-built runs."""
+"""Study `optimizers`: its checks on hand-built runs (tuning on validation, per-seed comparisons), and the smoke
+study end to end."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from omegaconf import OmegaConf
+import pytest
 
 from pipeline.studies import optimizers
 from pipeline.studies.base import StudyRun
-from tests.helpers import run_study
+from pipeline.studies.checks import FAILS, HOLDS, NOT_SUPPORTED, PARTLY, SUPPORTED, UNDECIDED, verdict
+from tests.helpers import config, run_study
 
-LRS = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001,
-       "adamw": 0.001}
+EPOCHS = 12
+SEEDS = ("0", "1", "2")
+# each rule's grid (low, tuned, high) and the epoch its training loss leaves the plateau at the tuned lr, per seed
+GRIDS = {"sgd": (1.0, 3.0, 10.0), "momentum": (0.1, 0.3, 1.0), "adagrad": (0.03, 0.1, 0.3),
+         "rmsprop": (0.003, 0.01, 0.03), "adam": (0.01, 0.03, 0.1)}
+FASTER_AND_ADAGRAD = ("momentum", "rmsprop", "adam", "adagrad")
+FAST = {"sgd": (9, 10, 9), "momentum": (6, 7, 6), "adagrad": (3, 3, 4), "rmsprop": (3, 3, 4), "adam": (3, 4, 3)}
 
 
-def fake(opt: str, losses: list[float], steps: list[float] | None = None, status: str = "FINISHED") -> StudyRun:
-    """A run with one measurement per epoch (20 steps each); `steps` = its effective step size per epoch.
+@pytest.fixture(scope="module")
+def cfg():
+    return config("study=optimizers", hydra=True)
 
-    The effective step is encoded as update_ratio * weight_norm / grad_norm, as the probes log it.
-    """
-    lr = LRS[opt]
-    steps = steps if steps is not None else [lr] * len(losses)
-    at = [20 * (i + 1) for i in range(len(losses))]
-    acc = [min(0.99, 1.0 - v / 2.5) for v in losses]
-    history = {"epoch": [(s, i + 1.0) for i, s in enumerate(at)], "train/loss": list(zip(at, losses)),
-               "val/acc": list(zip(at, acc)), "lr": [(s, lr) for s in at],
-               "update_ratio/layer_01": [(s, e * 2.0 / 4.0) for s, e in zip(at, steps)],  # ||dW|| = e * ||g||
+
+def plateau(leaves: int | None) -> list[float]:
+    """Epoch losses: 2.3 on the plateau, 0.4 from epoch `leaves` on (None: never leaves)."""
+    return [2.3 if leaves is None or e < leaves else 0.4 for e in range(1, EPOCHS + 1)]
+
+
+def steps_of(rule: str, lr: float) -> list[float]:
+    """The effective step per epoch: lr for sgd/momentum, lr/sqrt(t) for adagrad, growing for rmsprop/adam."""
+    if rule == "adagrad":
+        return [lr / math.sqrt(e) for e in range(1, EPOCHS + 1)]
+    if rule in ("rmsprop", "adam"):
+        return [lr * (1 + 0.5 * e) for e in range(EPOCHS)]
+    return [lr] * EPOCHS
+
+
+def fake(rule: str, lr: float, seed: str, train: list[float], val: list[float] | None = None,
+         steps: list[float] | None = None, status: str = "FINISHED") -> StudyRun:
+    """A run logged like the train stage: one probe point per epoch (20 steps); effective step = update_ratio x
+    weight_norm / grad_norm."""
+    val = train if val is None else val
+    steps = steps_of(rule, lr) if steps is None else steps
+    at = [20 * e for e in range(1, EPOCHS + 1)]
+    history = {"epoch": [(s, float(e)) for e, s in enumerate(at, 1)], "train/loss": list(zip(at, train)),
+               "val/loss": list(zip(at, val)), "val/acc": [(s, 0.95 if v < 1 else 0.1) for s, v in zip(at, val)],
+               "update_ratio/layer_01": [(s, e * 2.0 / 4.0) for s, e in zip(at, steps)],  # ||dW|| = e ||g||
                "weight_norm/layer_01": [(s, 4.0) for s in at], "grad_norm/layer_01": [(s, 2.0) for s in at]}
     metrics = {k: v[-1][1] for k, v in history.items() if v}
-    if losses:
-        metrics["test/acc"] = acc[-1]
-    return StudyRun(f"optimizer={opt}", {"optimizer": opt}, status, "id", ["healthy"], metrics, history)
+    metrics.update({"test/acc": 0.95, "lr": lr})
+    return StudyRun(f"{rule} optimizer.lr={lr:g} seed={seed}", {"optimizer": rule, "optimizer.lr": f"{lr:g}",
+                    "seed": seed}, status, "id", ["healthy"], metrics, history, case=rule)
 
 
-def decaying(lr: float, n: int) -> list[float]:
-    return [lr / math.sqrt(i + 1) for i in range(n)]
+def textbook(fast: dict | None = None, steps: dict | None = None) -> list[StudyRun]:
+    """Every rule fastest at the middle of its grid; the neighbours 3 epochs slower or never off the plateau."""
+    fast = {**FAST, **(fast or {})}
+    runs = []
+    for rule, (low, mid, high) in GRIDS.items():
+        for i, seed in enumerate(SEEDS):
+            leaves = fast[rule][i]
+            for lr, at in ((low, leaves + 3), (mid, leaves), (high, None)):
+                runs.append(fake(rule, lr, seed, plateau(at), steps=(steps or {}).get(rule)))
+    return runs
 
 
-def textbook(**curves: list[float]) -> list[StudyRun]:
-    """SGD slow, momentum and the adaptive rules fast; Adagrad's step decays like 1/sqrt(t)."""
-    n = 10
-    slow = [2.3 - 0.12 * i for i in range(n)]  # reaches 0.5? no: ends at 1.22
-    fast = [2.0 * 0.7 ** i for i in range(n)]  # below 0.5 from epoch 5
-    losses = {"sgd": slow, "momentum": fast, "nesterov": fast, "adagrad": fast, "rmsprop": fast, "adam": fast,
-              "adamw": fast}
-    losses.update(curves)
-    steps = {"adagrad": decaying(0.5, n), "rmsprop": [0.3] * n, "adam": [0.1] * n, "adamw": [0.1] * n}
-    return [fake(opt, loss, steps.get(opt)) for opt, loss in losses.items()]
-
-
-def test_smoke_study_end_to_end(tmp_path):
-    result = run_study("optimizers", tmp_path, "study.n_jobs=1")  # in-process: no worker start-up
-    folder = tmp_path / "reports" / "optimizers"
-    assert result["runs"] == 3 and result["failed"] == 0  # sgd, adagrad, adam
-    for name in ("summary.md", "metrics.json", "optimizers.png"):
-        assert (folder / name).is_file()
-    summary = (folder / "summary.md").read_text()
-    assert "| optimizer | lr | seed | epochs to loss <= 0.5 |" in summary
-    assert "| sgd | 0.1 | 0 |" in summary and "| adam | 0.001 | 0 |" in summary
-    assert sum(line.startswith("| ") for line in summary.splitlines()) == 1 + 3
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["finished"] == 3 and metrics["supported"] == -1  # no momentum, rmsprop at smoke size
-    assert "final_loss/sgd" in metrics and "step_decay/adagrad" in metrics
+def outcomes(found) -> dict[str, str]:
+    return {c.name.split(" ")[0] + (" share" if "lower of" in c.name else ""): c.outcome for c in found.checks}
 
 
 def test_effective_step_is_lr_for_sgd_and_decays_for_adagrad():
-    run = fake("adagrad", [1.0] * 10, decaying(0.5, 10))
+    run = fake("adagrad", 0.5, "0", plateau(3))
     steps, eff = optimizers.effective_step(run)
-    assert list(steps) == [20.0 * (i + 1) for i in range(10)] and abs(eff[0] - 0.5) < 1e-12
-    early, late, decay = optimizers.step_decay(run)
-    assert early == 0.5 and abs(decay - 1 / math.sqrt(10)) < 1e-12
-    assert optimizers.step_decay(fake("sgd", [1.0] * 10))[2] == 1.0
+    assert list(steps) == [20.0 * e for e in range(1, EPOCHS + 1)] and math.isclose(eff[0], 0.5)
+    # 10 % of 12 measurements rounds to one at each end: late/early = (0.5/sqrt(12)) / 0.5
+    assert math.isclose(optimizers.step_decay(run, 0.1), 1 / math.sqrt(EPOCHS))
+    assert math.isclose(optimizers.step_decay(fake("sgd", 3.0, "0", plateau(3)), 0.1), 1.0)
 
 
-def test_textbook_numbers_support_the_claim():
-    rep = optimizers.report(textbook(), None)
-    assert rep.supported is True
-    assert all(n.endswith(": yes") for n in rep.notes if n.startswith("- "))
-    assert "sgd never" in rep.conclusion and "momentum 5" in rep.conclusion
-    assert rep.metrics["epochs_to_loss/adam"] == 5 and rep.metrics["step_decay/adam"] == 1.0
-    assert rep.rows[0]["lr"] == 0.1 and math.isinf(rep.rows[0]["epochs to loss <= 0.5"])
+def test_textbook_numbers_hold_every_check(cfg):
+    found = optimizers.findings(textbook(), cfg)
+    assert [c.outcome for c in found.checks] == [HOLDS] * 5, [(c.name, c.why) for c in found.checks]
+    assert verdict(found.checks).verdict == SUPPORTED
+    assert {k: v for k, v in found.metrics.items() if k.startswith("tuned_lr/")} == {
+        f"tuned_lr/{rule}": grid[1] for rule, grid in GRIDS.items()}
+    assert found.metrics["epochs_to_loss/momentum"] == pytest.approx(19 / 3)
+    assert sum(r["picked"] == "picked" for r in found.rows) == len(GRIDS) and len(found.rows) == 3 * len(GRIDS)
+    assert len(found.series["runs.csv"]) == 9 * len(GRIDS) and "optimizers.png" in found.figures
 
 
-def test_momentum_no_faster_than_sgd_contradicts_the_claim():
-    slow = [2.3 - 0.12 * i for i in range(10)]
-    rep = optimizers.report(textbook(momentum=slow), None)
-    assert rep.supported is False
-    assert "Not supported: momentum reaches loss 0.5" in rep.conclusion
+def test_momentum_no_faster_than_sgd_fails_its_check_only(cfg):
+    found = optimizers.findings(textbook(fast={"momentum": (10, 11, 10)}), cfg)
+    assert outcomes(found) == {"momentum": FAILS, "rmsprop": HOLDS, "adam": HOLDS, "adagrad's": HOLDS,
+                               "adagrad's share": HOLDS}
+    assert verdict(found.checks).verdict == PARTLY
 
 
-def test_adagrad_with_a_constant_step_contradicts_the_claim():
-    runs = [r if r.label != "optimizer=adagrad" else fake("adagrad", [2.0 * 0.7 ** i for i in range(10)])
+def test_adagrad_with_a_growing_step_fails_the_decay_checks(cfg):
+    found = optimizers.findings(textbook(steps={"adagrad": steps_of("rmsprop", 0.1)}), cfg)
+    assert outcomes(found)["adagrad's"] == FAILS and outcomes(found)["adagrad's share"] == FAILS
+
+
+def test_nothing_faster_than_sgd_and_no_decay_is_not_supported(cfg):
+    flat = {r: steps_of("rmsprop", 0.1) for r in ("adagrad", "rmsprop", "adam")}
+    found = optimizers.findings(textbook(fast={r: (12, 12, 12) for r in FASTER_AND_ADAGRAD}, steps=flat), cfg)
+    assert set(outcomes(found).values()) == {FAILS}
+    assert verdict(found.checks).verdict == NOT_SUPPORTED
+
+
+def test_the_pick_follows_validation_not_training_loss(cfg):
+    # at sgd's top lr the training loss leaves the plateau at epoch 2, but the validation loss never does
+    runs = [r for r in textbook() if not (r.case == "sgd" and r.values["optimizer.lr"] == "1")]
+    runs += [fake("sgd", 1.0, s, plateau(2), val=plateau(None)) for s in SEEDS]
+    found = optimizers.findings(runs, cfg)
+    assert found.metrics["tuned_lr/sgd"] == 3.0 and outcomes(found)["momentum"] == HOLDS
+
+
+def test_a_pick_at_the_edge_of_its_grid_leaves_that_rules_checks_undecided(cfg):
+    # sgd fastest at its largest lr: the optimum may lie beyond the grid
+    runs = [r for r in textbook() if not (r.case == "sgd" and r.values["optimizer.lr"] == "10")]
+    runs += [fake("sgd", 10.0, s, plateau(5)) for s in SEEDS]
+    found = optimizers.findings(runs, cfg)
+    assert outcomes(found) == {"momentum": UNDECIDED, "rmsprop": UNDECIDED, "adam": UNDECIDED, "adagrad's": HOLDS,
+                               "adagrad's share": HOLDS}
+    assert "edge of its grid" in found.checks[0].why
+
+
+def test_a_missing_run_leaves_its_checks_undecided(cfg):
+    # adam's seed 1 failed at every lr: no adam lr is measured on every seed
+    runs = [r if not (r.case == "adam" and r.seed == "1") else fake("adam", r.get("lr"), "1", [], status="FAILED")
             for r in textbook()]
-    rep = optimizers.report(runs, None)
-    assert rep.supported is False and "adagrad's effective step decays" in rep.conclusion
+    found = optimizers.findings(runs, cfg)
+    assert outcomes(found)["adam"] == UNDECIDED and outcomes(found)["adagrad's share"] == UNDECIDED
+    assert outcomes(found)["momentum"] == HOLDS and "no lr of adam" in found.checks[2].why
+    # a size without momentum cases: its check cannot be measured
+    found = optimizers.findings([r for r in textbook() if r.case != "momentum"], cfg)
+    assert outcomes(found)["momentum"] == UNDECIDED and "no momentum case" in found.checks[0].why
 
 
-def test_target_comes_from_the_study_config():
-    cfg = OmegaConf.create({"study": {"target_loss": 1.5, "target_acc": 0.5}})
-    rep = optimizers.report(textbook(), cfg)
-    assert "epochs to training loss <= 1.5" in rep.conclusion
-    assert rep.metrics["epochs_to_loss/sgd"] == 8  # 2.3 - 0.12 * 7 = 1.46
-
-
-def test_missing_and_failed_runs_leave_it_undecided():
-    runs = [r for r in textbook() if r.label != "optimizer=rmsprop"]
-    assert optimizers.report(runs, None).supported is None
-    runs = textbook()
-    runs[0] = fake("sgd", [], status="FAILED")
-    rep = optimizers.report(runs, None)
-    assert rep.supported is None and len(rep.rows) == 6 and "optimizers.png" in rep.figures
-    assert optimizers.report([], None).supported is None
+@pytest.mark.slow
+def test_smoke_study_end_to_end(tmp_path):
+    result = run_study("optimizers", tmp_path, "study.n_jobs=1")  # in-process: no worker start-up
+    folder = tmp_path / "reports" / "optimizers"
+    assert result["runs"] == 4 and result["failed"] == 0  # sgd at two lrs, adagrad and adam at one
+    summary = json.loads((folder / "summary.json").read_text())
+    # two epochs, one seed, one-value grids: nothing is tuned, so nothing is decided
+    assert summary["verdict"] == "undecided" and summary["seeds"] == ["0"]
+    assert [c["outcome"] for c in summary["checks"]] == [UNDECIDED] * 5
+    assert all(c["why"] for c in summary["checks"])
+    for name in ("summary.md", "metrics.json", "optimizers.png", "runs.csv", "tuning.csv"):
+        assert (folder / name).is_file()
