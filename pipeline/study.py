@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pipeline import tracking
 from pipeline.data import prepared
 from pipeline.harness.cli import stage_main
-from pipeline.harness.dispatch import check_backend, dispatch, dispatch_dask, warm_up
+from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
 from pipeline.harness.recording import HISTORY_FILE, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
@@ -90,6 +90,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
     backend, dask_address = check_backend(cfg.study)
+    if cfg.study.get("stage", "train") not in JOB_STAGES:
+        raise ConfigError(f"study.stage: got {cfg.study.stage!r}; allowed: one of {', '.join(JOB_STAGES)}")
     mlflow_before = tracking.seconds_in_mlflow()
     pool = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     if backend == "loky":  # workers import the stages while the jobs are composed here

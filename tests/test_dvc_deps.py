@@ -132,9 +132,9 @@ def test_every_study_has_a_stage():
 
 
 def test_the_import_scan_sees_function_level_imports():
-    # dispatch imports the stages inside run_job: a stage's closure must reach train.py through it
-    dispatch = ROOT / "pipeline" / "harness" / "dispatch.py"
-    assert ROOT / "pipeline" / "train.py" in closure(dispatch)
+    # render imports the plots inside write(): a study's closure must reach plots.py through it
+    render = ROOT / "pipeline" / "studies" / "render.py"
+    assert ROOT / "pipeline" / "harness" / "plots.py" in closure(render)
 
 
 @pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")

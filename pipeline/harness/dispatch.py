@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -47,16 +48,20 @@ class Board:
         return [int(p.stem) for p in self.folder.glob("*.busy")]
 
 
+# the stages a study's jobs may run, by the name conf/study/*.yaml gives (study.stage); imported by name in
+# the worker, so the harness does not import the stages above it
+JOB_STAGES = {"train": "pipeline.train", "init": "pipeline.init"}
+
+
 def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None = None) -> dict:
     """One job: the stage's own run(), its failure recorded, never raised.
 
     SIGTERM/SIGINT end the job's run as KILLED (metrics flushed); in this process they then propagate, in
     a worker (`board` given) the job returns KILLED so the pool stays intact while the others finish.
     """
-    from pipeline import init, train
     from pipeline.harness.cli import sigterm_raises
 
-    stages = {"train": train.run, "init": init.run}
+    run = importlib.import_module(JOB_STAGES[stage]).run
     limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
     shared = Board(board) if board else None
     mlflow_before = tracking.seconds_in_mlflow()
@@ -64,7 +69,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
         with sigterm_raises():
             if shared and not shared.enter():
                 return {"status": "CANCELLED"}
-            result = stages[stage](cfg)
+            result = run(cfg)
         return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result.get("seconds"),
                 "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before, "pid": os.getpid()}
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
@@ -114,8 +119,8 @@ def _import_stages(uri: str | None) -> None:
 
     Only a store that already exists: two processes creating a fresh SQLite schema at once fail.
     """
-    from pipeline import init, train  # noqa: F401
-
+    for module in JOB_STAGES.values():
+        importlib.import_module(module)
     if uri and uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
         tracking.client(uri)  # MLflow checks the schema on a client's first use: ~1 s
 
