@@ -19,7 +19,8 @@ from pipeline.harness.validate import check_batch_size
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A config group's keyword options for its engine constructor: everything but its `name`."""
     return {k: v for k, v in dict(cfg).items() if k != "name"}
 
 
@@ -27,7 +28,7 @@ def build_network(model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng:
                   dtype: str | None = None) -> MLP:
     """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope)."""
     activation = make_activation(model["activation"], slope=model.get("slope"), alpha=model.get("alpha"))
-    params = _plain(init)
+    params = _options(init)
     bias = float(params.pop("bias", 0.0) or 0.0)
     initializer = make_initializer(init["name"], negative_slope=activation.negative_slope, **params)
     return MLP(in_dim, out_dim, int(model["depth"]), int(model["width"]), activation, initializer, rng,
@@ -40,12 +41,12 @@ def build_loss(model: Mapping) -> Loss:
 
 
 def build_regularizer(regularizer: Mapping) -> Regularizer | None:
-    params = _plain(regularizer)
+    params = _options(regularizer)
     return make_regularizer(regularizer["name"], **params)
 
 
 def build_optimizer(optimizer: Mapping, net: MLP) -> Optimizer:
-    return make_optimizer(optimizer["name"], decay_keys=net.weight_keys, **_plain(optimizer))
+    return make_optimizer(optimizer["name"], decay_keys=net.weight_keys, **_options(optimizer))
 
 
 def build_clipper(clip: Mapping | None) -> GradientClipper:
