@@ -61,8 +61,8 @@ gradcheck: $(STAMP)
 LOCK       := requirements.lock
 INSTALLER  ?= uv
 UV_VERSION ?= 0.13.9
-FIND_UV     = test -x $(VENV)/bin/uv && echo $(VENV)/bin/uv || command -v uv || \
-	{ $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2 && echo $(VENV)/bin/uv; }
+FIND_UV     = test -x $(VENV)/bin/uv && echo $(VENV)/bin/uv || { uv --version >/dev/null 2>&1 && command -v uv; } || \
+	{ $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >/dev/null 2>&1 && echo $(VENV)/bin/uv; }
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit("gradlab needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -72,6 +72,7 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 	@if [ "$(INSTALLER)" = uv ] && uv=$$($(FIND_UV)); then \
 		echo "installing $(LOCK) with $$uv"; pip="$$uv pip"; export VIRTUAL_ENV=$(abspath $(VENV)); \
 	else \
+		[ "$(INSTALLER)" = pip ] || echo "no uv on PATH, and pip could not install uv==$(UV_VERSION) into $(VENV)"; \
 		echo "installing $(LOCK) with pip (a couple of minutes)"; pip="$(PY) -m pip --disable-pip-version-check"; \
 	fi; \
 	set -e; $$pip install --quiet -r $(LOCK); $$pip install --quiet --no-deps -e .; \
@@ -81,7 +82,8 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 # requirements.lock again from pyproject.toml (after changing its dependencies), keeping each pin that still fits;
 # `make lock LOCK_FLAGS=--upgrade` takes the newest versions instead. The bench extra (torch) stays out.
 lock: | $(PY)
-	@uv=$$($(FIND_UV)) && $$uv pip compile pyproject.toml --extra dev --extra dist --universal --quiet \
+	@uv=$$($(FIND_UV)) || { echo "make lock needs uv: none on PATH, and pip could not install uv==$(UV_VERSION)" >&2; exit 1; }; \
+	$$uv pip compile pyproject.toml --extra dev --extra dist --universal --quiet \
 		--custom-compile-command 'make lock' $(LOCK_FLAGS) -o $(LOCK) && echo "$(LOCK) written by $$uv"
 
 clean:
