@@ -1,12 +1,12 @@
 # Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs the project when pyproject.toml changes.
+# Each creates .venv if missing and (re)installs the project from requirements.lock when it or pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run sweep test test-all gradcheck ui repro params plots clean
+.PHONY: run sweep test test-all gradcheck ui repro params plots lock clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 run: $(STAMP)
@@ -48,11 +48,43 @@ test-all: $(STAMP)  ## including the slow studies and benchmarks
 gradcheck: $(STAMP)
 	$(PY) -m pipeline.gradcheck
 
-$(STAMP): pyproject.toml
+# The set-up. requirements.lock pins every package gradlab needs with its dev and dist extras (exact versions,
+# markers for other platforms): the versions the studies were measured with. One plain requirements file
+# rather than uv.lock because both installers read it: uv (seconds) and, where uv cannot be had, pip (minutes,
+# the same versions). The venv gets the lock (`pip install -r`, not `sync`: a torch added by hand with
+# `pip install -e '.[bench]'` stays; torch is not in the lock, its PyPI build is the multi-GB CUDA one), then
+# gradlab itself, editable and --no-deps, then `pip check` (a dependency of gradlab's that the lock lacks or pins
+# outside pyproject's range fails there: run `make lock`).
+# uv: the venv's, else one on PATH, else bootstrapped into the venv with the venv's pip: nothing written
+# outside the project (no ~/.local, no PATH to fix, no PEP 668 refusal), pinned, gone with `make clean`.
+# `make INSTALLER=pip` forces plain pip.
+LOCK       := requirements.lock
+INSTALLER  ?= uv
+UV_VERSION ?= 0.13.9
+FIND_UV     = test -x $(VENV)/bin/uv && echo $(VENV)/bin/uv || { uv --version >/dev/null 2>&1 && command -v uv; } || \
+	{ $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >/dev/null 2>&1 && echo $(VENV)/bin/uv; }
+
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit("gradlab needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,dist]'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	@if [ "$(INSTALLER)" = uv ] && uv=$$($(FIND_UV)); then \
+		echo "installing $(LOCK) with $$uv"; pip="$$uv pip"; export VIRTUAL_ENV=$(abspath $(VENV)); \
+	else \
+		[ "$(INSTALLER)" = pip ] || echo "no uv on PATH, and pip could not install uv==$(UV_VERSION) into $(VENV)"; \
+		echo "installing $(LOCK) with pip (a couple of minutes)"; pip="$(PY) -m pip --disable-pip-version-check"; \
+	fi; \
+	set -e; $$pip install --quiet -r $(LOCK); $$pip install --quiet --no-deps -e .; \
+	out=$$($$pip check 2>&1) || { echo "$$out"; echo "$(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
+
+# requirements.lock again from pyproject.toml (after changing its dependencies), keeping each pin that still fits;
+# `make lock LOCK_FLAGS=--upgrade` takes the newest versions instead. The bench extra (torch) stays out.
+lock: | $(PY)
+	@uv=$$($(FIND_UV)) || { echo "make lock needs uv: none on PATH, and pip could not install uv==$(UV_VERSION)" >&2; exit 1; }; \
+	$$uv pip compile pyproject.toml --extra dev --extra dist --universal --quiet \
+		--custom-compile-command 'make lock' $(LOCK_FLAGS) -o $(LOCK) && echo "$(LOCK) written by $$uv"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis outputs multirun
