@@ -1,11 +1,14 @@
 import warnings
 
+import tempfile
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import StepPatch
 
 from pipeline.harness import plots
+from pipeline.harness.paths import ROOT
 
 N_LAYERS, N_STEPS = 5, 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -292,9 +295,20 @@ def test_save_writes_a_png_into_new_folders(tmp_path, build):
 
 
 def test_figures_do_not_touch_pyplot_state():
+    """Figures use matplotlib's object API: plots never imports pyplot, and no figure enters its registry."""
+    import subprocess
     import sys
 
+    code = ("import sys; from pipeline.harness import plots; "
+            "plots.save(plots.loss_curves({'train/loss': [(1, 1.0), (2, 0.5)]}), sys.argv[1]); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-c", code, f"{tmp}/fig.png"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
     plots.loss_curves(vanishing_history())
-    if "matplotlib.pyplot" in sys.modules:  # another test may have imported pyplot; then no figure leaks
-        import matplotlib.pyplot as plt
-        assert plt.get_fignums() == []
+    assert plt.get_fignums() == before
