@@ -1,110 +1,277 @@
-"""Study `activations`: sigmoid, tanh, relu, leaky_relu, elu at equal depth."""
+"""Study `activations`: sigmoid, tanh, relu, leaky_relu and elu in the same 5-layer net, on several seeds.
+
+Per seed: the gradient reaching the first layer (relative to the output layer's), the hidden layers' mean
+activation, and whether the net learns. The cost of each activation is reported as information only, measured
+in a controlled way (pipeline/studies/timing.py): it describes this NumPy engine, not training.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import StudyReport, StudyRun, by, finished
+from pipeline.engine import make_activation
+from pipeline.harness.build import build_trainer, load_data
+from pipeline.studies import timing
+from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.checks import Check, compare, every, missing
+from pipeline.studies.grid import expand
+from pipeline.studies.measures import grad_norm_ratio, mean_over_layers, thresholds
 
 ORDER = ("sigmoid", "tanh", "relu", "leaky_relu", "elu")
+RELU_FAMILY = ("relu", "leaky_relu", "elu")
+LEARNERS = ("tanh", *RELU_FAMILY)  # the claim: each of these learns where sigmoid does not
+LIMITS = ("grad_ratio_gap", "centred_max", "acc_gap", "target_acc")
+TIMED_ARRAYS = 32  # different (64, 64) inputs the activation-alone timing cycles through
 
 
-def grad_ratio(run: StudyRun) -> float:
-    """First-layer / last-layer gradient norm, averaged over training (log-mean: ratios multiply)."""
-    _, first = run.series("grad_norm/layer_01")
-    last_key = max((k for k in run.history if k.startswith("grad_norm/layer_")), default=None)
-    if last_key is None or not len(first):
-        return math.nan
-    _, last = run.series(last_key)
-    ok = (first > 0) & (last > 0) & np.isfinite(first) & np.isfinite(last)
-    if ok.any():
-        return float(np.exp(np.mean(np.log(first[ok] / last[ok]))))
-    # the first layer's gradient underflowed to exactly 0 while the last one's did not: vanished entirely
-    underflow = (first == 0) & (last > 0) & np.isfinite(last)
-    return 0.0 if underflow.any() else math.nan
+def activation(run: StudyRun) -> str:
+    return str(run.values.get("model.activation"))
 
 
-def mean_over_layers(run: StudyRun, prefix: str) -> float:
-    """Mean of the hidden layers' last values (the output layer excluded)."""
-    values = run.layer_values(prefix)[:-1] if prefix.startswith(("act_", "grad_")) else run.layer_values(prefix)
-    return float(np.mean(values)) if values else math.nan
+def seeds(runs: list[StudyRun]) -> list[str]:
+    return sorted({r.seed for r in runs}, key=lambda s: (len(s), s))
 
 
-def ms_per_epoch(run: StudyRun) -> float:
-    """Time in training steps alone (probes and logging excluded) per epoch."""
-    epochs = run.get("epoch")
-    return 1e3 * run.get("time/train_seconds") / epochs if epochs and epochs > 0 else math.nan
+def of(runs: list[StudyRun], name: str) -> list[StudyRun]:
+    return [r for r in runs if activation(r) == name]
 
 
-def row(run: StudyRun) -> dict:
-    return {
-        "activation": run.values.get("model.activation"),
-        "seed": run.values.get("seed", "0"),
-        "test acc": run.get("test/acc"),
-        "grad ratio first/last": grad_ratio(run),
-        "act mean (hidden)": mean_over_layers(run, "act_mean"),
-        "saturation": mean_over_layers(run, "saturation"),
-        "dead units": run.get("dead_relu/total"),
-        "ms / epoch": ms_per_epoch(run),
-        "verdict": ",".join(run.verdict) or run.status,
-    }
+def per_seed(runs: list[StudyRun], all_seeds: list[str], measure: Callable[[StudyRun], float]) -> dict[str, float]:
+    """{"seed s": measure(run)} over every seed; nan where the run is missing or did not finish."""
+    by_seed = {r.seed: r for r in runs}
+    return {f"seed {s}": float(measure(by_seed[s])) if s in by_seed and by_seed[s].ok else math.nan
+            for s in all_seeds}
+
+
+def learning_flags(runs: list[StudyRun], all_seeds: list[str], learned: bool, prefix: str = "") -> dict:
+    """{"[prefix ]seed s": learned (or not, as asked)}; None for a run that is missing or did not finish."""
+    by_seed = {r.seed: r for r in runs}
+    return {f"{prefix}seed {s}": (by_seed[s].learned == learned if s in by_seed and by_seed[s].ok else None)
+            for s in all_seeds}
+
+
+def epochs_to_acc(run: StudyRun, target: float) -> float:
+    """First epoch whose validation accuracy is at least `target`; inf when none is."""
+    epoch_steps = [s for s, _ in run.history.get("epoch", [])]
+    acc = dict(run.history.get("val/acc", []))
+    hits = [i for i, s in enumerate(epoch_steps, 1) if acc.get(s, -math.inf) >= target]
+    return float(hits[0]) if hits else math.inf
+
+
+def accuracies(runs: list[StudyRun]) -> str:
+    return ", ".join(f"{r.get('test/acc'):.2f}" if r.ok else r.status for r in sorted(runs, key=lambda r: r.seed))
+
+
+# --- the claim, check by check -----------------------------------------------------------------------
+
+
+def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
+    """Gradient ratio, zero-centring, learning and accuracy, each per seed."""
+    all_seeds = seeds(runs)
+    if not of(runs, "sigmoid"):
+        return [missing("sigmoid against the others", "a sigmoid run", "this size runs no sigmoid")]
+    sig = of(runs, "sigmoid")
+    ratio = {name: per_seed(of(runs, name), all_seeds, grad_norm_ratio) for name in ORDER}
+    centre = {name: per_seed(of(runs, name), all_seeds, lambda r: abs(mean_over_layers(r, "act_mean")))
+              for name in ("sigmoid", "tanh")}
+    out = [compare(f"sigmoid's gradient reaching the first layer (||dL/dW_1|| / ||dL/dW_out||) is below "
+                   f"{lim['grad_ratio_gap']:g} x relu's", ratio["sigmoid"], "<", ratio["relu"],
+                   times=lim["grad_ratio_gap"], scale="log", limit_name="relu's ratio"),
+           compare("sigmoid is not zero-centred: |mean activation| of the hidden layers", centre["sigmoid"], ">",
+                   lim["centred_max"]),
+           compare("tanh is zero-centred: |mean activation| of the hidden layers", centre["tanh"], "<",
+                   lim["centred_max"]),
+           every("the sigmoid net does not learn", learning_flags(sig, all_seeds, False),
+                 measured=f"test acc {accuracies(sig)}", expected="not_learning on every seed")]
+    learners = [name for name in LEARNERS if of(runs, name)]
+    flags = {k: v for name in learners for k, v in learning_flags(of(runs, name), all_seeds, True, name + " ").items()}
+    out.append(every(f"{', '.join(learners)} learn", flags, expected="learns on every seed of each"))
+    family = [name for name in RELU_FAMILY if of(runs, name)]
+    best = {k: max((per_seed(of(runs, n), all_seeds, lambda r: r.get("test/acc"))[k] for n in family),
+                   default=math.nan) for k in (f"seed {s}" for s in all_seeds)}
+    floor = {k: v + lim["acc_gap"] for k, v in per_seed(sig, all_seeds, lambda r: r.get("test/acc")).items()}
+    out.append(compare(f"the best ReLU-family net's test accuracy ({', '.join(family)}) beats sigmoid's by "
+                       f"{lim['acc_gap']:g}", best, ">=", floor, limit_name=f"sigmoid's + {lim['acc_gap']:g}"))
+    return out
+
+
+# --- controlled cost (information, decides nothing) ---------------------------------------------------
+
+
+def activation_fns(names: list[str]) -> dict[str, Callable]:
+    """fn + backprop of each activation on (64, 64) float32 inputs, cycling through TIMED_ARRAYS different ones.
+
+    One fixed array flatters the np.where-based activations: the CPU's branch predictor learns its sign pattern.
+    """
+    rng = np.random.default_rng(0)
+    zs = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(TIMED_ARRAYS)]
+    dys = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(TIMED_ARRAYS)]
+
+    def cycling(act) -> Callable:
+        state = {"i": 0}
+
+        def call():
+            i = state["i"] % TIMED_ARRAYS
+            state["i"] += 1
+            return act.backprop(dys[i], zs[i], act.fn(zs[i]))
+
+        return call
+
+    return {name: cycling(make_activation(name)) for name in names}
+
+
+def step_fns(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict[str, Callable]]:
+    """One training step of each activation's network (its first seed's job), cycling 16 batches, with a reset."""
+    jobs = {json.dumps(j.values, sort_keys=True): j for j in expand(cfg)}
+    fns, resets = {}, {}
+    for name in ORDER:
+        mine = sorted(finished(of(runs, name)), key=lambda r: r.seed)
+        job = jobs.get(json.dumps(mine[0].values, sort_keys=True)) if mine else None
+        if job is None:
+            continue
+        data = load_data(job.cfg)
+        trainer = build_trainer(job.cfg, data)
+        rng = np.random.default_rng(0)
+        batches = [rng.choice(len(data.y_train), min(job.cfg.train.batch_size or len(data.y_train),
+                                                     len(data.y_train)), replace=False) for _ in range(16)]
+        fns[name], resets[name] = timing.cycling_step(trainer, data.x_train, data.y_train, batches)
+    return fns, resets
+
+
+def controlled_costs(runs: list[StudyRun], cfg) -> dict[str, dict[str, float]]:
+    """Seconds per call, best of k interleaved: {"activation": {name: s}, "step": {name: s}}."""
+    settings = timing.settings(cfg)
+    names = [name for name in ORDER if finished(of(runs, name))]
+    if not names:
+        return {"activation": {}, "step": {}}
+    fns, resets = step_fns(runs, cfg)
+    return {"activation": timing.best_of_interleaved(activation_fns(names), settings),
+            "step": timing.best_of_interleaved(fns, settings, resets) if fns else {}}
+
+
+def cost_note(costs: dict[str, dict[str, float]], cfg) -> str:
+    """The controlled costs as a small Markdown table, relu = 1."""
+    rows = ["| activation | fn + backprop, (64, 64) (us) | / relu | training step (us) | / relu |",
+            "|---|---|---|---|---|"]
+    act, step = costs["activation"], costs["step"]
+    for name in ORDER:
+        if name in act:
+            a, s = act[name], step.get(name, math.nan)
+            rows.append(f"| {name} | {1e6 * a:.1f} | {a / act.get('relu', math.nan):.2f} | {1e6 * s:.0f} | "
+                        f"{s / step.get('relu', math.nan):.2f} |")
+    return ("- Cost, for information (it describes this NumPy engine and the CPU, not training, and decides "
+            f"nothing): {timing.settings(cfg).describe()}, inputs varied call to call ({TIMED_ARRAYS} arrays; 16 "
+            "batches, weights restored before each sample). sigmoid (scipy's expit) and tanh are single vectorized "
+            "ufuncs; relu, leaky_relu and elu use np.where, whose cost depends on the CPU's branch prediction (a "
+            "fixed input would flatter them).\n\n" + "\n".join(rows) + "\n")
+
+
+# --- table, figure -----------------------------------------------------------------------------------
+
+
+def columns(lim: dict[str, float]) -> list[str]:
+    return ["activation", "seed", "test acc", f"epochs to val acc >= {lim['target_acc']:g}", "grad ratio first/last",
+            "act mean (hidden)", "saturation", "dead units", "verdict"]
+
+
+def row(run: StudyRun, lim: dict[str, float]) -> dict:
+    values = [activation(run), run.seed, run.get("test/acc"), epochs_to_acc(run, lim["target_acc"]),
+              grad_norm_ratio(run), mean_over_layers(run, "act_mean"), mean_over_layers(run, "saturation"),
+              run.get("dead_relu/total"), ",".join(run.verdict) or run.status]
+    return dict(zip(columns(lim), values))
+
+
+def band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over the curves, cut to the shortest: (n,) each."""
+    n = min(len(c) for c in curves)
+    stacked = np.array([c[:n] for c in curves])  # (seeds, n)
+    return stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0)
 
 
 def figures(runs: list[StudyRun]) -> dict[str, Figure]:
+    """Validation accuracy per epoch and the last gradient norm per layer: mean over seeds, min..max shaded."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     curves, grads = fig.subplots(1, 2)
-    for run in finished(runs):
-        name = run.values.get("model.activation")
-        steps, acc = run.series("val/acc")
-        curves.plot(steps, acc, marker="o", ms=3, label=name)
-        norms = run.layer_values("grad_norm")
-        grads.semilogy(range(1, len(norms) + 1), norms, marker="o", label=name)
-    curves.set(xlabel="step", ylabel="validation accuracy", title="learning curves", ylim=(0, 1))
-    grads.set(xlabel="layer (1 = input side)", ylabel="||dL/dW|| at the end", title="gradient norm per layer")
+    for i, name in enumerate(ORDER):
+        done = finished(of(runs, name))
+        if not done:
+            continue
+        kw = {"color": f"C{i}"}
+        epoch_steps = [{s for s, _ in r.history.get("epoch", [])} for r in done]
+        accs = [np.array([v for s, v in r.history.get("val/acc", []) if s in steps])
+                for r, steps in zip(done, epoch_steps)]
+        if all(len(a) for a in accs):
+            mean, lo, hi = band(accs)
+            x = np.arange(1, len(mean) + 1)
+            curves.plot(x, mean, marker="o", ms=3, label=name, **kw)
+            curves.fill_between(x, lo, hi, alpha=0.2, lw=0, **kw)
+        norms = [np.array(r.layer_values("grad_norm")) for r in done]
+        if all(len(n) and (n > 0).all() for n in norms):
+            mean, lo, hi = band([np.log(n) for n in norms])
+            x = np.arange(1, len(mean) + 1)
+            grads.semilogy(x, np.exp(mean), marker="o", label=name, **kw)
+            grads.fill_between(x, np.exp(lo), np.exp(hi), alpha=0.2, lw=0, **kw)
+    curves.set(xlabel="epoch", ylabel="validation accuracy (seeds: mean, min..max)", title="learning curves",
+               ylim=(0, 1))
+    grads.set(xlabel="layer (1 = input side)", ylabel="||dL/dW|| at the end (seeds: geo. mean)",
+              title="gradient norm per layer")
     for ax in (curves, grads):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return {"activations.png": fig}
 
 
-def report(runs: list[StudyRun], cfg) -> StudyReport:
-    rows = [row(r) for r in runs if r.ok]
-    columns = ["activation", "seed", "test acc", "grad ratio first/last", "act mean (hidden)", "saturation",
-               "dead units", "ms / epoch", "verdict"]
+def metrics(per_run: list[dict], costs: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per activation, means over seeds (the gradient ratio geometric), and the controlled costs."""
+    out = {}
+    for name in ORDER:
+        mine = [r for r in per_run if r["activation"] == name]
+        if not mine:
+            continue
+        for key, col in (("test_acc", "test acc"), ("act_mean", "act mean (hidden)")):
+            out[f"{key}/{name}"] = float(np.mean([r[col] for r in mine]))
+        ratios = [r["grad ratio first/last"] for r in mine if r["grad ratio first/last"] > 0]
+        out[f"grad_ratio/{name}"] = float(np.exp(np.mean(np.log(ratios)))) if ratios else math.nan
+    for kind, table in costs.items():
+        out.update({f"controlled_{kind}_us/{name}": 1e6 * s for name, s in table.items()})
+    return out
 
-    def mean(name: str, column: str) -> float:
-        vals = [r[column] for r in rows if r["activation"] == name and math.isfinite(r[column])]
-        return float(np.mean(vals)) if vals else math.nan
 
-    keys = {"test acc": "test_acc", "grad ratio first/last": "grad_ratio", "act mean (hidden)": "act_mean",
-            "ms / epoch": "ms_per_epoch"}
-    metrics = {f"{key}/{name}": mean(name, column) for name in ORDER for column, key in keys.items()}
-    sig, relu_family = "sigmoid", ("relu", "leaky_relu", "elu")
-    needed = [mean(sig, "test acc"), mean("relu", "test acc"), mean(sig, "grad ratio first/last"),
-              mean("relu", "grad ratio first/last")]
-    if not all(math.isfinite(v) for v in needed) or not by(runs, model__activation="tanh"):
-        return StudyReport(columns, rows, "not enough finished runs to decide", None, metrics, figures(runs))
-    best_relu = max(mean(n, "test acc") for n in relu_family)
-    checks = {
-        "sigmoid's gradient shrinks more toward the input than relu's":
-            mean(sig, "grad ratio first/last") < mean("relu", "grad ratio first/last"),
-        "sigmoid is not zero-centred (|mean| > 0.25), tanh is (|mean| < 0.25)":
-            abs(mean(sig, "act mean (hidden)")) > 0.25 > abs(mean("tanh", "act mean (hidden)")),
-        "a ReLU-family net beats sigmoid on accuracy": best_relu > mean(sig, "test acc"),
-    }
-    slow_exp = min(mean(n, "ms / epoch") for n in ("sigmoid", "tanh", "elu")) > mean("relu", "ms / epoch")
-    supported = all(checks.values())
-    conclusion = (f"sigmoid: test acc {mean(sig, 'test acc'):.3f}, gradient ratio first/last "
-                  f"{mean(sig, 'grad ratio first/last'):.2e}, mean activation {mean(sig, 'act mean (hidden)'):.2f}; "
-                  f"relu: {mean('relu', 'test acc'):.3f}, {mean('relu', 'grad ratio first/last'):.2e}; "
-                  f"tanh mean activation {mean('tanh', 'act mean (hidden)'):.2f}. "
-                  + ("" if supported else "Failed: " + "; ".join(k for k, v in checks.items() if not v) + ". ")
-                  + f"Time per epoch: every exp-based activation {'slower' if slow_exp else 'NOT slower'} than relu "
-                    f"({mean('sigmoid', 'ms / epoch'):.1f} / {mean('tanh', 'ms / epoch'):.1f} / "
-                    f"{mean('elu', 'ms / epoch'):.1f} ms vs {mean('relu', 'ms / epoch'):.1f} ms; matrix products "
-                    "dominate a NumPy step, so the activation's cost is a small share).")
-    notes = [f"- {k}: {'yes' if v else 'no'}" for k, v in checks.items()]
-    return StudyReport(columns, rows, conclusion, supported, metrics, figures(runs), notes)
+def speed_note(per_run: list[dict], lim: dict[str, float]) -> str:
+    """Mean epochs to the val-accuracy target per activation (never: some seed did not get there)."""
+    col = columns(lim)[3]
+    means = {name: float(np.mean([r[col] for r in per_run if r["activation"] == name])) for name in ORDER
+             if any(r["activation"] == name for r in per_run)}
+    shown = ", ".join(f"{name} {'never' if math.isinf(m) else f'{m:.1f}'}" for name, m in means.items())
+    return ("- Which activation learns fastest is not claimed: every net trains at the same lr, so a speed "
+            f"ranking would need a tuned lr per activation. Mean epochs to val acc >= {lim['target_acc']:g} at this "
+            f"lr: {shown or '-'}.")
+
+
+def notes(per_run: list[dict], lim: dict[str, float], costs: dict[str, dict[str, float]], cfg) -> list[str]:
+    return [
+        ("- Each row folds the seeds of one activation: mean (min..max); runs.csv has every run. grad ratio "
+         "first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over training. act mean (hidden): the hidden "
+         "layers' mean activation at the end. saturation: share of units with f'(z) < 0.1 max f' (sigmoid's "
+         "derivative is at most 0.25 even where it does not saturate, so its gradient can shrink per layer without "
+         "saturation). A run is `not_learning` when its training loss kept > 90% of its initial value or its test "
+         "accuracy stayed within a quarter of the way from chance to 1."),
+        speed_note(per_run, lim),
+        cost_note(costs, cfg) if costs["activation"] else "- Cost: no finished run to time.",
+    ]
+
+
+def findings(runs: list[StudyRun], cfg) -> Findings:
+    lim = thresholds(cfg, *LIMITS)
+    per_run = sorted((row(r, lim) for r in finished(runs)),
+                     key=lambda x: (ORDER.index(x["activation"]) if x["activation"] in ORDER else 9, int(x["seed"])))
+    cols, rows = seed_table(per_run, ["activation"], columns(lim))
+    costs = controlled_costs(runs, cfg)
+    return Findings(checks(runs, lim), cols, rows, metrics(per_run, costs), figures(runs),
+                    notes(per_run, lim, costs, cfg), {"runs.csv": per_run})

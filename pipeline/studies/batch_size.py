@@ -9,6 +9,7 @@ s x its batch size's step time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -17,9 +18,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from pipeline.harness.build import build_trainer, load_data
 from pipeline.studies import timing
 from pipeline.studies.base import Findings, StudyRun, finished, seed_table
 from pipeline.studies.checks import FAILS, HOLDS, UNDECIDED, Check, compare, every, missing
+from pipeline.studies.grid import expand
 from pipeline.studies.measures import thresholds
 
 LIMITS = ("noise_steps", "slope_tolerance", "min_rank_correlation", "sgd_epoch_cost", "budget_window")
@@ -60,9 +63,6 @@ def step_functions(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict
 
     Returns (step fns, weight resets, name -> (batch, seed)); names are "B=16 seed 0".
     """
-    from pipeline.harness.build import build_trainer, load_data
-    from pipeline.studies.grid import expand
-
     jobs = {json.dumps(j.values, sort_keys=True): j for j in expand(cfg)}
     fns, resets, names, data_cache = {}, {}, {}, {}
     for run in usable(runs):
@@ -77,27 +77,9 @@ def step_functions(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict
         batches = [np.arange(n)] if math.isinf(b) or b >= n else [rng.choice(n, int(b), replace=False)
                                                                  for _ in range(BATCHES_TIMED)]
         name = f"{label(b)} seed {run.seed}"
-        fns[name], resets[name] = cycling_step(trainer, data.x_train, data.y_train, batches)
+        fns[name], resets[name] = timing.cycling_step(trainer, data.x_train, data.y_train, batches)
         names[name] = (b, run.seed)
     return fns, resets, names
-
-
-def cycling_step(trainer, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray]) -> tuple[Callable, Callable]:
-    """(a step on the next batch, a reset of the weights and the batch counter)."""
-    state = {"i": 0}
-    start = {k: v.copy() for k, v in trainer.net.params.items()}
-
-    def step():
-        idx = batches[state["i"] % len(batches)]
-        state["i"] += 1
-        return trainer.step(x[idx], y[idx])  # what time/train_seconds times in training
-
-    def reset():
-        for k, v in start.items():
-            np.copyto(trainer.net.params[k], v)
-        state["i"] = 0
-
-    return step, reset
 
 
 def controlled_step_seconds(runs: list[StudyRun], cfg) -> StepTimes:
@@ -240,7 +222,7 @@ class Seeds:
 
     def noise_falls(self, seed: str) -> bool | None:
         pts = self.noise(seed)
-        return None if pts is None else all(a > b for (_, a), (_, b) in zip(pts, pts[1:]))
+        return None if pts is None else all(a > b for (_, a), (_, b) in itertools.pairwise(pts))
 
     def slope(self, seed: str) -> float:
         pts = self.noise(seed)
@@ -280,7 +262,7 @@ def keeps_pace(check: Check) -> Check:
     elif check.why.startswith("runs missing"):
         outcome, why = UNDECIDED, check.why
     else:
-        outcome, why = HOLDS, f"tie: {check.why}"
+        outcome, why = HOLDS, "tie: " + check.why.replace("holds on", "above it on")
     return Check(check.name, outcome, check.measured, "tie or better (not worse beyond the seeds' spread) than "
                  + check.expected.removeprefix("> "), check.values, why)
 
@@ -294,22 +276,24 @@ def checks(s: Seeds) -> list[Check]:
                  expected="on every seed"),
            compare(f"gradient noise ~ 1/B: |log-log slope + 1| (slope within -1 +- {lim['slope_tolerance']:g})",
                    s.per_seed(lambda k: abs(s.slope(k) + 1)), "<=", lim["slope_tolerance"])]
-    if 1.0 not in s.batches or math.inf not in s.batches:
-        return out + [missing("pure SGD and the full batch per unit of compute", "both in the grid",
-                              "this size runs no pure SGD or no full batch")]
-    out.append(compare("pure SGD's epochs take far longer: its controlled epoch over the dearest other batch "
-                       "size's", s.per_seed(s.epoch_cost_ratio), ">=", lim["sgd_epoch_cost"], scale="log"))
-    mid = s.best_mid()
     ms = 1e3 * s.budget
+    cost = "pure SGD's epochs take far longer: its controlled epoch over the dearest other batch size's"
+    fuller = f"per unit of compute the full batch makes less progress: its loss at {ms:.3g} controlled ms"
+    pace = f"pure SGD keeps pace per unit of compute: its loss at {ms:.3g} controlled ms"
+    if 1.0 not in s.batches or math.inf not in s.batches:
+        why = "this size runs no pure SGD or no full batch"
+        return out + [missing(cost, f">= {lim['sgd_epoch_cost']:g}", why),
+                      missing(fuller, "above the best mini-batch's", why), missing(pace, "tie or better", why)]
+    out.append(compare(cost, s.per_seed(s.epoch_cost_ratio), ">=", lim["sgd_epoch_cost"], scale="log"))
+    mid = s.best_mid()
     if mid is None:
-        return out + [missing(f"per unit of compute ({ms:.3g} ms), against the best mini-batch", "a mini-batch run",
-                              "no mini-batch between pure SGD and the full batch has a loss at the budget")]
+        why = "no mini-batch between pure SGD and the full batch has a loss at the budget on every seed"
+        return out + [missing(fuller, "above the best mini-batch's", why), missing(pace, "tie or better", why)]
     mid_loss = s.per_seed(lambda k: s.loss_at_budget(mid, k))
-    out.append(compare(f"per unit of compute the full batch makes less progress: its loss at {ms:.3g} controlled ms "
-                       f"is above the best mini-batch's ({label(mid)})", s.per_seed(lambda k: s.loss_at_budget(
-                           math.inf, k)), ">", mid_loss, scale="log", limit_name=f"{label(mid)}'s loss"))
-    out.append(keeps_pace(compare(f"pure SGD keeps pace per unit of compute: its loss at {ms:.3g} controlled ms "
-                                  f"against the best mini-batch's ({label(mid)})",
+    out.append(compare(f"{fuller} is above the best mini-batch's ({label(mid)})",
+                       s.per_seed(lambda k: s.loss_at_budget(math.inf, k)), ">", mid_loss, scale="log",
+                       limit_name=f"{label(mid)}'s loss"))
+    out.append(keeps_pace(compare(f"{pace} against the best mini-batch's ({label(mid)})",
                                   s.per_seed(lambda k: s.loss_at_budget(1.0, k)), ">", mid_loss, scale="log",
                                   limit_name=f"{label(mid)}'s loss")))
     return out
@@ -408,6 +392,19 @@ def metrics(s: Seeds, per_run: list[dict], budget_col: str) -> dict[str, float]:
     return out
 
 
+def step_cost_note(s: Seeds) -> str:
+    """Pure SGD's step and epoch against the best mini-batch's, in controlled time (mean over seeds)."""
+    mid = s.best_mid()
+    if mid is None or 1.0 not in s.batches:
+        return ""
+    step = {b: np.mean([t for (x, _), t in s.times.items() if x == b] or [math.nan]) for b in (1.0, mid)}
+    runs = {b: [r for k in s.seeds if (r := s.run(b, k))] for b in (1.0, mid)}
+    epoch = {b: step[b] * (steps_per_epoch(runs[b][0]) if runs[b] else math.nan) for b in (1.0, mid)}
+    return (f" Here a pure-SGD step costs {step[1.0] / step[mid]:.2f}x a {label(mid)} step and its epoch "
+            f"{epoch[1.0] / epoch[mid]:.1f}x a {label(mid)} epoch: at one lr a step makes about the same expected "
+            "progress whatever B, so per unit of compute the per-step cost decides.")
+
+
 def notes(s: Seeds, cfg) -> list[str]:
     how = timing.settings(cfg).describe()
     per_b = {}
@@ -416,21 +413,19 @@ def notes(s: Seeds, cfg) -> list[str]:
     steps = ", ".join(f"{label(b)} {1e6 * min(v):.0f}..{1e6 * max(v):.0f}" for b, v in sorted(per_b.items()))
     return [
         "- Each row folds the seeds of one batch size: mean (min..max); runs.csv has every run.",
-        f"- Controlled compute: at report time, one training step of each batch size and seed's network, timed as "
-        f"the {how}, cycling through {BATCHES_TIMED} different batches and restoring the weights before each sample "
-        f"(pipeline/studies/timing.py). Step times in us (over seeds): {steps or '-'}. A run's controlled time at "
-        "step s is s x its step time. The runs' own wall clock (time/train_seconds) decides nothing: on a shared "
-        "machine it swung by 100x with the load.",
-        f"- The budget is the controlled time of the run that finishes first (the full batch's {1e3 * s.budget:.3g} "
-        f"ms); the loss at the budget is the geometric mean of train/loss over its last "
-        f"{1 - s.lim['budget_window']:.0%}. Per unit of compute a comparison is three-way: better or worse needs "
-        "the gap to hold on every seed and exceed the seeds' spread; anything else is a tie. A pure-SGD step costs "
-        "about as much as a small mini-batch's (per-step overhead dominates both) and at one lr makes about the "
-        "same expected progress, so pure SGD keeps pace per unit of compute while each of its epochs costs far more.",
-        f"- Gradient noise: grad_noise/relative = E||g_B - g||^2 / ||g||^2 (4 batches per probe point), averaged "
-        f"over the probe points in the first {s.window:.0f} steps, where every batch size is near the same weights; "
-        "the slope is fitted per seed to log(noise) against log(B). Sampling without replacement scales it by "
-        "(N-B)/(N-1), a little below 1/B for large B.",
+        (f"- Controlled compute: at report time, one training step of each batch size and seed's network, timed as "
+         f"the {how}, cycling through {BATCHES_TIMED} different batches and restoring the weights before each "
+         f"sample (pipeline/studies/timing.py). Step times in us (over seeds): {steps or '-'}. A run's controlled "
+         "time at step s is s x its step time. The runs' own wall clock (time/train_seconds) decides nothing: on a "
+         "shared machine it swung by 100x with the load."),
+        (f"- The budget is the controlled time of the run that finishes first ({1e3 * s.budget:.3g} ms); the loss "
+         f"at the budget is the geometric mean of train/loss over its last {1 - s.lim['budget_window']:.0%}. Per "
+         "unit of compute a comparison is three-way: better or worse needs the gap to hold on every seed and exceed "
+         "the seeds' spread; anything else is a tie." + step_cost_note(s)),
+        (f"- Gradient noise: grad_noise/relative = E||g_B - g||^2 / ||g||^2 (4 batches per probe point), averaged "
+         f"over the probe points in the first {s.window:.0f} steps, where every batch size is near the same "
+         "weights; the slope is fitted per seed to log(noise) against log(B). Sampling without replacement scales "
+         "it by (N-B)/(N-1), a little below 1/B for large B."),
     ]
 
 

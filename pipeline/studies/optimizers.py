@@ -88,7 +88,7 @@ def step_decay(run: StudyRun, window: float) -> float:
     _, eff = effective_step(run)
     if len(eff) < 2:
         return math.nan
-    n = max(1, int(round(window * len(eff))))
+    n = max(1, round(window * len(eff)))
     early, late = float(eff[:n].mean()), float(eff[-n:].mean())
     return late / early if early > 0 else math.nan
 
@@ -111,7 +111,8 @@ class Tuning:
         if self.pick is None:
             return f"no lr of {self.rule} reaches the val-loss target on every seed"
         if len(self.grid) < 2 or self.pick in (self.grid[0], self.grid[-1]):
-            return f"{self.rule}'s best lr {self.pick:g} is at the edge of its grid ({', '.join(map(fmt_lr, self.grid))})"
+            grid = ", ".join(map(fmt_lr, self.grid))
+            return f"{self.rule}'s best lr {self.pick:g} is at the edge of its grid ({grid})"
         return ""
 
 
@@ -299,22 +300,23 @@ def notes(tunings: dict[str, Tuning], found: dict, lim: dict[str, float]) -> lis
     picks = ", ".join(f"{t.rule} {fmt_lr(t.pick)}" for t in sorted(tunings.values(), key=lambda t: order_key(t.rule)))
     accs = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in found.items() if k.startswith("test_acc/"))
     return [
-        "- Each row folds the seeds of one rule and lr: mean (min..max). Tuning (validation data only, never test): "
+        ("- Each row folds the seeds of one rule and lr: mean (min..max). Tuning (validation data only, never test): "
         f"per rule, the lr of its grid with the fewest epochs to val loss <= {lim['target_val_loss']:g}, mean over "
         "the seeds (a seed that never gets there, failed or diverged rules the lr out), ties to the lower mean "
         f"best val loss; `picked` marks it. Tuned lrs: {picks}. A pick at the edge of its grid makes that rule's "
-        "checks undecided (the optimum may lie outside); tuning.csv has every lr's score.",
-        f"- Epochs to train loss <= {lim['target_loss']:g}: the first epoch whose mean training loss is at most the "
+        "checks undecided (the optimum may lie outside); tuning.csv has every lr's score."),
+        (f"- Epochs to train loss <= {lim['target_loss']:g}: the first epoch whose mean training loss is at most the "
         "target (inf: never). The sigmoid net starts on a plateau near 2.3; this target marks leaving it. The "
-        "checks compare each rule with tuned sgd seed by seed (seed s against seed s).",
-        "- Effective step = ||dW|| / ||dL/dW|| per layer (update_ratio x weight_norm / grad_norm at the same step), "
+        "checks compare each rule with tuned sgd seed by seed (seed s against seed s)."),
+        ("- Effective step = ||dW|| / ||dL/dW|| per layer (update_ratio x weight_norm / grad_norm at the same step), "
         "geometric mean over layers; it equals lr for plain SGD, which checks the measure. late / early: its mean "
-        f"over the last {lim['step_window']:.0%} of the measurements over its mean over the first {lim['step_window']:.0%}"
-        ". Adagrad divides by the running sum of squared gradients, so its step can only shrink; RMSprop and Adam "
-        "divide by moving averages, so their step grows back as the gradients shrink.",
-        f"- Faster is not better: test accuracy at the tuned lrs (mean over seeds) is {accs or '-'}. Momentum at lr "
+        f"over the last {lim['step_window']:.0%} of the measurements over its mean over the first "
+        f"{lim['step_window']:.0%}. Adagrad divides by the running sum of squared gradients, so each weight's "
+        "step can only shrink; RMSprop and Adam divide by moving averages, so their steps grow back as the "
+        "gradients shrink."),
+        (f"- Faster is not better: test accuracy at the tuned lrs (mean over seeds) is {accs or '-'}. Momentum at lr "
         "p (momentum 0.9) moves like SGD at p / (1 - 0.9) once its velocity builds up: it beats sgd here because "
-        "its largest stable step is larger than sgd's, not because the two differ at small steps.",
+        "its largest stable step is larger than sgd's, not because the two differ at small steps."),
     ]
 
 

@@ -83,3 +83,25 @@ def best_of_interleaved(fns: dict[str, Callable[[], object]], timing: Timing,
                 reset.get(name, lambda: None)()
                 best[name] = min(best[name], _seconds_per_call(fns[name], calls[name]))
     return best
+
+
+def cycling_step(trainer, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray]) -> tuple[Callable, Callable]:
+    """(one training step on the next of `batches`, a reset of the weights and the batch counter).
+
+    The step is what time/train_seconds times in training (indexing included); the reset keeps every sample
+    at the same weights.
+    """
+    state = {"i": 0}
+    start = {k: v.copy() for k, v in trainer.net.params.items()}
+
+    def step():
+        idx = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        return trainer.step(x[idx], y[idx])
+
+    def reset():
+        for k, v in start.items():
+            np.copyto(trainer.net.params[k], v)
+        state["i"] = 0
+
+    return step, reset

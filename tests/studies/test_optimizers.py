@@ -10,7 +10,15 @@ import pytest
 
 from pipeline.studies import optimizers
 from pipeline.studies.base import StudyRun
-from pipeline.studies.checks import FAILS, HOLDS, NOT_SUPPORTED, PARTLY, SUPPORTED, UNDECIDED, verdict
+from pipeline.studies.checks import (
+    FAILS,
+    HOLDS,
+    NOT_SUPPORTED,
+    PARTLY,
+    SUPPORTED,
+    UNDECIDED,
+    verdict,
+)
 from tests.helpers import config, run_study
 
 EPOCHS = 12
