@@ -136,9 +136,11 @@ def best_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dic
 
 def failure(run: StudyRun | None, best: StudyRun | None, jump: float) -> bool | None:
     """A too-large lr's failure explained: diverged, or ReLUs killed and not learning (None: a run missing)."""
-    if run is None or not run.ok or best is None:
+    if run is None or not run.ok:
         return None
-    return run.diverged or (killed(run, best, jump) and not run.learned)
+    if run.diverged:
+        return True
+    return None if best is None else killed(run, best, jump) and not run.learned
 
 
 def outcome_of(run: StudyRun | None, best: StudyRun | None, jump: float) -> str:
@@ -159,8 +161,7 @@ def counted(texts) -> str:
 
 
 def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dict[str, float]) -> list[Check]:
-    """Too large an lr fails by diverging or by killing ReLUs: at the largest lr, and at every lr above the best
-    that does not learn."""
+    """Too large an lr fails by diverging or killing ReLUs: at the largest lr, and every failing lr above the best."""
     jump = lim["dead_jump"]
     high = lrs(runs)[-1]
     top = {s: at(runs, high, s) for s in seeds(runs)}
@@ -186,9 +187,8 @@ def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim
     return [largest, mechanism]
 
 
-def checks(runs: list[StudyRun], cfg) -> list[Check]:
+def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/learning_rate.yaml)."""
-    lim = thresholds(cfg, *LIMITS)
     if len(lrs(runs)) < 3:
         return [missing("crawl, converge, diverge or kill", "at least three learning rates",
                         f"this size runs {len(lrs(runs))} learning rate(s)")]
@@ -314,7 +314,7 @@ def metrics_of(runs: list[StudyRun], best: dict[str, StudyRun | None]) -> dict[s
     return out
 
 
-NOTES = ["Each row folds the seeds: mean (min..max), labels counted. loss drop: 1 - train/final_loss / "
+NOTES = [("Each row folds the seeds: mean (min..max), labels counted. loss drop: 1 - train/final_loss / "
          "train/initial_loss, both over the whole training set (before the first step and after the last); a "
          "diverged run has none. The best lr of a seed is the one with the highest final val acc among its runs "
          "that did not diverge (ties: the lower val loss): the test split never chooses. dead share: share of "
@@ -322,7 +322,7 @@ NOTES = ["Each row folds the seeds: mean (min..max), labels counted. loss drop: 
          "as killed when it ends at least `dead_jump` above the best lr's of the same seed. regime: diverged, dead "
          "(killed and not learning), crawl (loss drop < `crawl_drop`), converged (> `converged_drop`), else "
          "partial. A run is `not_learning` when its training loss kept > 90% of its initial value or its test "
-         "accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\")."]
+         "accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\").")]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
@@ -330,5 +330,5 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
     best = {s: best_run(runs, s) for s in seeds(runs)}
     per_run = [row(r, best.get(r.seed), lim) for r in sorted(finished(runs), key=lambda r: (lr_of(r), r.seed))]
     columns, rows = seed_table(per_run, ["lr"], COLUMNS)
-    return Findings(checks(runs, cfg), columns, rows, metrics_of(runs, best),
+    return Findings(checks(runs, lim), columns, rows, metrics_of(runs, best),
                     {"learning_rate.png": figure(runs, best)}, NOTES, {"runs.csv": per_run})
