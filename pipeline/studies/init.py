@@ -1,4 +1,9 @@
-"""Study `init`: zeros, constant, small and large normal, standard, Xavier and He on tanh and ReLU nets."""
+"""Study `init`: zeros, constant, small and large normal, standard, Xavier and He on tanh and ReLU nets.
+
+Each scheme trains a tanh and a ReLU net on several seeds. The activation scale is read at initialization
+(the probes' step-0 measurement, before any update); symmetry, weight gradients and learning are read
+after training.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,13 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import StudyReport, StudyRun, finished, fmt
+from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.checks import Check, compare, every, missing
+from pipeline.studies.measures import at_init, signal_ratio_at_init, thresholds
 
 ACTIVATIONS = ("tanh", "relu")
-VANISHED = 1e-3  # act std last hidden / first hidden below this: vanished (the README's verdict threshold)
-EXPLODED = 1e3  # above this: exploded
-SATURATED = 0.5  # mean share of saturated tanh units: saturated (the README's verdict threshold)
-KEPT = 5.0  # a scheme keeps the scale when the last / first hidden act std is within a factor of this
-NO_LEARNING_ACC = 1.5  # zeros + ReLU "stays at chance": test acc below 1.5 x chance
-ACT_RANGE = (1e-8, 1e6)  # y range of the act std panels: an exploding net leaves it (its label says how far)
+LIMITS = ("vanished", "exploded", "saturated", "kept")
+ACT_RANGE = (1e-10, 1e6)  # y range of the act std panels: an exploding net leaves it (its label says how far)
 LOSS_TOP = 30.0  # loss panels stop here: a diverging net's loss would flatten every other curve
 
 
@@ -31,40 +34,47 @@ def scheme(run: StudyRun) -> str:
     return name
 
 
+def activation(run: StudyRun) -> str:
+    return str(run.values.get("model.activation"))
+
+
 def normal_stds(runs: list[StudyRun]) -> list[str]:
     """The normal schemes present, from the smallest std to the largest."""
     names = {scheme(r) for r in runs if scheme(r).startswith("normal ")}
     return sorted(names, key=lambda s: float(s.split()[1]))
 
 
-def first_values(run: StudyRun, prefix: str) -> list[float]:
-    """First measured value of prefix/layer_01, layer_02, ... (output layer last): the net at init (step 0)."""
+def group(runs: list[StudyRun], act: str, name: str) -> list[StudyRun]:
+    """Every run (one per seed, finished or not) of one activation and scheme, by seed."""
+    return sorted((r for r in runs if activation(r) == act and scheme(r) == name), key=lambda r: r.seed)
+
+
+def per_seed(runs: list[StudyRun], measure) -> dict[str, float]:
+    """{"seed 0": measure(run), ...}; nan for a run that did not finish (the check names it missing)."""
+    return {f"seed {r.seed}": (float(measure(r)) if r.ok else math.nan) for r in runs}
+
+
+def flags(runs: list[StudyRun], has) -> dict[str, bool | None]:
+    """{"seed 0": has(run), ...}; None for a run that did not finish."""
+    return {f"seed {r.seed}": (bool(has(r)) if r.ok else None) for r in runs}
+
+
+def hidden_at_init(run: StudyRun, prefix: str) -> list[float]:
+    """prefix/layer_XX of the hidden layers at step 0 (before any update); act_ metrics log the output last."""
     keys = sorted(k for k in run.history if k.startswith(prefix + "/layer_"))
-    return [float(run.series(k)[1][0]) if len(run.series(k)[1]) else math.nan for k in keys]
+    keys = keys[:-1] if prefix.startswith("act_") else keys  # saturation is logged for hidden layers only
+    return [at_init(run, k) for k in keys]
 
 
-def act_ratio(run: StudyRun, deepest: bool = False) -> float:
-    """Act std of the last (`deepest`: the smallest) hidden layer / the first's, at the first measurement.
-
-    nan when undefined: zero init has no scale to compare.
-    """
-    hidden = first_values(run, "act_std")[:-1]
-    if len(hidden) < 2 or not (math.isfinite(hidden[0]) and hidden[0] > 0) or not all(map(math.isfinite, hidden)):
-        return math.nan
-    return (min(hidden) if deepest else hidden[-1]) / hidden[0]
+def off_one(ratio: float) -> float:
+    """How many times a ratio is away from 1, either way (0.5 and 2 are both 2): the factor a scale drifted."""
+    return max(ratio, 1 / ratio) if ratio > 0 else math.inf if ratio == 0 else math.nan
 
 
-def first_saturation(run: StudyRun) -> float:
-    """Mean saturated share over the hidden layers at the first measurement (nan without saturation probes)."""
-    values = [v for v in first_values(run, "saturation")[:-1] if math.isfinite(v)]
+def saturation_at_init(run: StudyRun) -> float:
+    """Mean share of saturated units over the hidden layers at init (nan without saturation probes: ReLU)."""
+    values = [v for v in hidden_at_init(run, "saturation") if math.isfinite(v)]
     return float(np.mean(values)) if values else math.nan
-
-
-def losses(run: StudyRun) -> tuple[float, float]:
-    """(first, last) finite train/loss."""
-    values = run.series("train/loss")[1]
-    values = values[np.isfinite(values)]
-    return (float(values[0]), float(values[-1])) if len(values) else (math.nan, math.nan)
 
 
 def max_weight_grad(run: StudyRun) -> float:
@@ -73,15 +83,158 @@ def max_weight_grad(run: StudyRun) -> float:
     return float(np.max(values)) if values else math.nan
 
 
+def accuracies(runs: list[StudyRun]) -> str:
+    """"test acc 0.95, 0.96, FAILED": what a learning check measured, seed by seed."""
+    return "test acc " + ", ".join(f"{r.get('test/acc'):.2f}" if r.ok else r.status for r in runs)
+
+
+def symmetry_checks(runs: list[StudyRun]) -> list[Check]:
+    """Zeros and constant leave units identical: the `symmetric` label on every run, tanh and relu."""
+    out = []
+    for name in ("zeros", "constant"):
+        marked = {f"{a}, {label}": flag for a in ACTIVATIONS
+                  for label, flag in flags(group(runs, a, name), lambda r: "symmetric" in r.verdict).items()}
+        out.append(every(f"{name} leaves every hidden unit of a layer identical after training (verdict `symmetric`), "
+                         "tanh and relu", marked, expected="symmetric on every run"))
+    return out
+
+
+def zeros_relu_checks(runs: list[StudyRun]) -> list[Check]:
+    """Zeros + ReLU: no weight gradient at any measurement, and the net does not learn."""
+    mine = group(runs, "relu", "zeros")
+    grads = ", ".join("-" if not r.ok else f"{max_weight_grad(r):g}" for r in mine)
+    return [every("zeros + relu: no weight ever gets a gradient (largest ||dL/dW|| over training)",
+                  flags(mine, lambda r: max_weight_grad(r) == 0.0), measured=f"max ||dL/dW|| {grads or '-'}",
+                  expected="exactly 0 on every seed"),
+            every("zeros + relu never learns", flags(mine, lambda r: not r.learned), measured=accuracies(mine),
+                  expected="not_learning on every seed")]
+
+
+def scale_checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
+    """Too small vanishes (both activations); too large saturates tanh and explodes ReLU, all at init."""
+    stds = normal_stds(runs)
+    if len(stds) < 2:  # the smallest and the largest std of normal stand for "too small" and "too large"
+        return [missing("too small and too large a normal init", "two normal stds in the grid",
+                        "this size runs fewer than two normal stds")]
+    small, large = stds[0], stds[-1]
+    out = [compare(f"too small ({small}) makes {a}'s activations vanish with depth: act std last/first hidden "
+                   "at init", per_seed(group(runs, a, small), signal_ratio_at_init), "<", lim["vanished"], scale="log")
+           for a in ACTIVATIONS]
+    out.append(compare(f"too large ({large}) saturates tanh: mean share of saturated units over the hidden layers "
+                       "at init", per_seed(group(runs, "tanh", large), saturation_at_init), ">", lim["saturated"]))
+    out.append(compare(f"too large ({large}) explodes relu: act std last/first hidden at init",
+                       per_seed(group(runs, "relu", large), signal_ratio_at_init), ">", lim["exploded"], scale="log"))
+    return out
+
+
+def suits_checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
+    """Xavier keeps tanh's scale and the tanh net learns; He does both for ReLU."""
+    out = []
+    for act, name in (("tanh", "xavier"), ("relu", "he")):
+        mine = group(runs, act, name)
+        drift = per_seed(mine, lambda r: off_one(signal_ratio_at_init(r)))
+        out.append(compare(f"{name} keeps {act}'s activation scale: act std last/first hidden at init near 1 "
+                           "(shown: the factor it is off 1, max(r, 1/r))", drift, "<", lim["kept"], scale="log"))
+        out.append(every(f"... and the {act} net learns with it", flags(mine, lambda r: r.learned),
+                         measured=accuracies(mine), expected="learns on every seed"))
+    return out
+
+
+def checks(runs: list[StudyRun], cfg) -> list[Check]:
+    """The claim, check by check (thresholds from study.checks in conf/study/init.yaml)."""
+    lim = thresholds(cfg, *LIMITS)
+    return symmetry_checks(runs) + zeros_relu_checks(runs) + scale_checks(runs, lim) + suits_checks(runs, lim)
+
+
+# --- the figure: act std per layer at init and the training loss, seeds folded ---------------------------------
+
+def spread(values: list[np.ndarray], log: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, min, max) over the seeds at each point, over the seeds that reach it (a diverged run stops early);
+    geometric mean with `log`; non-finite values (and zeros with `log`) left out."""
+    n = max((len(v) for v in values), default=0)
+    stack = np.full((len(values), n), np.nan)  # (seeds, points)
+    for i, v in enumerate(values):
+        stack[i, :len(v)] = v
+    if stack.size == 0:
+        return np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    stack = np.ma.masked_invalid(np.where((stack > 0) | (not log), stack, np.nan))  # a point no seed reached: nan
+    mean = np.exp(np.ma.log(stack).mean(axis=0)) if log else stack.mean(axis=0)
+    return tuple(np.ma.filled(v.astype(float), np.nan) for v in (mean, stack.min(axis=0), stack.max(axis=0)))
+
+
+def off_chart(values: list[np.ndarray], top: float) -> str:
+    """' (up to 1e+35)' when finite values exceed the panel's top, else ''."""
+    flat = np.concatenate(values) if values else np.array([])
+    flat = flat[np.isfinite(flat)]
+    return f" (up to {flat.max():.0e})" if len(flat) and flat.max() > top else ""
+
+
+def plot_profile(ax, runs: list[StudyRun], name: str, colour: str) -> None:
+    """Act std per hidden layer at init: geometric mean over seeds, min..max shaded (zeros: none on a log axis)."""
+    profiles = [np.array(hidden_at_init(r, "act_std"), dtype=float) for r in runs]  # each (hidden layers,)
+    mean, low, high = spread(profiles, log=True)
+    label = name + (off_chart(profiles, ACT_RANGE[1]) if np.isfinite(mean).any() else " (all zero)")
+    layers = np.arange(1, len(mean) + 1)
+    ax.plot(layers, mean, marker="o", ms=3, color=colour, label=label)
+    ax.fill_between(layers, low, high, color=colour, alpha=0.2, lw=0)
+
+
+def loss_curve(run: StudyRun) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, training loss): the whole training set's loss before any step at 0, then the logged train/loss."""
+    steps, losses = run.series("train/loss")
+    return np.concatenate([[0.0], steps]), np.concatenate([[run.get("train/initial_loss")], losses])
+
+
+def plot_loss(ax, runs: list[StudyRun], name: str, colour: str) -> None:
+    """Training loss against step: mean over seeds, min..max shaded; a diverged run's curve stops early."""
+    curves = [loss_curve(r) for r in runs]  # (steps, losses) per seed; the same steps until one stops
+    steps = max((c[0] for c in curves), key=len)
+    mean, low, high = spread([c[1] for c in curves], log=False)
+    diverged = sum(r.diverged for r in runs)
+    label = name + (f" (diverged x{diverged})" if diverged else "") + off_chart([c[1] for c in curves], LOSS_TOP)
+    ax.plot(steps, mean, marker="o" if len(steps) < 5 else None, color=colour, label=label)
+    ax.fill_between(steps, low, high, color=colour, alpha=0.2, lw=0)
+
+
+def figure(runs: list[StudyRun]) -> Figure:
+    """Act std per layer at init (top) and training loss (bottom), per activation, seeds folded."""
+    fig = Figure(figsize=(12, 8), layout="constrained")
+    axes = fig.subplots(2, 2)
+    names = list(dict.fromkeys(scheme(r) for r in runs))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    for col, act in enumerate(ACTIVATIONS):
+        for name in names:
+            mine = finished(group(runs, act, name))
+            if mine:
+                plot_profile(axes[0, col], mine, name, colours[name])
+                plot_loss(axes[1, col], mine, name, colours[name])
+        axes[0, col].set(yscale="log", ylim=ACT_RANGE, xlabel="hidden layer",
+                         ylabel="act std at init (seeds: geometric mean, range)",
+                         title=f"{act}: activation scale across layers")
+        axes[1, col].set(yscale="log", xlabel="step (0: the whole training set before any step)",
+                         ylabel="train loss (seeds: mean, range)",
+                         title=f"{act}: training loss")
+        axes[1, col].set_ylim(top=min(axes[1, col].get_ylim()[1], LOSS_TOP))
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3, which="both")
+            if ax.get_legend_handles_labels()[0]:  # no runs of this activation: no legend
+                ax.legend(fontsize=8)
+    return fig
+
+
+# --- the table and the flat metrics -------------------------------------------------------------------------------
+
+COLUMNS = ["activation", "init", "seed", "act std L1 at init", "act std last/first at init", "saturation at init",
+           "max ||dL/dW||", "train loss initial", "train loss final", "test acc", "verdict"]
+
+
 def row(run: StudyRun) -> dict:
-    """One table row: the run's near-init scale, its learning and its verdict."""
-    first, last = losses(run)
-    return {"activation": run.values.get("model.activation"), "init": scheme(run),
-            "seed": run.values.get("seed", "0"),
-            "act std L1 (first)": (first_values(run, "act_std") or [math.nan])[0],
-            "act std last/first": act_ratio(run), "act std min/first": act_ratio(run, deepest=True),
-            "saturation (first)": first_saturation(run), "max ||dL/dW||": max_weight_grad(run),
-            "loss first": first, "loss last": last, "test acc": run.get("test/acc"),
+    """One run: its scale at init, its gradients, its learning and its verdict."""
+    return {"activation": activation(run), "init": scheme(run), "seed": run.seed,
+            "act std L1 at init": (hidden_at_init(run, "act_std") or [math.nan])[0],
+            "act std last/first at init": signal_ratio_at_init(run), "saturation at init": saturation_at_init(run),
+            "max ||dL/dW||": max_weight_grad(run), "train loss initial": run.get("train/initial_loss"),
+            "train loss final": run.get("train/final_loss"), "test acc": run.get("test/acc"),
             "verdict": ",".join(run.verdict) or run.status}
 
 
@@ -91,171 +244,36 @@ def geo_mean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
 
 
-def group(runs: list[StudyRun], activation: str, name: str) -> list[StudyRun]:
-    """The finished runs (every seed) of one activation and scheme."""
-    return [r for r in finished(runs) if r.values.get("model.activation") == activation and scheme(r) == name]
+def scheme_metrics(runs: list[StudyRun]) -> dict[str, float]:
+    """Per activation and scheme over its seeds: act std last/first hidden at init (geometric mean), test acc
+    (mean), the share of seeds that learned."""
+    out = {}
+    for act in ACTIVATIONS:
+        for name in dict.fromkeys(scheme(r) for r in runs):
+            mine, key = finished(group(runs, act, name)), f"{act}_{name.replace(' ', '_')}"
+            if not mine:
+                continue
+            accs = [r.get("test/acc") for r in mine if math.isfinite(r.get("test/acc"))]
+            out[f"act_ratio/{key}"] = geo_mean([signal_ratio_at_init(r) for r in mine])
+            out[f"test_acc/{key}"] = float(np.mean(accs)) if accs else math.nan
+            out[f"learned/{key}"] = float(np.mean([r.learned for r in mine]))
+    return out
 
 
-def check_symmetric(runs: list[StudyRun]) -> bool | None:
-    """Zeros and constant leave units symmetric: every such run ends with the `symmetric` verdict."""
-    chosen = [r for a in ACTIVATIONS for n in ("zeros", "constant") for r in group(runs, a, n)]
-    needed = all(group(runs, a, n) for a in ACTIVATIONS for n in ("zeros", "constant"))
-    return all("symmetric" in r.verdict for r in chosen) if needed else None
-
-
-def check_zeros_relu(runs: list[StudyRun]) -> bool | None:
-    """Zeros + ReLU never learns: no weight ever gets a gradient, test acc stays near chance (1 / e^loss_0)."""
-    chosen = group(runs, "relu", "zeros")
-    if not chosen:
-        return None
-    # zero logits give loss ln(classes) at the start, so chance = exp(-first loss)
-    return all(max_weight_grad(r) == 0.0 and r.get("test/acc") < NO_LEARNING_ACC * math.exp(-losses(r)[0])
-               for r in chosen)
-
-
-def check_small(runs: list[StudyRun], small: str | None) -> bool | None:
-    """Too small an init vanishes with depth for both activations: the last hidden layer's act std at
-    initialization (the step-0 measurement, before any update) is < 1e-3 of the first's."""
-    if small is None:
-        return None
-    ratios = [geo_mean([act_ratio(r) for r in group(runs, a, small)]) for a in ACTIVATIONS]
-    if not all(math.isfinite(v) for v in ratios):
-        return None
-    return all(v < VANISHED for v in ratios)
-
-
-def explodes(run: StudyRun) -> bool:
-    """Diverged, or its activations grew more than EXPLODED-fold over depth."""
-    return run.diverged or "exploding" in run.verdict or act_ratio(run) > EXPLODED
-
-
-def check_large(runs: list[StudyRun], large: str | None) -> bool | None:
-    """Too large an init saturates tanh and explodes ReLU (diverges, or act std grows > 1e3 over depth)."""
-    if large is None:
-        return None
-    tanh, relu = (group(runs, a, large) for a in ACTIVATIONS)
-    saturation = float(np.mean([first_saturation(r) for r in tanh])) if tanh else math.nan
-    if not relu or not math.isfinite(saturation):
-        return None
-    return saturation > SATURATED and all(explodes(r) for r in relu)
-
-
-def check_kept(runs: list[StudyRun], activation: str, name: str) -> bool | None:
-    """The scheme keeps the activation scale: last / first hidden act std within a factor KEPT of 1."""
-    ratio = geo_mean([act_ratio(r) for r in group(runs, activation, name)])
-    return 1 / KEPT <= ratio <= KEPT if math.isfinite(ratio) else None
-
-
-def off_chart(values: np.ndarray, top: float) -> str:
-    """' (up to 1e+35)' when finite values exceed the panel's top, else ''."""
-    values = values[np.isfinite(values)]
-    return f" (up to {values.max():.0e})" if len(values) and values.max() > top else ""
-
-
-def plot_profile(ax, run: StudyRun, name: str) -> None:
-    """Act std per hidden layer at the first measurement (zeros cannot go on a log axis)."""
-    stds = np.array(first_values(run, "act_std")[:-1])  # (hidden layers,)
-    keep = np.isfinite(stds) & (stds > 0)
-    label = name + (off_chart(stds, ACT_RANGE[1]) if keep.any() else " (all zero)")
-    ax.plot(np.arange(1, len(stds) + 1), np.where(keep, stds, np.nan), marker="o", label=label)
-
-
-def plot_loss(ax, run: StudyRun, name: str) -> None:
-    """Training loss against step; a diverged run is marked and its few points drawn as dots."""
-    steps, loss = run.series("train/loss")
-    label = name + (" (diverged)" if run.diverged else "") + off_chart(loss, LOSS_TOP)
-    ax.plot(steps, loss, marker="o" if len(steps) < 5 else None, label=label)
-
-
-def figure(runs: list[StudyRun]) -> Figure:
-    """Act std per layer at the first measurement (top) and training loss (bottom), per activation."""
-    fig = Figure(figsize=(12, 8), layout="constrained")
-    axes = fig.subplots(2, 2)
-    for col, activation in enumerate(ACTIVATIONS):
-        shown: set[str] = set()
-        for run in finished(runs):
-            name = scheme(run)
-            if run.values.get("model.activation") != activation or name in shown:
-                continue  # one seed per scheme keeps the picture readable
-            shown.add(name)
-            plot_profile(axes[0, col], run, name)
-            plot_loss(axes[1, col], run, name)
-        axes[0, col].set(yscale="log", ylim=ACT_RANGE, xlabel="hidden layer",
-                         ylabel="act std at the first probe (after one step)",
-                         title=f"{activation}: activation scale across layers")
-        axes[1, col].set(yscale="log", xlabel="step", ylabel="train loss", title=f"{activation}: training loss")
-        axes[1, col].set_ylim(top=min(axes[1, col].get_ylim()[1], LOSS_TOP))
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3, which="both")
-            if ax.get_legend_handles_labels()[0]:  # no runs of this activation: no legend
-                ax.legend(fontsize=8)
-    return fig
-
-
-def summary_figures(runs: list[StudyRun], activation: str, name: str,
-                    deepest: bool = False) -> tuple[float, float]:
-    """(act std last/first, or min/first with `deepest`; test acc) of one activation and scheme, seeds pooled."""
-    chosen = group(runs, activation, name)
-    accs = [r.get("test/acc") for r in chosen if math.isfinite(r.get("test/acc"))]
-    return geo_mean([act_ratio(r, deepest) for r in chosen]), float(np.mean(accs)) if accs else math.nan
-
-
-def report(runs: list[StudyRun], cfg) -> StudyReport:
-    """The table, the act-std and loss figure, and the claim's six checks."""
-    rows = [row(r) for r in finished(runs)]
-    columns = ["activation", "init", "seed", "act std L1 (first)", "act std last/first", "act std min/first",
-               "saturation (first)", "max ||dL/dW||", "loss first", "loss last", "test acc", "verdict"]
-    stds = normal_stds(finished(runs))
-    # the smallest and the largest std of normal stand for "too small" and "too large"
-    small, large = (stds[0], stds[-1]) if len(stds) >= 2 else (None, None)
-    names = ["zeros", "constant", *stds, "standard", "xavier", "he"]
-    metrics = {}
-    for a in ACTIVATIONS:
-        for n in names:
-            ratio, acc = summary_figures(runs, a, n)
-            key = n.replace(" ", "_")
-            metrics.update({f"act_ratio/{a}_{key}": ratio, f"test_acc/{a}_{key}": acc,
-                            f"act_ratio_min/{a}_{key}": summary_figures(runs, a, n, deepest=True)[0]})
-    checks = {
-        "zeros and constant leave every unit of a layer symmetric (verdict `symmetric`)": check_symmetric(runs),
-        "zeros + ReLU: every weight gradient exactly 0 and test acc near chance": check_zeros_relu(runs),
-        f"too small ({small or 'no two normal stds'}): act std last/first < {VANISHED:g} for tanh and relu":
-            check_small(runs, small),
-        f"too large ({large or 'no two normal stds'}): tanh saturation > {SATURATED} and relu explodes "
-        f"(diverged or ratio > {EXPLODED:g})": check_large(runs, large),
-        f"xavier keeps tanh's scale (ratio within x{KEPT:g} of 1)": check_kept(runs, "tanh", "xavier"),
-        f"he keeps relu's scale (ratio within x{KEPT:g} of 1)": check_kept(runs, "relu", "he"),
-    }
-    supported = None if any(v is None for v in checks.values()) else all(checks.values())
-    notes = [f"- {k}: {'undecided (runs missing)' if v is None else 'yes' if v else 'no'}" for k, v in checks.items()]
-    notes.append("- act std values are the first probe measurement (after one SGD step), standing for the init.")
-    return StudyReport(columns, rows, conclusion(runs, checks, small, large, supported), supported, metrics,
-                       {"init.png": figure(runs)}, notes)
-
-
-def conclusion(runs: list[StudyRun], checks: dict, small: str | None, large: str | None,
-               supported: bool | None) -> str:
-    """One line with the deciding figures."""
-    def ratio(a: str, n: str | None, deepest: bool = False) -> str:
-        return fmt(summary_figures(runs, a, n, deepest)[0]) if n else "-"
-
-    def acc(a: str, n: str) -> str:
-        return fmt(summary_figures(runs, a, n)[1])
-
-    relu_large = group(runs, "relu", large) if large else []
-    large_relu = "diverged" if relu_large and all(r.diverged for r in relu_large) else ratio("relu", large)
-    saturations = [first_saturation(r) for r in group(runs, "tanh", large)] if large else []
-    saturation = float(np.mean(saturations)) if saturations else math.nan
-    zero_grad = max((max_weight_grad(r) for r in group(runs, "relu", "zeros")), default=math.nan)
-    head = {True: "Supported", False: "Not supported", None: "Undecided (runs missing)"}[supported]
-    failed = [k for k, v in checks.items() if v is False]
-    parts = [f"{small or 'small normal'} (last/first at init): tanh {ratio('tanh', small)}, "
-             f"relu {ratio('relu', small)}",
-             f"{large or 'large normal'}: tanh saturation {fmt(saturation)}, relu {large_relu}",
-             f"standard: tanh {ratio('tanh', 'standard')}, relu {ratio('relu', 'standard')}",
-             f"xavier: tanh {ratio('tanh', 'xavier')} (test acc {acc('tanh', 'xavier')}), "
-             f"relu {ratio('relu', 'xavier')}",
-             f"he: relu {ratio('relu', 'he')} (test acc {acc('relu', 'he')})",
-             f"zeros + relu: max weight gradient {fmt(zero_grad)}, test acc {acc('relu', 'zeros')}"]
-    return (f"{head}: act std last/first hidden layer near init — {'; '.join(parts)}."
-            + (f" Failed: {'; '.join(failed)}." if failed else ""))
+def findings(runs: list[StudyRun], cfg) -> Findings:
+    order = {name: i for i, name in enumerate(dict.fromkeys(scheme(r) for r in runs))}
+    per_run = sorted((row(r) for r in finished(runs)),
+                     key=lambda x: (ACTIVATIONS.index(x["activation"]) if x["activation"] in ACTIVATIONS else 9,
+                                    order.get(x["init"], 99), x["seed"]))
+    columns, rows = seed_table(per_run, ["activation", "init"], COLUMNS)
+    notes = [("Each row folds the seeds: mean (min..max). act std: the std of f(z) over the probe batch and the "
+              "layer's units, measured at step 0, before any update (the net as its init made it); last/first: "
+              "the last hidden layer's over the first's (undefined for zeros: every activation is 0). saturation: "
+              "the share of tanh units with f'(z) below 10% of its maximum, averaged over the hidden layers at "
+              "init. max ||dL/dW||: the largest weight-gradient norm of any layer at any measurement during "
+              "training. `symmetric`: after training, some hidden layer has every unit's incoming weights and bias "
+              "equal within 1e-6. A run is `not_learning` when its training loss kept > 90% of its initial value "
+              "or its test accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\"); it "
+              "learns otherwise (and when it did not diverge). A factor away from 1 counts either way: max(r, 1/r).")]
+    return Findings(checks(runs, cfg), columns, rows, scheme_metrics(runs), {"init.png": figure(runs)}, notes,
+                    {"runs.csv": per_run})
