@@ -36,7 +36,9 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, object]:
         net.backward(dlogits)
         # the activations of that same training-mode pass (batch norm normalizes by the batch, as in training)
         acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
-        metrics = ProbeSet(net, None, x, build_probes(exact_spectral=True)).measure(activations=acts)
+        # the configured instruments (probes.instruments), the spectral norm exact: one measurement, no warm start
+        probes = build_probes(list(cfg.probes.instruments), exact_spectral=True)
+        metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
     metrics["init/loss"] = loss
     init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
     theory = predicted_act_var(net, cfg.init.name, dict(init_params, negative_slope=net.activation.negative_slope),
