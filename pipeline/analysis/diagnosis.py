@@ -15,8 +15,8 @@ EXPLODING_RATIO = 1e3
 DEAD_SHARE = 0.5  # dead_relu/total
 SATURATED_SHARE = 0.5  # mean saturation over hidden layers
 SYMMETRY_TOL = 1e-6
-# not_learning: the training loss kept more than this share of its value at initialization ...
-KEPT_LOSS = 0.9
+# not_learning: the training loss ended at or above this share of a constant predictor's (data/chance_loss) ...
+KEPT_LOSS = 0.99
 # ... or the accuracy got less than this share of the way from chance (majority class) to 1
 ABOVE_CHANCE = 0.25
 
@@ -40,13 +40,15 @@ def is_symmetric(net: MLP) -> bool:
 
 
 def learned(latest: dict[str, float]) -> bool:
-    """False when a trained run's loss barely fell or its accuracy stayed near chance (True without the numbers).
+    """False when a trained run ended no better than a constant predictor (True without the numbers).
 
-    Loss: train/final_loss > KEPT_LOSS x train/initial_loss (both over the whole training set, eval mode).
+    Loss: train/final_loss (whole training set, eval mode) >= KEPT_LOSS x data/chance_loss, the loss of the
+    best constant predictor (the labels' entropy for cross-entropy: not the initial loss, which a bad init
+    inflates, so that a net drifting back to the uniform output would look as if it learned).
     Accuracy: test/acc (else val/acc) <= chance + ABOVE_CHANCE x (1 - chance), chance = data/chance_acc.
     """
-    start, end = latest.get("train/initial_loss"), latest.get("train/final_loss")
-    if start is not None and end is not None and end > KEPT_LOSS * start:
+    end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
+    if end is not None and constant is not None and end >= KEPT_LOSS * constant:
         return False
     acc = latest.get("test/acc", latest.get("val/acc"))
     chance = latest.get("data/chance_acc")

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from pipeline.data.sources import Split
-from pipeline.engine import MLP, Trainer, minibatches
+from pipeline.engine import MLP, Loss, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
 from pipeline.harness.recording import Recorder
 from pipeline.harness.seeding import rng_for
@@ -27,6 +27,17 @@ def probe_indices(n_train: int, size: int, rng: np.random.Generator) -> np.ndarr
 def chance_accuracy(y: np.ndarray) -> float:
     """The accuracy of always predicting the most frequent class."""
     return float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
+
+
+def chance_loss(loss: Loss, y: np.ndarray, n_classes: int) -> float:
+    """The loss a constant predictor scores on labels y: the best of logits 0, the class prior and its log.
+
+    For cross-entropy the log prior wins and this is the labels' entropy (ln K when balanced): what a net
+    that learned nothing converges to, whatever loss it started from.
+    """
+    prior = np.bincount(y, minlength=n_classes) / max(len(y), 1)  # (classes,)
+    constants = (np.zeros(n_classes), prior, np.log(np.maximum(prior, 1e-12)))
+    return min(float(loss.value(np.broadcast_to(c, (len(y), n_classes)), y)) for c in constants)
 
 
 def layer_activations(probes: ProbeSet | None) -> dict[int, np.ndarray] | None:
@@ -70,7 +81,8 @@ class Loop:
             # (the majority class's share); analysis.diagnosis compares the end of training with both
             initial_loss, initial_acc = self.trainer.evaluate(data.x_train, data.y_train)
             self.recorder.log({"train/initial_loss": initial_loss, "train/initial_acc": initial_acc,
-                               "data/chance_acc": chance_accuracy(data.y_train)}, 0)
+                               "data/chance_acc": chance_accuracy(data.y_train),
+                               "data/chance_loss": chance_loss(self.trainer.loss, data.y_train, data.n_classes)}, 0)
             if self.probes is not None:  # the network at initialization: activations and weights at step 0
                 self.recorder.log(self.probes.measure(before_training=True), 0)
         bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress),

@@ -186,7 +186,7 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
              "signal factor per layer at init: (activation std of the last hidden layer over the first's before "
              "any update)^(1/(L-1)) (Glorot's init keeps it for tanh near 0; for ReLU, which zeroes half of its input, it halves "
              "the variance per layer, He's doubles the weights' variance to keep it). A run is `not_learning` "
-             "when its training loss kept > 90% of its initial value or its test accuracy stayed within a quarter "
-             "of the way from chance to 1 (README, \"Verdicts\")."]
+             "when its training loss ended within 1% of a constant predictor's (ln 10 here) or its test accuracy "
+             "stayed within a quarter of the way from chance to 1 (README, \"Verdicts\")."]
     return Findings(checks(runs, cfg), columns, rows, metrics, {"depth.png": figure(runs)}, notes,
                     {"grad_ratio.csv": ratio_table(runs), "runs.csv": per_run})

@@ -26,7 +26,8 @@ def test_verdicts():
 
 
 
-TRAINED = {"train/initial_loss": 2.30, "train/final_loss": 0.20, "test/acc": 0.93, "data/chance_acc": 0.10}
+TRAINED = {"train/initial_loss": 2.60, "train/final_loss": 0.20, "test/acc": 0.93, "data/chance_acc": 0.10,
+           "data/chance_loss": 2.3026}
 
 
 def test_a_run_that_learned_is_healthy():
@@ -34,7 +35,7 @@ def test_a_run_that_learned_is_healthy():
 
 
 @pytest.mark.parametrize("change", [
-    {"train/final_loss": 2.25},  # the loss kept 98% of its start: it did not move
+    {"train/final_loss": 2.29, "test/acc": 0.36},  # a constant predictor's loss, a lucky argmax: learned nothing
     {"test/acc": 0.10},  # at chance, whatever the loss did (a flat, overconfident net can lower it a little)
     {"test/acc": 0.32},  # within a quarter of the way from chance (0.1) to 1: 0.325
 ])
@@ -65,3 +66,22 @@ def test_theory_matches_glorot_and_he():
     # ReLU: Var[z_l] = fan_in Var[W] E[a^2], E[a^2] = Var[z]/2 -> xavier halves it per layer, He keeps it
     assert v_x[depth - 1] / v_x[0] == pytest.approx(0.5 ** (depth - 1), rel=1e-6)
     assert v_h[depth - 1] / v_h[0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_a_loss_below_its_inflated_start_but_at_a_constant_predictors_is_not_learning():
+    # sigmoid nets start above ln 10 (non-zero-mean activations) and relax to the uniform output: 2.6 -> 2.30
+    assert not learned({**TRAINED, "train/initial_loss": 2.6, "train/final_loss": 2.30, "test/acc": 0.11})
+
+
+def test_chance_loss_is_the_label_entropy_for_cross_entropy_and_a_constant_predictors_otherwise():
+    from pipeline.engine import make_loss
+    from pipeline.harness.loop import chance_loss
+
+    y = np.array([0] * 80 + [1] * 20)
+    entropy = -(0.8 * np.log(0.8) + 0.2 * np.log(0.2))
+    assert chance_loss(make_loss("cross_entropy"), y, 2) == pytest.approx(entropy, rel=1e-6)
+    balanced = np.arange(100) % 10
+    assert chance_loss(make_loss("cross_entropy"), balanced, 10) == pytest.approx(np.log(10), rel=1e-6)
+    for name in ("mse", "hinge"):  # no constant does better: a trained net's loss must go below it
+        loss = make_loss(name)
+        assert chance_loss(loss, y, 2) <= loss.value(np.zeros((100, 2)), y) + 1e-12
