@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run sweep test test-all gradcheck ui repro params plots lock clean
+.PHONY: help run sweep test test-all lint gradcheck ui repro params plots lock clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 run: $(STAMP)
@@ -41,6 +41,12 @@ ui: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff (lint rules and formatting) and mypy, configured in pyproject.toml; .pre-commit-config.yaml runs the same
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/ruff format --check pipeline tests benchmarks
+	$(VENV)/bin/mypy
 
 test-all: $(STAMP)  ## including the slow studies and benchmarks
 	$(PY) -m pytest -q -m ""
