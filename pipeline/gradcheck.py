@@ -7,6 +7,7 @@ batch-norm x residual combination at the configured depth and width.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 import sys
 
 import hydra
@@ -34,12 +35,19 @@ def check_one(cfg: DictConfig) -> dict:
     return {"checks": checks, "max_rel_error": worst, "passed": worst <= gc.tol, "batch": len(x)}
 
 
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as nested dicts."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return out  # type: ignore[return-value]  # a DictConfig's container has str keys
+
+
 def combinations(cfg: DictConfig):
     """(label, config) for every activation, loss, regularizer, batch norm and residual choice."""
     strength = cfg.gradcheck.sweep_strength
     for act, loss, reg, bn, res in itertools.product(ACTIVATIONS, LOSSES, ("none", *REGULARIZERS),
                                                      (False, True), (False, True)):
-        c = OmegaConf.to_container(cfg, resolve=True)
+        c = plain(cfg)
         c["model"].update(activation=act, loss=loss, batch_norm=bn, residual=res)
         c["regularizer"] = {"name": reg, "strength": 0.0 if reg == "none" else strength}
         yield f"{act:<10} {loss:<13} {reg:<7} batch_norm={bn!s:<5} residual={res!s:<5}", OmegaConf.create(c)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from pipeline.harness import export
 from pipeline.harness import plots
 from pipeline.harness.cli import stage_main
-from pipeline.engine import layer_name
+from pipeline.engine import MLP, layer_name
 from pipeline.analysis.diagnosis import diagnose
 from pipeline.probes import ProbeSet, build_probes
 from pipeline.analysis.theory import predicted_act_var
@@ -25,7 +25,7 @@ from pipeline.harness.loop import probe_indices
 from pipeline.harness.validate import validate
 
 
-def analyse(cfg: DictConfig, data) -> tuple[dict, object]:
+def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
     """(metrics, network) of the initialized network on the probe batch."""
     trainer = build_trainer(cfg, data)
     net = trainer.net

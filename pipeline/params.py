@@ -20,7 +20,9 @@ PARAMS = ROOT / "params.yaml"
 def composed() -> dict:
     """conf/config.yaml with its defaults, resolved, as DVC composes it (no hydra node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name="config"), resolve=True)
+        plain = OmegaConf.to_container(compose(config_name="config"), resolve=True)
+    assert isinstance(plain, dict)
+    return plain
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline import tracking
@@ -22,7 +23,7 @@ from pipeline.data import prepared
 from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
-from pipeline.harness.recording import HISTORY_FILE, decode_history
+from pipeline.harness.recording import HISTORY_FILE, History, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
 from pipeline.studies import STUDIES, findings_for
 from pipeline.studies import render
@@ -44,21 +45,22 @@ def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
                                tags={**tags, "claim": cfg.study.claim}, parent_run_id="").start()
 
 
-def _study_run(job: Job, child, uri: str) -> StudyRun:
+def _study_run(job: Job, child: Run | None, uri: str | None) -> StudyRun:
     """A job's record from its MLflow child run (metrics, verdict, history)."""
     if child is None:
         return StudyRun(job.label, job.values, "MISSING", case=job.case)
     metrics = {k: mlflow_value(v) for k, v in child.data.metrics.items()}
     verdict = [v for v in child.data.tags.get("verdict", "").split(",") if v]
-    history = decode_history(tracking.download_json(uri, child.info.run_id, HISTORY_FILE)) if child.info.status == \
-        "FINISHED" else {}
+    history: History = {}
+    if uri is not None and child.info.status == "FINISHED":
+        history = decode_history(tracking.download_json(uri, child.info.run_id, HISTORY_FILE))
     return StudyRun(job.label, job.values, child.info.status, child.info.run_id, verdict, metrics, history,
                     child.data.tags.get("error"), job.case)
 
 
-def _pick(children: list) -> dict[str, object]:
+def _pick(children: list[Run]) -> dict[str, Run]:
     """Per config hash, the latest attempt: the newest FINISHED child, else the newest other one."""
-    best: dict[str, object] = {}
+    best: dict[str, Run] = {}
     for c in sorted(children, key=lambda c: c.info.start_time):
         h = c.data.tags.get("config_hash")
         if h is None:
@@ -68,7 +70,7 @@ def _pick(children: list) -> dict[str, object]:
     return best
 
 
-def _mark_superseded(uri: str, children: list, latest: dict[str, object]) -> int:
+def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> int:
     """Tag every earlier attempt of a job (KILLED, FAILED, or RUNNING left by a dead process) as superseded."""
     store = tracking.client(uri)
     marked = 0
@@ -109,10 +111,11 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     uri = tracking.resolve_uri(cfg.tracking.uri) if cfg.tracking.enabled else None
     parent = _parent(cfg, uri) if uri else tracking.NullRun()
     with parent:
+        # the store and the parent's id, or None with tracking off (nothing to resume, nothing to read back)
+        tracked = (uri, parent.run_id) if uri and parent.run_id else None
         done = {}
-        if uri:
-            done = {h: c for h, c in _pick(tracking.child_runs(uri, parent.run_id)).items()
-                    if c.info.status == "FINISHED"}
+        if tracked:
+            done = {h: c for h, c in _pick(tracking.child_runs(*tracked)).items() if c.info.status == "FINISHED"}
         todo = [j for j in jobs if j.hash not in done]
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
@@ -130,17 +133,16 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
             else:
                 outcomes = dispatch(stage, cfgs, workers, threads, pool) if todo else []
         except (KeyboardInterrupt, tracking.Terminated):
-            if uri:  # whatever a killed worker could not end itself
-                tracking.end_running_children(uri, parent.run_id, "KILLED")
-                finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(uri, parent.run_id))
-                               .values())
+            if tracked:  # whatever a killed worker could not end itself
+                tracking.end_running_children(*tracked, "KILLED")
+                finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(*tracked)).values())
                 print(f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
                       "running the same command again resumes", file=sys.stderr)
             raise
-        children = tracking.child_runs(uri, parent.run_id) if uri else []
+        children = tracking.child_runs(*tracked) if tracked else []
         latest = _pick(children)
-        if uri:
-            _mark_superseded(uri, children, latest)
+        if tracked:
+            _mark_superseded(tracked[0], children, latest)
         runs = [_study_run(j, latest.get(j.hash), uri) for j in jobs]
         seconds = time.perf_counter() - t0
         found = findings_for(name)(runs, cfg)

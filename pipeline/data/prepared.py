@@ -25,7 +25,9 @@ ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def data_config(data_cfg) -> dict:
     """The data group as a plain dict: what identifies a prepared data set."""
-    return OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    plain = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    assert isinstance(plain, dict)
+    return plain
 
 
 def data_key(data_cfg) -> str:

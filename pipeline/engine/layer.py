@@ -49,8 +49,8 @@ class Layer:
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         dz = self.activation.backprop(dy, self.cache["z"], self.cache["a"])  # (batch, width)
         self.dz = dz
-        dx = self.norm.backward(dz) if self.norm is not None else dz
-        dx = self.dense.backward(dx)  # (batch, fan_in) or None for the first layer
+        dnorm = self.norm.backward(dz) if self.norm is not None else dz
+        dx = self.dense.backward(dnorm)  # (batch, fan_in) or None for the first layer
         if self.residual and dx is not None:
             dx += dy  # dx is a fresh array; dy is left untouched for the probes
         return dx

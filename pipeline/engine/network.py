@@ -61,8 +61,9 @@ class MLP:
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Fill `grads` (and each layer's dz) from dL/dlogits of the last forward pass."""
-        d = dlogits
+        d: np.ndarray | None = dlogits
         for layer in reversed(self.layers):
+            assert d is not None  # only the first layer returns None (no input gradient)
             d = layer.backward(d)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

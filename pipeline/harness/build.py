@@ -27,7 +27,8 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def build_network(model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng: np.random.Generator,
                   dtype: str | None = None) -> MLP:
     """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope)."""
-    activation = make_activation(model["activation"], slope=model.get("slope"), alpha=model.get("alpha"))
+    shape = {k: float(model[k]) for k in ("slope", "alpha") if model.get(k) is not None}  # leaky_relu's, elu's
+    activation = make_activation(model["activation"], **shape)
     params = _options(init)
     bias = float(params.pop("bias", 0.0) or 0.0)
     initializer = make_initializer(init["name"], negative_slope=activation.negative_slope, **params)

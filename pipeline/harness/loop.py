@@ -133,7 +133,7 @@ class Loop:
                 self.recorder.log({"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
                                   self.step)
                 interval_loss, interval_n = 0.0, 0
-            if measure:
+            if measure and self.probes is not None:
                 metrics = self.probes.measure()
                 self.recorder.log(metrics, self.step)
                 if not math.isfinite(metrics.get("grad_norm/total", 0.0)):

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -285,7 +286,8 @@ def depth_profile(values: Mapping[str, Sequence[float]], theory: Sequence[float]
     """Per-layer quantities (layer 1..L) on a log y axis, with an optional dashed theory line."""
     fig = _figure()
     ax = fig.add_subplot()
-    series = [(name, np.asarray(list(v), dtype=float).ravel(), {"marker": "o"}) for name, v in values.items()]
+    series: list[tuple[str, np.ndarray, dict[str, Any]]] = [
+        (name, np.asarray(list(v), dtype=float).ravel(), {"marker": "o"}) for name, v in values.items()]
     if theory is not None:
         series.append(("theory", np.asarray(list(theory), dtype=float).ravel(),
                        {"linestyle": "--", "color": "black"}))

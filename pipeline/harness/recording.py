@@ -43,8 +43,8 @@ class Recorder:
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers, without Hydra's own node."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("hydra", None)
-    return c
+    assert isinstance(c, dict)
+    return {str(k): v for k, v in c.items() if k != "hydra"}
 
 
 def config_hash(cfg: DictConfig) -> str:

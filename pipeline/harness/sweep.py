@@ -66,11 +66,12 @@ class MlflowSweepCallback(Callback):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         info = {"parent_run_id": self.parent.run_id, "swept": swept_keys(list(config.hydra.overrides.task))}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        assert self.parent.run_id is not None  # started above
         os.environ[tracking.PARENT_RUN_ENV] = self.parent.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
-        if self.parent is None:
+        if self.parent is None or self.parent.run_id is None:
             return
         children = tracking.child_runs(self.parent.uri, self.parent.run_id)
         statuses = [r.info.status for r in children]

@@ -181,7 +181,9 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(plain, dict)
+        cfg = plain
     flat = _flat({k: v for k, v in cfg.items() if k != "hydra" and (groups is None or k in groups)})
     for key, value in flat.items():
         rule = RULES.get(key)
@@ -192,7 +194,8 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
 
 def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
     test, val = flat.get("data.test_size"), flat.get("data.val_size")
-    if _is_number(test) and _is_number(val) and test + val >= 1:
+    if isinstance(test, (int, float)) and isinstance(val, (int, float)) and _is_number(test) and _is_number(val) \
+            and test + val >= 1:
         raise ConfigError(f"data.val_size: got {val} with data.test_size {test}; allowed: val_size + test_size < 1")
     if flat.get("model.batch_norm") is True and flat.get("train.batch_size") == 1:
         raise ConfigError("model.batch_norm: batch norm needs batches of >= 2 examples; "

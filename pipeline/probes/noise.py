@@ -28,6 +28,7 @@ class GradientNoise(Probe):
         return self.batch_size is not None and self.batch_size < len(self.x)
 
     def _gradient(self, ctx: ProbeContext, idx) -> np.ndarray:
+        assert ctx.trainer is not None  # needs_step: measured only after a training step
         net, loss = ctx.net, ctx.trainer.loss
         _, dlogits = loss(net.forward(self.x[idx], train=True), self.y[idx])
         net.backward(dlogits)

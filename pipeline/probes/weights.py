@@ -43,7 +43,7 @@ class SpectralNorm(Probe):
         """
         v = self._vectors.get(i)
         if v is None:
-            v = np.random.default_rng(i).standard_normal(w.shape[1]).astype(w.dtype)  # (fan_out,)
+            v = np.random.default_rng(i).standard_normal(size=(w.shape[1],)).astype(w.dtype)  # (fan_out,)
             v /= np.linalg.norm(v)
             iterations = 20  # cold start: converge once, then a few steps keep up
         else:

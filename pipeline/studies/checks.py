@@ -107,10 +107,13 @@ def compare(name: str, values: Values, op: str, limit: float | Values, *, times:
     """
     if op not in OPS:
         raise ValueError(f"unknown comparison {op!r}; allowed: {', '.join(OPS)}")
-    paired = isinstance(limit, Mapping)
-    limits = {k: times * limit.get(k, math.nan) for k in values} if paired else {k: times * limit for k in values}
-    shown_limit = (f"{'' if times == 1 else number(times) + ' x '}{limit_name or 'the paired value'} "
-                   f"({summarize(dict(limit), scale) if paired else ''})" if paired else number(times * limit))
+    if isinstance(limit, Mapping):
+        limits = {k: times * limit.get(k, math.nan) for k in values}
+        shown_limit = (f"{'' if times == 1 else number(times) + ' x '}{limit_name or 'the paired value'} "
+                       f"({summarize(dict(limit), scale)})")
+    else:
+        limits = {k: times * limit for k in values}
+        shown_limit = number(times * limit)
     expected = f"{op} {shown_limit}".replace(" ()", "")
     missing = sorted(k for k in values if math.isnan(values[k]) or math.isnan(limits[k]))
     if not values or missing:

@@ -15,7 +15,7 @@ def thresholds(cfg, *names: str) -> dict[str, float]:
     """The study's thresholds and margins, `study.checks.<name>` in its YAML (a missing one is a ConfigError)."""
     found = OmegaConf.select(cfg, "study.checks", default=None) if cfg is not None else None
     missing = [n for n in names if found is None or found.get(n) is None]
-    if missing:
+    if found is None or missing:
         raise ConfigError(f"study.checks: missing {', '.join(missing)}; allowed: numbers set in the study's YAML")
     return {n: float(found[n]) for n in names}
 

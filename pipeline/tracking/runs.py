@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
@@ -34,11 +34,11 @@ _log = logging.getLogger(__name__)
 
 def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
     """Nested config to {"model.depth": "2", ...} with string values cut to MLflow's param limit."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    items = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    assert isinstance(items, Mapping)
     flat: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
+    for key, value in items.items():
+        name = f"{prefix}.{key!s}" if prefix else str(key)
         if isinstance(value, DictConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if isinstance(value, Mapping) and value:
@@ -90,6 +90,13 @@ class TrackedRun:
         """This process's time in MLflow calls since the run was made (its own calls, in a stage)."""
         return seconds_in_mlflow() - self._mlflow_before
 
+    @property
+    def _store(self) -> MlflowClient:
+        """The client of a started run."""
+        if self._client is None:
+            raise RuntimeError("the run is not started")
+        return self._client
+
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one MLflow call with lock retry, interrupts held until it returns."""
         with _shield():
@@ -106,10 +113,10 @@ class TrackedRun:
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         try:
-            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+            run = self._call(self._store.create_run, experiment_id, run_name=self.run_name, tags=tags)
         except MlflowException:  # the cached experiment may have been deleted since: look it up afresh
             experiment_id = ensure_experiment(self.uri, self.experiment)
-            run = self._call(self._client.create_run, experiment_id, run_name=self.run_name, tags=tags)
+            run = self._call(self._store.create_run, experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         return self
 
@@ -127,7 +134,7 @@ class TrackedRun:
         """Log params now, in batches of MLflow's 100-param limit."""
         items = [Param(key, str(value)[:_MAX_PARAM_VALUE]) for key, value in params.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
-            self._call(self._client.log_batch, self.run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH],
+            self._call(self._store.log_batch, self.run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH],
                        synchronous=True)
 
     def log_metric(self, key: str, value: float, step: int) -> None:
@@ -146,7 +153,7 @@ class TrackedRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set tags now (not buffered), all in one call."""
         if tags:
-            self._call(self._client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            self._call(self._store.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
                        synchronous=True)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
@@ -166,24 +173,24 @@ class TrackedRun:
                     path = Path(tmp, artifact_file)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     fig.savefig(path)
-                self._call(self._client.log_artifacts, self.run_id, tmp)
+                self._call(self._store.log_artifacts, self.run_id, tmp)
         finally:
             for fig in figures.values():
                 plt.close(fig)
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Copy a local file or folder into the run's artifacts."""
-        self._call(self._client.log_artifact, self.run_id, local_path, artifact_path)
+        self._call(self._store.log_artifact, self.run_id, local_path, artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Write a string as an artifact file."""
-        self._call(self._client.log_text, self.run_id, text, artifact_file)
+        self._call(self._store.log_text, self.run_id, text, artifact_file)
 
     def flush(self) -> None:
         """Write buffered metrics synchronously in batches of 1000; unsent ones stay buffered on error."""
         while self._buffer:
             chunk = self._buffer[:_MAX_METRICS_PER_BATCH]
-            self._call(self._client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+            self._call(self._store.log_batch, self.run_id, metrics=chunk, synchronous=True)
             del self._buffer[:len(chunk)]
 
     def end(self, status: str = "FINISHED") -> None:
@@ -200,7 +207,7 @@ class TrackedRun:
                 self._tag_error(exc)
             raise
         finally:
-            self._call(self._client.set_terminated, self.run_id, status)
+            self._call(self._store.set_terminated, self.run_id, status)
             self._ended = True  # only once terminated, so a failed end can be retried
 
     def _tag_error(self, exc: BaseException) -> None:
@@ -214,7 +221,7 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None:
             self.end("FINISHED")
             return False
@@ -294,5 +301,5 @@ class NullRun:
     def __enter__(self) -> NullRun:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         return False

@@ -175,6 +175,8 @@ def _ensure_experiment(uri: str, name: str) -> str:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = _retry(store.get_experiment_by_name, name)  # another process created it first
+    if experiment is None:  # vanished between the two calls: deleted for good by someone else
+        raise MlflowException(f"experiment {name!r} could not be created or found")
     if experiment.lifecycle_stage == "deleted":
         # Someone deleted it in the UI; runs cannot be created in a deleted experiment.
         _retry(store.restore_experiment, experiment.experiment_id)
