@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -64,7 +65,10 @@ def step_functions(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict
     Returns (step fns, weight resets, name -> (batch, seed)); names are "B=16 seed 0".
     """
     jobs = {json.dumps(j.values, sort_keys=True): j for j in expand(cfg)}
-    fns, resets, names, data_cache = {}, {}, {}, {}
+    fns: dict[str, Callable] = {}
+    resets: dict[str, Callable] = {}
+    names: dict[str, tuple] = {}
+    data_cache: dict[str, Any] = {}
     for run in usable(runs):
         job = jobs.get(json.dumps(run.values, sort_keys=True))
         if job is None:
@@ -203,7 +207,7 @@ class Seeds:
     def complete(self, seed: str) -> list[StudyRun] | None:
         """Every batch size's run of the seed, or None when one is missing."""
         mine = [self.run(b, seed) for b in self.batches]
-        return mine if all(mine) else None
+        return [r for r in mine if r is not None] if all(mine) else None
 
     def per_seed(self, measure: Callable[[str], float]) -> dict[str, float]:
         return {f"seed {s}": measure(s) for s in self.seeds}
@@ -226,7 +230,9 @@ class Seeds:
 
     def slope(self, seed: str) -> float:
         pts = self.noise(seed)
-        return loglog_slope(*zip(*pts)) if pts and len(pts) >= 2 else math.nan
+        if not pts or len(pts) < 2:
+            return math.nan
+        return loglog_slope([b for b, _ in pts], [n for _, n in pts])
 
     def epoch_cost_ratio(self, seed: str) -> float:
         """Pure SGD's controlled epoch over the dearest other batch size's."""
@@ -244,8 +250,8 @@ class Seeds:
         """The batch between pure SGD and the full batch with the lowest mean log loss at the budget."""
         means = {b: np.mean(np.log([self.loss_at_budget(b, s) for s in self.seeds]))
                  for b in self.batches if 1 < b < math.inf}
-        means = {b: m for b, m in means.items() if math.isfinite(m)}
-        return min(means, key=means.get) if means else None
+        finite = {b: float(m) for b, m in means.items() if math.isfinite(m)}
+        return min(finite, key=lambda b: finite[b]) if finite else None
 
 
 def keeps_pace(check: Check) -> Check:
@@ -323,7 +329,7 @@ def geo_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _curves(epoch_ax, time_ax, s: Seeds) -> None:
     """Loss per epoch and per controlled ms, one line per batch size: mean over seeds, min..max shaded."""
     for i, b in enumerate(s.batches):
-        mine = [s.run(b, k) for k in s.seeds if s.run(b, k)]
+        mine = [r for r in (s.run(b, k) for k in s.seeds) if r is not None]
         if not mine:
             continue
         per_run = [dict(zip(*r.series("train/loss"))) for r in mine]
@@ -335,7 +341,7 @@ def _curves(epoch_ax, time_ax, s: Seeds) -> None:
         mean, lo, hi = geo_band([c[keep] for c in curves])
         kw = {"color": f"C{i}", "label": label(b)}
         x_epoch = steps[keep] / steps_per_epoch(mine[0])
-        x_ms = 1e3 * steps[keep] * np.mean([step_time(r, s.times) for r in mine])  # mean step time over seeds
+        x_ms = 1e3 * steps[keep] * float(np.mean([step_time(r, s.times) for r in mine]))  # mean step time over seeds
         for ax, x in ((epoch_ax, x_epoch), (time_ax, x_ms)):
             ax.plot(x, mean, lw=1.2, **kw)
             ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.2, lw=0)
@@ -407,7 +413,7 @@ def step_cost_note(s: Seeds) -> str:
 
 def notes(s: Seeds, cfg) -> list[str]:
     how = timing.settings(cfg).describe()
-    per_b = {}
+    per_b: dict[float, list[float]] = {}
     for (b, _), t in s.times.items():
         per_b.setdefault(b, []).append(t)
     steps = ", ".join(f"{label(b)} {1e6 * min(v):.0f}..{1e6 * max(v):.0f}" for b, v in sorted(per_b.items()))

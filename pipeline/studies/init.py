@@ -159,7 +159,9 @@ def spread(values: list[np.ndarray], log: bool) -> tuple[np.ndarray, np.ndarray,
         return np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     stack = np.ma.masked_invalid(np.where((stack > 0) | (not log), stack, np.nan))  # a point no seed reached: nan
     mean = np.exp(np.ma.log(stack).mean(axis=0)) if log else stack.mean(axis=0)
-    return tuple(np.ma.filled(v.astype(float), np.nan) for v in (mean, stack.min(axis=0), stack.max(axis=0)))
+    lo, hi = stack.min(axis=0), stack.max(axis=0)
+    return (np.ma.filled(mean.astype(float), np.nan), np.ma.filled(lo.astype(float), np.nan),
+            np.ma.filled(hi.astype(float), np.nan))
 
 
 def off_chart(values: list[np.ndarray], top: float) -> str:

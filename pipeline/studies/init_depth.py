@@ -141,7 +141,9 @@ def profile(runs: list[StudyRun], values_of) -> tuple[np.ndarray, np.ndarray, np
         return np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     stack = np.ma.masked_invalid(np.where(stack > 0, stack, np.nan))  # a layer where no seed has a value: nan
     mean = np.exp(np.ma.log(stack).mean(axis=0))
-    return tuple(np.ma.filled(v.astype(float), np.nan) for v in (mean, stack.min(axis=0), stack.max(axis=0)))
+    lo, hi = stack.min(axis=0), stack.max(axis=0)
+    return (np.ma.filled(mean.astype(float), np.nan), np.ma.filled(lo.astype(float), np.nan),
+            np.ma.filled(hi.astype(float), np.nan))
 
 
 def plot_pairs(ax, runs: list[StudyRun], values_of, with_theory: bool) -> None:
@@ -198,7 +200,7 @@ def geo_mean(values: list[float]) -> float:
 
 def pair_metrics(runs: list[StudyRun]) -> dict[str, float]:
     """Flat metrics per pair over its seeds: ratios as geometric means, the theory gap at its worst."""
-    out = {}
+    out: dict[str, float] = {}
     for pair in PAIRS:
         mine, key = finished(of_pair(runs, pair)), pair.replace(" ", "_")
         if not mine:

@@ -170,7 +170,8 @@ def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim
                     f"ends >= the best lr's + {jump:g} and it does not learn",
                     {label(s): failure(r, best[s], jump) for s, r in top.items()},
                     measured=how, expected="on every seed")
-    flags, failing = {}, []
+    flags: dict[str, bool | None] = {}
+    failing: list[str] = []
     for s in seeds(runs):
         b = best[s]
         if b is None:
