@@ -29,7 +29,7 @@ def test_index_gathers_every_summary_and_inlines_images(tmp_path):
     assert "![depth](depth/depth.png)" in index and "claim of depth" in index
     html = (tmp_path / "index.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
-    assert "activations          partly supported (1 of 2)" in report.summary_line(result)
+    assert "activations     partly supported (1 of 2)" in report.summary_line(result)
 
 
 def test_a_report_without_summary_json_is_undecided_not_guessed(tmp_path):
