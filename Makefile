@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run sweep test test-all lint gradcheck ui repro params plots lock clean
+.PHONY: help run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 run: $(STAMP)
@@ -48,7 +48,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check pipeline tests benchmarks
 	$(VENV)/bin/mypy
 
-test-all: $(STAMP)  ## including the slow studies and benchmarks
+# the slow tests alone: every study end to end at smoke size, the browser, servers, clusters, benchmarks
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+# everything: the default suite and the slow tests
+test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
 gradcheck: $(STAMP)

@@ -47,6 +47,7 @@ def run(args, cwd):
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")
 def test_tiny_pipeline_repro_is_then_up_to_date_and_exp_run_composes(tmp_path):
     repo = tmp_path / "repo"

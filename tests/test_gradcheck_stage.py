@@ -37,6 +37,7 @@ def test_cli_fails_at_an_impossible_tolerance():
     assert "FAILED: max_rel_error" in proc.stderr
 
 
+@pytest.mark.slow
 def test_every_combination_passes_at_depth_3():
     result = gradcheck.run(config("model.depth=3", "gradcheck.sweep=true"))
     assert len(result["combinations"]) == 6 * 3 * 4 * 2 * 2

@@ -1,5 +1,6 @@
 """Hydra multirun with the joblib launcher: one parent run per sweep, every job a child, failures contained."""
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import cli, tmp_store
@@ -15,6 +16,7 @@ def children_of_sweep(store):
     return parent, kids, runs
 
 
+@pytest.mark.slow
 def test_joblib_sweep_groups_children_under_one_parent(tmp_path):
     store = tmp_store(tmp_path)
     proc = cli("train", "-m", "hydra/launcher=joblib", "model.activation=sigmoid,relu", "init=xavier_uniform,he_normal",

@@ -14,6 +14,7 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                     reason="the submitit launcher needs the [dist] extra: pip install -e '.[dist]'")
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_groups_its_jobs_under_one_parent(tmp_path):
     store = tmp_store(tmp_path)
     proc = cli("train", "-m", "hydra/launcher=submitit_local", "model.activation=relu,tanh", "data=moons",

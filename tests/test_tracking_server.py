@@ -51,6 +51,7 @@ def test_train_logs_metrics_and_artifacts_to_a_tracking_server(server, tmp_path)
     assert json.loads(Path(client.download_artifacts(run.info.run_id, "history.json", str(tmp_path))).read_text())
 
 
+@pytest.mark.slow
 def test_study_on_a_tracking_server_groups_and_reads_back_its_runs(server, tmp_path):
     url, _ = server
     proc = cli("study", "study=dead_relu", "study.size=smoke", "tracking=server", f"tracking.uri={url}",

@@ -20,6 +20,8 @@ from pipeline import tracking
 from pipeline.harness.paths import ROOT
 from tests.helpers import free_port, run_study, serving, tmp_store
 
+pytestmark = pytest.mark.slow  # a server, a browser and a study: `make test-slow` and CI run it
+
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)

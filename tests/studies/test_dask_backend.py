@@ -24,6 +24,7 @@ def measured(run):
     return {k: v for k, v in run.data.metrics.items() if not k.startswith("time/")}
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_runs_the_study_like_loky(tmp_path):
     pytest.importorskip("distributed", reason="study.backend=dask needs the [dist] extra: pip install -e '.[dist]'")
     dask = run_study("dead_relu", tmp_path / "dask", "study.backend=dask", "study.n_jobs=2")
@@ -45,6 +46,7 @@ def test_dask_local_cluster_runs_the_study_like_loky(tmp_path):
     assert dask["metrics"] == loky["metrics"]
 
 
+@pytest.mark.slow
 def test_dask_on_an_existing_scheduler(tmp_path):
     distributed = pytest.importorskip("distributed", reason="needs the [dist] extra: pip install -e '.[dist]'")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:

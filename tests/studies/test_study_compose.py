@@ -23,7 +23,8 @@ def same_jobs(fast, slow) -> bool:
         for a, b in zip(fast, slow))
 
 
-@pytest.mark.parametrize("name", STUDIES)
+# depth in the default suite; every study (seconds each: composing each of its jobs from scratch) in test-all
+@pytest.mark.parametrize("name", [n if n == "depth" else pytest.param(n, marks=pytest.mark.slow) for n in STUDIES])
 def test_fast_composition_equals_hydras_for_every_study(name, monkeypatch):
     cfg = config(f"study={name}", "study.size=default", "seed=3", hydra=True)
     assert same_jobs(grid.expand(cfg), composed_from_scratch(monkeypatch, cfg))

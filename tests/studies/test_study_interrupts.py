@@ -1,6 +1,7 @@
 """SIGTERM during a study: workers end their runs KILLED with metrics flushed, the study stops within
 seconds, and a re-run resumes from the finished children."""
 
+import pytest
 import os
 import signal
 import subprocess
@@ -66,6 +67,7 @@ def start_and_stop(tmp_path, store):
         proc.communicate()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_study_cleanly_and_a_rerun_resumes(tmp_path):
     store = tmp_store(tmp_path)
     code, seconds, err = start_and_stop(tmp_path, store)

@@ -1,5 +1,6 @@
 """Many jobs on one fresh SQLite store lose nothing; results do not depend on n_jobs or job order."""
 
+import pytest
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
@@ -26,6 +27,7 @@ def histories(tmp_path, result) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_eight_jobs_on_a_fresh_store_lose_no_metric(tmp_path):
     cases = [{"name": f"seed{i}", "seed": i} for i in range(8)]
     result = study.run(smoke_cfg(tmp_path, cases, n_jobs=8))  # the store does not exist before this

@@ -51,11 +51,14 @@ def test_runs_resumes_and_reports(tmp_path):
     summary = (folder / "summary.md").read_text()
     assert "**Claim.**" in summary and "Runs that did not finish" in summary and "MemoryError" in summary
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["runs"] == 4 and metrics["finished"] == 2 and metrics["supported"] == -1  # no sigmoid run
+    assert metrics["runs"] == 4 and metrics["finished"] == 2 and metrics["checks/total"] >= 1
+    summary_json = json.loads((folder / "summary.json").read_text())
+    sigmoid = [c for c in summary_json["checks"] if c["name"].startswith("sigmoid")]
+    assert sigmoid and all(c["outcome"] == "undecided" for c in sigmoid)  # no sigmoid run: cannot be decided
     assert (folder / "activations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    second = study.run(cfg)  # the finished ones are skipped, the failed ones tried again
-    assert second["skipped"] == 2 and second["ran"] == 2
+    second = study.run(cfg)  # the finished ones are skipped, the failed ones tried again (and fail again)
+    assert second["skipped"] == 2 and second["ran"] == 2 and second["failed"] == 2  # counted, not "0 failed"
     client = MlflowClient(tmp_store(tmp_path))
     parents = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.stage = 'study'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, not duplicated
@@ -64,6 +67,9 @@ def test_runs_resumes_and_reports(tmp_path):
     children = client.search_runs([parents[0].info.experiment_id],
                                   "tags.study = 'activations' and tags.stage = 'train'")
     assert len(children) == 6  # 4 runs, then the 2 failed ones again: every child is found by its study tag
+    superseded = [c for c in children if c.data.tags.get("superseded") == "true"]
+    assert len(superseded) == 2 and all(c.info.status == "FAILED" for c in superseded)  # the first attempts
+    assert {c.data.tags["superseded_by"] for c in superseded} <= {c.info.run_id for c in children}
 
 
 def test_every_listed_study_has_a_config_and_a_report():
