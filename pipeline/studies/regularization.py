@@ -118,7 +118,7 @@ def val_loss(run: StudyRun) -> float:
     return math.inf if run.diverged or not math.isfinite(loss) else loss
 
 
-def measured(run: StudyRun | None, measure: Callable[[StudyRun], float]) -> float:
+def finished_value(run: StudyRun | None, measure: Callable[[StudyRun], float]) -> float:
     """measure(run) for a finished run, nan for a missing one."""
     return measure(run) if run is not None and run.ok else math.nan
 
@@ -202,7 +202,7 @@ def l1_zeros(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
     name = "SGD: l1 sets weights to zero: share of |w| < 1e-3"
     if math.isnan(lam):
         return missing(name, f">= {number(lim['l1_sparse_min'])}", "no finished sgd l1 run with lr·λ <= 1e-3")
-    shares = by_seed(seeds, lambda s: measured(at(conds, PENALTIES_UNDER, "l1", lam, s), sparsity))
+    shares = by_seed(seeds, lambda s: finished_value(at(conds, PENALTIES_UNDER, "l1", lam, s), sparsity))
     return compare(f"{name} at λ={lam:g} (its strongest with lr·λ <= 1e-3)", shares, ">=", lim["l1_sparse_min"])
 
 
@@ -214,6 +214,13 @@ def sparsity_at_norm(points: list[tuple[float, float]], target: float) -> float:
             t = 0.0 if n0 == n1 else (math.log(n0) - math.log(target)) / (math.log(n0) - math.log(n1))
             return s0 + t * (s1 - s0)
     return math.nan
+
+
+def l2_path(conds: Conditions, seed: str) -> list[StudyRun | None]:
+    """One seed's runs along L2's strengths, ascending, from no penalty (λ = 0) where the grid has it."""
+    lams = strengths(conds, PENALTIES_UNDER, "l2")
+    start = [baseline(conds, PENALTIES_UNDER, seed)] if Setting(PENALTIES_UNDER, "none", 0.0) in conds else []
+    return start + [at(conds, PENALTIES_UNDER, "l2", x, seed) for x in lams]
 
 
 def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Check:
@@ -229,9 +236,8 @@ def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
     short = []
 
     def share(seed: str) -> float:
-        target = measured(at(conds, PENALTIES_UNDER, "l1", lam, seed), weight_norm)
-        runs = [baseline(conds, PENALTIES_UNDER, seed)] + [at(conds, PENALTIES_UNDER, "l2", x, seed) for x in lams]
-        runs = runs if runs[0] is not None else runs[1:]  # no baseline in the grid: l2's own strengths
+        target = finished_value(at(conds, PENALTIES_UNDER, "l1", lam, seed), weight_norm)
+        runs = l2_path(conds, seed)
         if math.isnan(target) or any(r is None or not r.ok for r in runs):
             return math.nan
         value = sparsity_at_norm([(weight_norm(r), sparsity(r)) for r in runs], target)
@@ -239,8 +245,8 @@ def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
             short.append(seed)
         return value
 
-    l1_share = by_seed(seeds, lambda s: measured(at(conds, PENALTIES_UNDER, "l1", lam, s), sparsity))
-    check = compare(f"{name} (λ={lam:g}; l2 interpolated between its strengths)", by_seed(seeds, share), "<",
+    l1_share = by_seed(seeds, lambda s: finished_value(at(conds, PENALTIES_UNDER, "l1", lam, s), sparsity))
+    check = compare(f"{name} (l1 at λ={lam:g}; l2 interpolated between its strengths)", by_seed(seeds, share), "<",
                     l1_share, times=lim["l2_share_of_l1_max"], scale="log", limit_name="l1's share")
     if short:  # not a missing run: the grid's l2 strengths do not reach l1's weight norm
         check.why = f"the l2 strengths do not bracket l1's weight norm on seed {', '.join(short)}"
@@ -250,18 +256,19 @@ def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
 def l2_shrinks(conds: Conditions, seeds: list[str]) -> Check:
     """L2's weight norm falls at every step up in λ, from no penalty on, on every seed."""
     lams = strengths(conds, PENALTIES_UNDER, "l2")
+    has_base = Setting(PENALTIES_UNDER, "none", 0.0) in conds
     name = "SGD: l2 shrinks the weight norm smoothly: it falls at every step up in λ"
-    if not lams:
-        return missing(name, "falls at every step on every seed", "no sgd l2 run")
-    norms = {s: [measured(r, weight_norm) for r in [baseline(conds, PENALTIES_UNDER, s)] +
-                 [at(conds, PENALTIES_UNDER, "l2", x, s) for x in lams]] for s in seeds}
+    expected = "falls at every step on every seed"
+    if len(lams) + has_base < 2:
+        return missing(name, expected, "needs two sgd l2 strengths, or one and no penalty")
+    norms = {s: [finished_value(r, weight_norm) for r in l2_path(conds, s)] for s in seeds}  # seed -> along λ
     flags = {f"seed {s}": None if any(math.isnan(v) for v in n) else all(b < a for a, b in itertools.pairwise(n))
              for s, n in norms.items()}
     means = [float(np.nanmean(col)) if not all(math.isnan(v) for v in col) else math.nan
-             for col in zip(*norms.values())] if norms else []
-    steps = ", ".join(["none"] + [f"{x:g}" for x in lams])
+             for col in zip(*norms.values())]
+    steps = ", ".join(["none"] * has_base + [f"{x:g}" for x in lams])
     return every(f"{name} (λ = {steps})", flags, measured="mean norm " + " -> ".join(number(m) for m in means),
-                 expected="falls at every step on every seed")
+                 expected=expected)
 
 
 def helps(conds: Conditions, seeds: list[str], lim: dict[str, float], method: str) -> Check:
@@ -300,7 +307,7 @@ def sgd_same(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
 
     def diff(seed: str) -> float:
         pairs = [(at(conds, "sgd", "l2", x, seed), at(conds, "sgd", "decay", x, seed)) for x in shared]
-        return max(relative(measured(a, weight_norm), measured(b, weight_norm)) for a, b in pairs)
+        return max(relative(finished_value(a, weight_norm), finished_value(b, weight_norm)) for a, b in pairs)
 
     lams = ", ".join(f"{x:g}" for x in shared)
     return compare(f"{name} (largest over λ = {lams})", by_seed(seeds, diff), "<=", lim["same_rel_max"])
@@ -319,7 +326,7 @@ def adam_differs(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> 
         lam, coupled = tuned(conds, DECAY_UNDER, "l2", seed)
         chosen[seed] = lam
         decoupled = at(conds, DECAY_UNDER, "decay", lam, seed) if coupled is not None else None
-        return relative(measured(coupled, weight_norm), measured(decoupled, weight_norm))
+        return relative(finished_value(coupled, weight_norm), finished_value(decoupled, weight_norm))
 
     check = compare(name, by_seed(seeds, diff), ">", lim["differ_rel_min"])
     check.measured += "; λ chosen " + ", ".join(number(chosen[s]) for s in seeds)
