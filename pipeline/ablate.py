@@ -10,10 +10,10 @@ from __future__ import annotations
 from omegaconf import DictConfig, open_dict
 
 from pipeline import study
-from pipeline.studies import grid
-from pipeline.harness.cli import stage_main
 from pipeline.engine import OPTIMIZERS, REGULARIZERS
+from pipeline.harness.cli import stage_main
 from pipeline.harness.validate import ConfigError
+from pipeline.studies import grid
 
 DECOUPLED = {"adam": "adamw"}  # the optimizer whose weight decay is the decoupled kind
 

@@ -7,15 +7,15 @@ batch-norm x residual combination at the configured depth and width.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.harness.build import build_loss, build_network, build_regularizer
 from pipeline.engine import ACTIVATIONS, LOSSES, REGULARIZERS
 from pipeline.engine.gradcheck import away_from_kinks, check_gradients, nudge_from_zero
+from pipeline.harness.build import build_loss, build_network, build_regularizer
 from pipeline.harness.seeding import rng_for
 
 

@@ -11,18 +11,17 @@ import math
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.harness import export
-from pipeline.harness import plots
-from pipeline.harness.cli import stage_main
-from pipeline.engine import MLP, layer_name
 from pipeline.analysis.diagnosis import diagnose
-from pipeline.probes import ProbeSet, build_probes
 from pipeline.analysis.theory import predicted_act_var
+from pipeline.engine import MLP, layer_name
+from pipeline.harness import export, plots
+from pipeline.harness.build import build_trainer, load_data
+from pipeline.harness.cli import stage_main
+from pipeline.harness.loop import probe_indices
 from pipeline.harness.recording import Recorder, log_config, open_run
 from pipeline.harness.seeding import rng_for
-from pipeline.harness.build import build_trainer, load_data
-from pipeline.harness.loop import probe_indices
 from pipeline.harness.validate import validate
+from pipeline.probes import ProbeSet, build_probes
 
 
 def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:

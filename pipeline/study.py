@@ -25,8 +25,7 @@ from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispa
 from pipeline.harness.paths import ROOT
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
-from pipeline.studies import STUDIES, findings_for
-from pipeline.studies import render
+from pipeline.studies import STUDIES, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
 from pipeline.studies.grid import Job, expand

@@ -19,6 +19,10 @@ SYMMETRY_TOL = 1e-6
 KEPT_LOSS = 0.99
 # ... or the accuracy got less than this share of the way from chance (majority class) to 1
 ABOVE_CHANCE = 0.25
+# the rule in words, for reports' notes
+NOT_LEARNING_RULE = (f"A run is `not_learning` when its final training loss is at least {KEPT_LOSS:g} x a constant "
+                     f"predictor's (the labels' entropy for cross-entropy) or its test accuracy stays within "
+                     f"{ABOVE_CHANCE:g} of the way from chance to 1 (README, \"Verdicts\").")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

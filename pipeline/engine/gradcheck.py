@@ -10,7 +10,6 @@ from pipeline.engine.losses import Loss
 from pipeline.engine.network import MLP
 from pipeline.engine.regularizers import Regularizer
 
-
 # a tensor whose gradient is this many times smaller than the network's largest one, and whose
 # disagreement is within round-off, is reported as negligible: central differences resolve a gradient
 # g only to ~ eps * f / (h * g), so ~1e-7 gradients (batch norm's near scale invariance with

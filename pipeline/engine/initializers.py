@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

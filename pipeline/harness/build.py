@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -10,8 +11,17 @@ from omegaconf import DictConfig
 from pipeline.data import prepared
 from pipeline.data.sources import Split
 from pipeline.engine import (
-    MLP, GradientClipper, Loss, Optimizer, Regularizer, make_activation, make_initializer, make_loss,
-    make_optimizer, make_regularizer, Trainer,
+    MLP,
+    GradientClipper,
+    Loss,
+    Optimizer,
+    Regularizer,
+    Trainer,
+    make_activation,
+    make_initializer,
+    make_loss,
+    make_optimizer,
+    make_regularizer,
 )
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.validate import check_batch_size

@@ -16,8 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.harness.paths import CONF_DIR
 from pipeline.harness.sweep import in_multirun, job_label
-from pipeline.tracking import Terminated, install_signal_handlers
 from pipeline.harness.validate import ConfigError
+from pipeline.tracking import Terminated, install_signal_handlers
 
 
 def parallel_jobs() -> int:

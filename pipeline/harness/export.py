@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.harness import plots
 from pipeline.engine import layer_name
+from pipeline.harness import plots
 from pipeline.harness.recording import History
 
 

@@ -11,7 +11,6 @@ from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
-
 INSTRUMENTS: dict[str, type[Probe]] = {p.name: p for p in (
     GradNorm, GradStd, UpdateRatio, WeightNorm, SpectralNorm, Sparsity, ActivationStats, Saturation, DeadUnits)}
 # the costly extra (a full-batch gradient per measurement): asked for with probes.gradient_noise, not listed

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.analysis.diagnosis import NOT_LEARNING_RULE
 from pipeline.engine import make_activation
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.studies import timing
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, per_seed, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.grid import expand
 from pipeline.studies.measures import grad_norm_ratio, mean_over_layers, thresholds
@@ -33,19 +34,10 @@ def activation(run: StudyRun) -> str:
     return str(run.values.get("model.activation"))
 
 
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs}, key=lambda s: (len(s), s))
-
 
 def of(runs: list[StudyRun], name: str) -> list[StudyRun]:
     return [r for r in runs if activation(r) == name]
 
-
-def per_seed(runs: list[StudyRun], all_seeds: list[str], measure: Callable[[StudyRun], float]) -> dict[str, float]:
-    """{"seed s": measure(run)} over every seed; nan where the run is missing or did not finish."""
-    by_seed = {r.seed: r for r in runs}
-    return {f"seed {s}": float(measure(by_seed[s])) if s in by_seed and by_seed[s].ok else math.nan
-            for s in all_seeds}
 
 
 def learning_flags(runs: list[StudyRun], all_seeds: list[str], learned: bool, prefix: str = "") -> dict:
@@ -76,8 +68,8 @@ def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
     if not of(runs, "sigmoid"):
         return [missing("sigmoid against the others", "a sigmoid run", "this size runs no sigmoid")]
     sig = of(runs, "sigmoid")
-    ratio = {name: per_seed(of(runs, name), all_seeds, grad_norm_ratio) for name in ORDER}
-    centre = {name: per_seed(of(runs, name), all_seeds, lambda r: abs(mean_over_layers(r, "act_mean")))
+    ratio = {name: per_seed(of(runs, name), grad_norm_ratio, all_seeds) for name in ORDER}
+    centre = {name: per_seed(of(runs, name), lambda r: abs(mean_over_layers(r, "act_mean")), all_seeds)
               for name in ("sigmoid", "tanh")}
     out = [compare(f"sigmoid's gradient reaching the first layer (||dL/dW_1|| / ||dL/dW_out||) is below "
                    f"{lim['grad_ratio_gap']:g} x relu's", ratio["sigmoid"], "<", ratio["relu"],
@@ -92,9 +84,9 @@ def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
     flags = {k: v for name in learners for k, v in learning_flags(of(runs, name), all_seeds, True, name + " ").items()}
     out.append(every(f"{', '.join(learners)} learn", flags, expected="learns on every seed of each"))
     family = [name for name in RELU_FAMILY if of(runs, name)]
-    best = {k: max((per_seed(of(runs, n), all_seeds, lambda r: r.get("test/acc"))[k] for n in family),
-                   default=math.nan) for k in (f"seed {s}" for s in all_seeds)}
-    floor = {k: v + lim["acc_gap"] for k, v in per_seed(sig, all_seeds, lambda r: r.get("test/acc")).items()}
+    best = {k: max((per_seed(of(runs, n), lambda r: r.get("test/acc"), all_seeds)[k] for n in family),
+                   default=math.nan) for k in (seed_label(s) for s in all_seeds)}
+    floor = {k: v + lim["acc_gap"] for k, v in per_seed(sig, lambda r: r.get("test/acc"), all_seeds).items()}
     out.append(compare(f"the best ReLU-family net's test accuracy ({', '.join(family)}) beats sigmoid's by "
                        f"{lim['acc_gap']:g}", best, ">=", floor, limit_name=f"sigmoid's + {lim['acc_gap']:g}"))
     return out
@@ -260,8 +252,7 @@ def notes(per_run: list[dict], lim: dict[str, float], costs: dict[str, dict[str,
          "first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over training. act mean (hidden): the hidden "
          "layers' mean activation at the end. saturation: share of units with f'(z) < 0.1 max f' (sigmoid's "
          "derivative is at most 0.25 even where it does not saturate, so its gradient can shrink per layer without "
-         "saturation). A run is `not_learning` when its training loss kept > 90% of its initial value or its test "
-         "accuracy stayed within a quarter of the way from chance to 1."),
+         "saturation). " + NOT_LEARNING_RULE),
         speed_note(per_run, lim),
         cost_note(costs, cfg) if costs["activation"] else "- Cost: no finished run to time.",
     ]

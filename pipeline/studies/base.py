@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -106,9 +106,23 @@ def finished(runs: list[StudyRun]) -> list[StudyRun]:
     return [r for r in runs if r.ok]
 
 
-def per_seed(runs: list[StudyRun], measure: Callable[[StudyRun], float]) -> dict[str, float]:
-    """{seed: measure(run)} over the runs of one condition; nan for a run that did not finish (missing)."""
-    return {r.seed: (float(measure(r)) if r.ok else math.nan) for r in runs}
+def seeds(runs: list[StudyRun]) -> list[str]:
+    """The seeds of the runs, in numeric order where they are numbers."""
+    return sorted({r.seed for r in runs}, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
+
+
+def seed_label(seed: str) -> str:
+    """How a check names a seed: "seed 0"."""
+    return f"seed {seed}"
+
+
+def per_seed(runs: list[StudyRun], measure: Callable[[StudyRun], float],
+             all_seeds: list[str] | None = None) -> dict[str, float]:
+    """{"seed s": measure(run)} over the runs of one condition, or over `all_seeds` when given; nan where the
+    run is missing or did not finish (a check then names it as missing)."""
+    by_seed = {r.seed: r for r in runs}
+    keys = all_seeds if all_seeds is not None else seeds(runs)
+    return {seed_label(s): float(measure(by_seed[s])) if s in by_seed and by_seed[s].ok else math.nan for s in keys}
 
 
 def seed_table(rows: list[dict[str, Any]], keys: list[str], columns: list[str]) -> tuple[list[str], list[dict]]:

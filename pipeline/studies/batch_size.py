@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.studies import timing
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import FAILS, HOLDS, UNDECIDED, Check, compare, every, missing
 from pipeline.studies.grid import expand
 from pipeline.studies.measures import thresholds
@@ -46,9 +46,6 @@ def key_of(batch: float) -> str:
     """The batch size in a metric name: batch_1, ..., batch_full."""
     return "full" if math.isinf(batch) else str(int(batch))
 
-
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs}, key=lambda s: (len(s), s))
 
 
 def usable(runs: list[StudyRun]) -> list[StudyRun]:
@@ -210,7 +207,7 @@ class Seeds:
         return [r for r in mine if r is not None] if all(mine) else None
 
     def per_seed(self, measure: Callable[[str], float]) -> dict[str, float]:
-        return {f"seed {s}": measure(s) for s in self.seeds}
+        return {seed_label(s): measure(s) for s in self.seeds}
 
     def rank_correlation(self, seed: str) -> float:
         mine = self.complete(seed)
@@ -278,7 +275,7 @@ def checks(s: Seeds) -> list[Check]:
     lim = s.lim
     out = [compare("smaller batches end lower after the same epochs: rank correlation of B and the final "
                    "training loss", s.per_seed(s.rank_correlation), ">=", lim["min_rank_correlation"]),
-           every("gradient noise falls with every larger batch", {f"seed {k}": s.noise_falls(k) for k in s.seeds},
+           every("gradient noise falls with every larger batch", {seed_label(k): s.noise_falls(k) for k in s.seeds},
                  expected="on every seed"),
            compare(f"gradient noise ~ 1/B: |log-log slope + 1| (slope within -1 +- {lim['slope_tolerance']:g})",
                    s.per_seed(lambda k: abs(s.slope(k) + 1)), "<=", lim["slope_tolerance"])]

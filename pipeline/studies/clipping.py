@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.measures import thresholds
 
@@ -225,16 +225,13 @@ Stats = dict | None  # run_stats of a run, None when it did not finish
 PerSeed = dict[str, list[tuple[Clip, Stats]]]  # "seed s" -> (clipping, stats) of its clipping runs
 
 
-def label(seed: str) -> str:
-    return f"seed {seed}"
-
 
 def clipping_runs(runs: list[StudyRun], cfg) -> PerSeed:
     """The plain-SGD clipping runs per seed, each as (clipping, stats)."""
-    out: PerSeed = {label(s): [] for s in sorted({r.seed for r in runs})}
+    out: PerSeed = {seed_label(s): [] for s in seeds(runs)}
     for r in runs:
         if l2_role(r) is None:
-            out[label(r.seed)].append((clip_of(r, cfg), run_stats(r, cfg) if r.ok else None))
+            out[seed_label(r.seed)].append((clip_of(r, cfg), run_stats(r, cfg) if r.ok else None))
     return out
 
 
@@ -331,7 +328,7 @@ def clipping_checks(runs: list[StudyRun], cfg) -> list[Check]:
 def role_runs(runs: list[StudyRun], role: str) -> dict[str, StudyRun | None]:
     """{"seed s": the run of this role} (None: not finished); empty when the grid has no such case."""
     mine = [r for r in runs if l2_role(r) == role]
-    return {label(r.seed): (r if r.ok else None) for r in sorted(mine, key=lambda r: r.seed)}
+    return {seed_label(r.seed): (r if r.ok else None) for r in sorted(mine, key=lambda r: r.seed)}
 
 
 def per_role(by_seed: dict[str, StudyRun | None], measure) -> dict[str, float]:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.analysis.diagnosis import NOT_LEARNING_RULE
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.measures import thresholds
 
@@ -36,12 +37,6 @@ def case_of(run: StudyRun) -> str:
     return run.case or run.label.split(" ")[0]
 
 
-def label(seed: str) -> str:
-    return f"seed {seed}"
-
-
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs})
 
 
 def dead_series(run: StudyRun, key: str = "dead_relu/total") -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +92,7 @@ def of_case(runs: list[StudyRun], case: str) -> dict[str, StudyRun]:
 def values(runs: list[StudyRun], case: str, measure: Measure) -> dict[str, float]:
     """{"seed s": measure(run of case)} over every seed of the study; nan where that run did not finish."""
     mine = of_case(runs, case)
-    return {label(s): measure(mine[s]) if s in mine and mine[s].ok else math.nan for s in seeds(runs)}
+    return {seed_label(s): measure(mine[s]) if s in mine and mine[s].ok else math.nan for s in seeds(runs)}
 
 
 def difference(runs: list[StudyRun], case: str, other: str, measure: Measure) -> dict[str, float]:
@@ -109,7 +104,7 @@ def difference(runs: list[StudyRun], case: str, other: str, measure: Measure) ->
 def learned(runs: list[StudyRun], case: str) -> dict[str, bool | None]:
     """{"seed s": learned} of one case; None where the run did not finish."""
     mine = of_case(runs, case)
-    return {label(s): mine[s].learned if s in mine and mine[s].ok else None for s in seeds(runs)}
+    return {seed_label(s): mine[s].learned if s in mine and mine[s].ok else None for s in seeds(runs)}
 
 
 def accuracies(runs: list[StudyRun], case: str) -> str:
@@ -337,8 +332,7 @@ NOTES = [("Each row folds the seeds: mean (min..max), labels counted; every chec
          "dead from the start gets no gradient under any optimizer (neg_bias+adam). Every run clips the gradient "
          "norm at 10, which the baseline never reaches: without it the high-lr and large-init runs overflow within "
          "a few steps and stop as diverged instead of showing whether their units come back. A diverged run's "
-         "accuracy counts at chance. A run is `not_learning` when its training loss kept > 90% of its initial "
-         "value or its test accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\").")]
+         "accuracy counts at chance. " + NOT_LEARNING_RULE)]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:

@@ -11,7 +11,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.analysis.diagnosis import NOT_LEARNING_RULE
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.measures import grad_norm_ratio, per_layer_factor, signal_ratio_at_init, thresholds
 
@@ -33,9 +34,6 @@ def of_case(runs: list[StudyRun], case: str) -> list[StudyRun]:
     return [r for r in runs if case_of(r) == case]
 
 
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs})
-
 
 def factor_per_seed(runs: list[StudyRun], case: str) -> dict[str, float]:
     """{seed: fitted per-layer factor of the case}; nan when a depth of that seed did not finish."""
@@ -43,9 +41,9 @@ def factor_per_seed(runs: list[StudyRun], case: str) -> dict[str, float]:
     for seed in seeds(runs):
         mine = [r for r in of_case(runs, case) if r.seed == seed]
         if not mine or not all(r.ok for r in mine):
-            out[f"seed {seed}"] = math.nan
+            out[seed_label(seed)] = math.nan
             continue
-        out[f"seed {seed}"] = per_layer_factor([depth_of(r) for r in mine], [grad_norm_ratio(r) for r in mine])
+        out[seed_label(seed)] = per_layer_factor([depth_of(r) for r in mine], [grad_norm_ratio(r) for r in mine])
     return out
 
 
@@ -60,7 +58,7 @@ def deepest(runs: list[StudyRun], case: str) -> list[StudyRun]:
 
 def learning_flags(runs: list[StudyRun], learned: bool) -> dict[str, bool | None]:
     """{seed: learned (or not, as asked)}; None for a run that did not finish."""
-    return {f"seed {r.seed}": (r.learned == learned if r.ok else None) for r in runs}
+    return {seed_label(r.seed): (r.learned == learned if r.ok else None) for r in runs}
 
 
 def signal_factor(run: StudyRun) -> float:
@@ -96,7 +94,7 @@ def checks(runs: list[StudyRun], cfg) -> list[Check]:
         out.append(every(f"relu with Xavier init does not learn at depth {d} although its gradient ratio holds",
                          learning_flags(top["relu"], False), measured=f"test acc {accuracies(top['relu'])}",
                          expected="not_learning on every seed"))
-        signal = {case: {f"seed {r.seed}": signal_factor(r) if r.ok else math.nan for r in top[case]}
+        signal = {case: {seed_label(r.seed): signal_factor(r) if r.ok else math.nan for r in top[case]}
                   for case in ("relu", "relu he")}
         out.append(compare("because Xavier halves ReLU's signal variance per layer: act std per layer at init "
                            f"(last/first hidden)^(1/(L-1)), depth {d}; 2^-1/2 = 0.71 expected", signal["relu"], "<",
@@ -185,8 +183,6 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
              "log-averaged over training; the per-layer factor is fitted to its log against depth, per seed. "
              "signal factor per layer at init: (activation std of the last hidden layer over the first's before "
              "any update)^(1/(L-1)) (Glorot's init keeps it for tanh near 0; for ReLU, which zeroes half of its input, it halves "
-             "the variance per layer, He's doubles the weights' variance to keep it). A run is `not_learning` "
-             "when its training loss ended within 1% of a constant predictor's (ln 10 here) or its test accuracy "
-             "stayed within a quarter of the way from chance to 1 (README, \"Verdicts\")."]
+             "the variance per layer, He's doubles the weights' variance to keep it). " + NOT_LEARNING_RULE]
     return Findings(checks(runs, cfg), columns, rows, metrics, {"depth.png": figure(runs)}, notes,
                     {"grad_ratio.csv": ratio_table(runs), "runs.csv": per_run})

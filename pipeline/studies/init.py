@@ -12,9 +12,10 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.analysis.diagnosis import NOT_LEARNING_RULE
+from pipeline.studies.base import Findings, StudyRun, finished, per_seed, seed_label, seed_table
 from pipeline.studies.checks import Check, compare, every, missing
-from pipeline.studies.measures import at_init, signal_ratio_at_init, thresholds
+from pipeline.studies.measures import at_init, geo_mean, off_one, signal_ratio_at_init, thresholds
 
 ACTIVATIONS = ("tanh", "relu")
 LIMITS = ("vanished", "exploded", "saturated", "kept")
@@ -49,14 +50,10 @@ def group(runs: list[StudyRun], act: str, name: str) -> list[StudyRun]:
     return sorted((r for r in runs if activation(r) == act and scheme(r) == name), key=lambda r: r.seed)
 
 
-def per_seed(runs: list[StudyRun], measure) -> dict[str, float]:
-    """{"seed 0": measure(run), ...}; nan for a run that did not finish (the check names it missing)."""
-    return {f"seed {r.seed}": (float(measure(r)) if r.ok else math.nan) for r in runs}
-
 
 def flags(runs: list[StudyRun], has) -> dict[str, bool | None]:
     """{"seed 0": has(run), ...}; None for a run that did not finish."""
-    return {f"seed {r.seed}": (bool(has(r)) if r.ok else None) for r in runs}
+    return {seed_label(r.seed): (bool(has(r)) if r.ok else None) for r in runs}
 
 
 def hidden_at_init(run: StudyRun, prefix: str) -> list[float]:
@@ -65,10 +62,6 @@ def hidden_at_init(run: StudyRun, prefix: str) -> list[float]:
     keys = keys[:-1] if prefix.startswith("act_") else keys  # saturation is logged for hidden layers only
     return [at_init(run, k) for k in keys]
 
-
-def off_one(ratio: float) -> float:
-    """How many times a ratio is away from 1, either way (0.5 and 2 are both 2): the factor a scale drifted."""
-    return max(ratio, 1 / ratio) if ratio > 0 else math.inf if ratio == 0 else math.nan
 
 
 def saturation_at_init(run: StudyRun) -> float:
@@ -240,11 +233,6 @@ def row(run: StudyRun) -> dict:
             "verdict": ",".join(run.verdict) or run.status}
 
 
-def geo_mean(values: list[float]) -> float:
-    """Geometric mean of the finite positive values (ratios multiply), nan when none."""
-    ok = [v for v in values if math.isfinite(v) and v > 0]
-    return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
-
 
 def scheme_metrics(runs: list[StudyRun]) -> dict[str, float]:
     """Per activation and scheme over its seeds: act std last/first hidden at init (geometric mean), test acc
@@ -274,8 +262,7 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
               "the share of tanh units with f'(z) below 10% of its maximum, averaged over the hidden layers at "
               "init. max ||dL/dW||: the largest weight-gradient norm of any layer at any measurement during "
               "training. `symmetric`: after training, some hidden layer has every unit's incoming weights and bias "
-              "equal within 1e-6. A run is `not_learning` when its training loss kept > 90% of its initial value "
-              "or its test accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\"); it "
-              "learns otherwise (and when it did not diverge). A factor away from 1 counts either way: max(r, 1/r).")]
+              "equal within 1e-6. " + NOT_LEARNING_RULE + " It learns otherwise (and when it did not diverge). A "
+              "factor away from 1 counts either way: max(r, 1/r).")]
     return Findings(checks(runs, cfg), columns, rows, scheme_metrics(runs), {"init.png": figure(runs)}, notes,
                     {"runs.csv": per_run})

@@ -13,9 +13,9 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, per_seed, seed_table
 from pipeline.studies.checks import Check, compare
-from pipeline.studies.measures import thresholds
+from pipeline.studies.measures import geo_mean, off_one, thresholds
 
 # the study's cases (conf/study/init_depth.yaml), "<activation> <init scheme>", in the papers' order
 PAIRS = ("tanh standard", "tanh xavier", "relu xavier", "relu he")
@@ -38,10 +38,6 @@ def of_pair(runs: list[StudyRun], pair: str) -> list[StudyRun]:
     """Every run of one pair (one per seed), finished or not."""
     return [r for r in runs if pair_of(r) == pair]
 
-
-def per_seed(runs: list[StudyRun], measure) -> dict[str, float]:
-    """{"seed 0": measure(run), ...}; nan for a run that did not finish (the check names it missing)."""
-    return {f"seed {r.seed}": (float(measure(r)) if r.ok else math.nan) for r in sorted(runs, key=lambda r: r.seed)}
 
 
 def hidden(run: StudyRun, prefix: str) -> np.ndarray:
@@ -66,10 +62,6 @@ def act_ratio(run: StudyRun) -> float:
     """Act std of the last hidden layer over the first's: < 1 when the forward signal shrinks with depth."""
     return last_over_first(hidden(run, "act_std"))
 
-
-def off_one(ratio: float) -> float:
-    """How many times a ratio is away from 1, either way (0.5 and 2 are both 2): the factor a scale drifted."""
-    return max(ratio, 1 / ratio) if ratio > 0 else math.inf if ratio == 0 else math.nan
 
 
 def falling_share(run: StudyRun) -> float:
@@ -191,11 +183,6 @@ def row(run: StudyRun) -> dict:
             "max factor vs theory": theory_gap(run), "dL/dz std first/last": delta_std_ratio(run),
             "verdict": ",".join(run.verdict) or run.status}
 
-
-def geo_mean(values: list[float]) -> float:
-    """Geometric mean of the finite positive values (ratios multiply), nan when none."""
-    ok = [v for v in values if math.isfinite(v) and v > 0]
-    return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
 
 
 def pair_metrics(runs: list[StudyRun]) -> dict[str, float]:

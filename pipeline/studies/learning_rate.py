@@ -14,7 +14,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.analysis.diagnosis import NOT_LEARNING_RULE
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.measures import thresholds
 
@@ -25,12 +26,6 @@ def lr_of(run: StudyRun) -> float:
     return float(run.values.get("optimizer.lr", math.nan))
 
 
-def label(seed: str) -> str:
-    return f"seed {seed}"
-
-
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs})
 
 
 def lrs(runs: list[StudyRun]) -> list[float]:
@@ -104,10 +99,10 @@ def crawl_check(runs: list[StudyRun], lim: dict[str, float]) -> Check:
     """The smallest lr crawls: its training loss drops by less than crawl_drop of its initial value, per seed."""
     low = lrs(runs)[0]
     mine = {s: at(runs, low, s) for s in seeds(runs)}
-    drops = {label(s): loss_drop(r) if r is not None and r.ok else math.nan for s, r in mine.items()}
+    drops = {seed_label(s): loss_drop(r) if r is not None and r.ok else math.nan for s, r in mine.items()}
     check = compare(f"too small an lr crawls: the smallest lr ({low:g}) loses less than {lim['crawl_drop']:.0%} "
                     "of its initial training loss", drops, "<", lim["crawl_drop"])
-    gone = [label(s) for s, r in mine.items() if r is not None and r.ok and r.diverged]
+    gone = [seed_label(s) for s, r in mine.items() if r is not None and r.ok and r.diverged]
     if gone:  # a diverged run has no final loss: say why rather than "missing"
         check.why = f"diverged (not a crawl): {', '.join(gone)}"
     return check
@@ -117,18 +112,18 @@ def best_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dic
     """A good lr converges: the lr that validates best is inside the grid, its loss drops far, and it learns."""
     grid = lrs(runs)
     low, high = grid[0], grid[-1]
-    chosen = {label(s): (lr_of(b) if b is not None else None) for s, b in best.items()}
+    chosen = {seed_label(s): (lr_of(b) if b is not None else None) for s, b in best.items()}
     shown = ", ".join(f"{k}: {'-' if v is None else f'{v:g}'}" for k, v in chosen.items())
     inside = every(f"a good lr lies between the extremes: the lr with the best val acc per seed is neither the "
                    f"smallest ({low:g}) nor the largest ({high:g})",
                    {k: (low < v < high if v is not None else None) for k, v in chosen.items()},
                    measured=shown, expected="inside the grid on every seed")
-    drops = {label(s): loss_drop(b) if b is not None else math.nan for s, b in best.items()}
+    drops = {seed_label(s): loss_drop(b) if b is not None else math.nan for s, b in best.items()}
     converges = compare(f"a good lr converges: the best lr on validation loses more than "
                         f"{lim['converged_drop']:.0%} of its initial training loss", drops, ">",
                         lim["converged_drop"])
     accs = ", ".join(f"{b.get('test/acc'):.2f}" if b is not None else "-" for b in best.values())
-    learns = every("... and learns (not `not_learning`)", {label(s): (b.learned if b is not None else None)
+    learns = every("... and learns (not `not_learning`)", {seed_label(s): (b.learned if b is not None else None)
                                                             for s, b in best.items()},
                    measured=f"test acc {accs}", expected="learns on every seed")
     return [inside, converges, learns]
@@ -168,18 +163,18 @@ def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim
     how = counted(outcome_of(r, best[s], jump) for s, r in top.items())
     largest = every(f"too large an lr fails: the largest lr ({high:g}) diverges to NaN, or its dead ReLU share "
                     f"ends >= the best lr's + {jump:g} and it does not learn",
-                    {label(s): failure(r, best[s], jump) for s, r in top.items()},
+                    {seed_label(s): failure(r, best[s], jump) for s, r in top.items()},
                     measured=how, expected="on every seed")
     flags: dict[str, bool | None] = {}
     failing: list[str] = []
     for s in seeds(runs):
         b = best[s]
         if b is None:
-            flags[label(s)] = None
+            flags[seed_label(s)] = None
             continue
         above = [r for r in runs if r.seed == s and lr_of(r) > lr_of(b)]
         bad = [r for r in above if not r.ok or r.diverged or not r.learned]
-        flags[label(s)] = None if any(not r.ok for r in bad) else all(failure(r, b, jump) for r in bad)
+        flags[seed_label(s)] = None if any(not r.ok for r in bad) else all(failure(r, b, jump) for r in bad)
         failing += [f"lr {lr_of(r):g} {outcome_of(r, b, jump)}" for r in bad]
     mechanism = every("every lr above the best that does not learn failed by one of the two: diverged, or its "
                       f"dead ReLU share jumped by >= {jump:g}", flags,
@@ -322,8 +317,7 @@ NOTES = [("Each row folds the seeds: mean (min..max), labels counted. loss drop:
          "hidden ReLU units with z <= 0 on every example of the probe batch, at the last measurement; ReLUs count "
          "as killed when it ends at least `dead_jump` above the best lr's of the same seed. regime: diverged, dead "
          "(killed and not learning), crawl (loss drop < `crawl_drop`), converged (> `converged_drop`), else "
-         "partial. A run is `not_learning` when its training loss kept > 90% of its initial value or its test "
-         "accuracy stayed within a quarter of the way from chance to 1 (README, \"Verdicts\").")]
+         "partial. " + NOT_LEARNING_RULE)]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:

@@ -67,3 +67,14 @@ def mean_over_layers(run: StudyRun, prefix: str) -> float:
     """Mean of the hidden layers' last values (the output layer excluded for act_ and grad_ metrics)."""
     values = run.layer_values(prefix)[:-1] if prefix.startswith(("act_", "grad_")) else run.layer_values(prefix)
     return float(np.mean(values)) if values else math.nan
+
+
+def off_one(ratio: float) -> float:
+    """How many times a ratio is away from 1, either way (0.5 and 2 are both 2): the factor a scale drifted."""
+    return max(ratio, 1 / ratio) if ratio > 0 else math.inf if ratio == 0 else math.nan
+
+
+def geo_mean(values: list[float]) -> float:
+    """Geometric mean of the finite positive values (ratios multiply), nan when none."""
+    ok = [v for v in values if math.isfinite(v) and v > 0]
+    return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing
 from pipeline.studies.measures import grad_norm_ratio, signal_ratio_at_init, thresholds
 
@@ -52,12 +52,6 @@ def described(run: StudyRun) -> str:
     return f"{run.values.get('model.activation', case_of(run))}" + (f" ({how})" if how else "")
 
 
-def label(seed: str) -> str:
-    return f"seed {seed}"
-
-
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs})
 
 
 def conditions(runs: list[StudyRun]) -> list[Condition]:
@@ -87,7 +81,7 @@ def loss_share(run: StudyRun) -> float:
 
 def learning_flags(by_seed: dict[str, StudyRun | None], learned: bool) -> dict[str, bool | None]:
     """{"seed s": learned (or not, as asked)}; None for a run that did not finish or is not in the grid."""
-    return {label(s): (r.learned == learned if r is not None and r.ok else None) for s, r in by_seed.items()}
+    return {seed_label(s): (r.learned == learned if r is not None and r.ok else None) for s, r in by_seed.items()}
 
 
 def accuracies(by_seed: dict[str, StudyRun | None]) -> str:
@@ -122,7 +116,7 @@ def condition_checks(runs: list[StudyRun], cond: Condition, min_gain: float) -> 
         out.append(every(f"{cure} the {net} learn", learning_flags(cells[name], True),
                          measured=accuracies(cells[name]), expected="learns on every seed"))
     if present:
-        gains = {label(s): weakest([accuracy(cells[name][s]) for name in present]) - accuracy(r)
+        gains = {seed_label(s): weakest([accuracy(cells[name][s]) for name in present]) - accuracy(r)
                  for s, r in cells["plain"].items()}
         out.append(compare(f"... well above chance: the weakest cure's test acc ({', '.join(present)}) minus the "
                            f"plain net's, {net}", gains, ">=", min_gain))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.studies.base import Findings, StudyRun, finished, seed_table
+from pipeline.studies.base import Findings, StudyRun, finished, per_seed, seed_table, seeds
 from pipeline.studies.checks import UNDECIDED, Check, compare, missing
 from pipeline.studies.measures import thresholds
 
@@ -34,9 +34,6 @@ def lr_of(run: StudyRun) -> float:
     value = run.values.get("optimizer.lr")
     return float(value) if value is not None else run.get("lr")
 
-
-def seeds(runs: list[StudyRun]) -> list[str]:
-    return sorted({r.seed for r in runs}, key=lambda s: (len(s), s))
 
 
 def per_epoch(run: StudyRun, key: str) -> np.ndarray:
@@ -144,12 +141,6 @@ def at_pick(runs: list[StudyRun], tuning: Tuning) -> list[StudyRun]:
     return [r for r in runs if rule(r) == tuning.rule and tuning.pick is not None and lr_of(r) == tuning.pick]
 
 
-def per_seed(runs: list[StudyRun], all_seeds: list[str], measure) -> dict[str, float]:
-    """{"seed s": measure(run)} over every seed; nan where the run is missing or did not finish."""
-    by_seed = {r.seed: r for r in runs}
-    return {f"seed {s}": float(measure(by_seed[s])) if s in by_seed and by_seed[s].ok else math.nan
-            for s in all_seeds}
-
 
 def untuned(check: Check, *tunings: Tuning) -> Check:
     """The check made undecided when a rule it compares is not tuned (no pick, or a pick at its grid's edge)."""
@@ -165,11 +156,11 @@ def checks(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
     all_seeds = seeds(runs)
 
     def epochs(name: str) -> dict[str, float]:
-        return per_seed(at_pick(runs, tunings[name]), all_seeds,
-                        lambda r: epochs_to(per_epoch(r, "train/loss"), lim["target_loss"]))
+        return per_seed(at_pick(runs, tunings[name]), lambda r: epochs_to(per_epoch(r, "train/loss"), lim["target_loss"]),
+                        all_seeds)
 
     def decay(name: str) -> dict[str, float]:
-        return per_seed(at_pick(runs, tunings[name]), all_seeds, lambda r: step_decay(r, lim["step_window"]))
+        return per_seed(at_pick(runs, tunings[name]), lambda r: step_decay(r, lim["step_window"]), all_seeds)
 
     out = []
     for name in FASTER:

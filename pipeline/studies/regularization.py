@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline.harness.paths import CONF_DIR
 from pipeline.probes.weights import SPARSE_BELOW
-from pipeline.studies.base import Findings, StudyRun, seed_table
+from pipeline.studies.base import Findings, StudyRun, seed_label, seed_table, seeds
 from pipeline.studies.checks import Check, compare, every, missing, number
 from pipeline.studies.measures import thresholds
 
@@ -141,10 +141,6 @@ def conditions(runs: list[StudyRun], cfg) -> Conditions:
     return out
 
 
-def seeds_of(runs: list[StudyRun]) -> list[str]:
-    """The seeds of the grid, in numeric order where they are numbers."""
-    return sorted({r.seed for r in runs}, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
-
 
 def strengths(conds: Conditions, family: str, method: str) -> list[float]:
     """The strengths a method ran with in a family, ascending."""
@@ -163,7 +159,7 @@ def baseline(conds: Conditions, family: str, seed: str) -> StudyRun | None:
 
 def by_seed(seeds: list[str], value: Callable[[str], float]) -> dict[str, float]:
     """{"seed 0": value("0"), ...}: the labels checks compare on."""
-    return {f"seed {s}": value(s) for s in seeds}
+    return {seed_label(s): value(s) for s in seeds}
 
 
 def tuned(conds: Conditions, family: str, method: str, seed: str) -> tuple[float, StudyRun | None]:
@@ -262,7 +258,7 @@ def l2_shrinks(conds: Conditions, seeds: list[str]) -> Check:
     if len(lams) + has_base < 2:
         return missing(name, expected, "needs two sgd l2 strengths, or one and no penalty")
     norms = {s: [finished_value(r, weight_norm) for r in l2_path(conds, s)] for s in seeds}  # seed -> along λ
-    flags = {f"seed {s}": None if any(math.isnan(v) for v in n) else all(b < a for a, b in itertools.pairwise(n))
+    flags = {seed_label(s): None if any(math.isnan(v) for v in n) else all(b < a for a, b in itertools.pairwise(n))
              for s, n in norms.items()}
     means = [float(np.nanmean(col)) if not all(math.isnan(v) for v in col) else math.nan
              for col in zip(*norms.values())]
@@ -336,11 +332,11 @@ def adam_differs(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> 
 def checks(runs: list[StudyRun], cfg) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/regularization.yaml)."""
     lim = thresholds(cfg, *LIMITS)
-    conds, seeds = conditions(runs, cfg), seeds_of(runs)
-    return [l1_zeros(conds, seeds, lim), l2_dense(conds, seeds, lim), l2_shrinks(conds, seeds),
-            helps(conds, seeds, lim, "l1"), helps(conds, seeds, lim, "l2"),
-            hurts(conds, seeds, lim, "l1"), hurts(conds, seeds, lim, "l2"),
-            sgd_same(conds, seeds, lim), adam_differs(conds, seeds, lim)]
+    conds, every = conditions(runs, cfg), seeds(runs)
+    return [l1_zeros(conds, every, lim), l2_dense(conds, every, lim), l2_shrinks(conds, every),
+            helps(conds, every, lim, "l1"), helps(conds, every, lim, "l2"),
+            hurts(conds, every, lim, "l1"), hurts(conds, every, lim, "l2"),
+            sgd_same(conds, every, lim), adam_differs(conds, every, lim)]
 
 
 # --- the table, figure and flat metrics ------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from pipeline.tracking.queries import child_runs, download_json, end_running_chi
 from pipeline.tracking.runs import PARENT_RUN_ENV, NullRun, TrackedRun, end_stale_active_run, flatten
 from pipeline.tracking.signals import Terminated, install_signal_handlers
 from pipeline.tracking.store import (
-    DEFAULT_EXPERIMENT, artifact_location, client, default_uri, ensure_experiment, resolve_uri, seconds_in_mlflow,
+    DEFAULT_EXPERIMENT,
+    artifact_location,
+    client,
+    default_uri,
+    ensure_experiment,
+    resolve_uri,
+    seconds_in_mlflow,
     ui_command,
 )
 

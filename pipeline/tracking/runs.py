@@ -18,7 +18,14 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.tracking.signals import Terminated, _shield, drop_pending
-from pipeline.tracking.store import DEFAULT_EXPERIMENT, _retry, client, ensure_experiment, resolve_uri, seconds_in_mlflow
+from pipeline.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    _retry,
+    client,
+    ensure_experiment,
+    resolve_uri,
+    seconds_in_mlflow,
+)
 
 PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
 
