@@ -33,17 +33,29 @@ BEGIN, END = "<!-- stability table: benchmarks/stability.py writes it -->", "<!-
 def run_pass(name: str, size: str, n_jobs: int, folder: Path) -> dict:
     """One study run as a fresh command on its own store; its summary.json and wall time."""
     store = folder / "mlruns" / "mlflow.db"
-    command = [sys.executable, "-m", "pipeline.study", f"study={name}", f"study.size={size}",
-               f"study.n_jobs={n_jobs}", f"tracking.uri=sqlite:///{store}", f"+study.reports_dir={folder / 'reports'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.study",
+        f"study={name}",
+        f"study.size={size}",
+        f"study.n_jobs={n_jobs}",
+        f"tracking.uri=sqlite:///{store}",
+        f"+study.reports_dir={folder / 'reports'}",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:], "seconds": seconds}
     summary = json.loads((folder / "reports" / name / "summary.json").read_text())
-    return {"seconds": seconds, "verdict": summary["verdict"], "verdict_text": summary["verdict_text"],
-            "checks": {c["name"]: c["outcome"] for c in summary["checks"]},
-            "measured": {c["name"]: c["measured"] for c in summary["checks"]}}
+    return {
+        "seconds": seconds,
+        "verdict": summary["verdict"],
+        "verdict_text": summary["verdict_text"],
+        "checks": {c["name"]: c["outcome"] for c in summary["checks"]},
+        "measured": {c["name"]: c["measured"] for c in summary["checks"]},
+    }
 
 
 def compare(passes: list[dict]) -> dict:
@@ -51,13 +63,21 @@ def compare(passes: list[dict]) -> dict:
     ok = [p for p in passes if "error" not in p]
     names = sorted({n for p in ok for n in p["checks"]})
     differing = [n for n in names if len({p["checks"].get(n) for p in ok}) > 1]
-    return {"identical": len(ok) == len(passes) and not differing and len({p["verdict"] for p in ok}) == 1,
-            "differing_checks": differing, "failed_passes": len(passes) - len(ok)}
+    return {
+        "identical": len(ok) == len(passes) and not differing and len({p["verdict"] for p in ok}) == 1,
+        "differing_checks": differing,
+        "failed_passes": len(passes) - len(ok),
+    }
 
 
 def collect(studies: list[str], size: str, repeats: int, jobs: list[int]) -> dict:
-    result = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "size": size,
-              "repeats": repeats, "jobs": jobs, "studies": {}}
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "size": size,
+        "repeats": repeats,
+        "jobs": jobs,
+        "studies": {},
+    }
     with tempfile.TemporaryDirectory(prefix="gradlab-stability-") as tmp:
         for name in studies:
             passes = []
@@ -65,8 +85,11 @@ def collect(studies: list[str], size: str, repeats: int, jobs: list[int]) -> dic
                 for n in jobs:
                     p = run_pass(name, size, n, Path(tmp) / f"{name}-r{repeat}-j{n}")
                     passes.append({"repeat": repeat, "n_jobs": n, **p})
-                    print(f"{name:<15} repeat {repeat} n_jobs {n}: {p.get('verdict_text', p.get('error'))} "
-                          f"({p['seconds']:.0f} s)", flush=True)
+                    print(
+                        f"{name:<15} repeat {repeat} n_jobs {n}: {p.get('verdict_text', p.get('error'))} "
+                        f"({p['seconds']:.0f} s)",
+                        flush=True,
+                    )
             result["studies"][name] = {"passes": passes, **compare(passes)}
     return result
 
@@ -74,17 +97,30 @@ def collect(studies: list[str], size: str, repeats: int, jobs: list[int]) -> dic
 def table(result: dict) -> str:
     """The README's study table: verdict, whether it was identical across the passes, wall times."""
     jobs = result["jobs"]
-    lines = [f"Measured by `python benchmarks/stability.py` on {result['date']} ({result['size']} size, "
-             f"{result['repeats']} repeats x n_jobs {' and '.join(map(str, jobs))}, a fresh store each pass):", "",
-             f"| study | verdict | identical across the {result['repeats'] * len(jobs)} passes | "
-             f"wall time n_jobs={' / '.join(map(str, jobs))} |", "|---|---|---|---|"]
+    lines = [
+        f"Measured by `python benchmarks/stability.py` on {result['date']} ({result['size']} size, "
+        f"{result['repeats']} repeats x n_jobs {' and '.join(map(str, jobs))}, a fresh store each pass):",
+        "",
+        f"| study | verdict | identical across the {result['repeats'] * len(jobs)} passes | "
+        f"wall time n_jobs={' / '.join(map(str, jobs))} |",
+        "|---|---|---|---|",
+    ]
     for name, s in result["studies"].items():
         ok = [p for p in s["passes"] if "error" not in p]
         verdicts = sorted({p["verdict_text"] for p in ok}) or ["failed"]
-        same = "yes" if s["identical"] else ("no: " + "; ".join(s["differing_checks"]) if s["differing_checks"]
-                                             else f"no: {s['failed_passes']} pass(es) failed")
-        times = " / ".join(f"{min(p['seconds'] for p in ok if p['n_jobs'] == n):.0f} s" if any(
-            p["n_jobs"] == n for p in ok) else "-" for n in jobs)
+        same = (
+            "yes"
+            if s["identical"]
+            else (
+                "no: " + "; ".join(s["differing_checks"])
+                if s["differing_checks"]
+                else f"no: {s['failed_passes']} pass(es) failed"
+            )
+        )
+        times = " / ".join(
+            f"{min(p['seconds'] for p in ok if p['n_jobs'] == n):.0f} s" if any(p["n_jobs"] == n for p in ok) else "-"
+            for n in jobs
+        )
         lines.append(f"| `{name}` | {' or '.join(verdicts)} | {same} | {times} |")
     return "\n".join(lines)
 
@@ -119,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         write_readme(args.readme, text)
     print(text)
     unstable = [n for n, s in result["studies"].items() if not s["identical"]]
-    print(f"stable: {len(studies) - len(unstable)} of {len(studies)}" + (f"; not: {', '.join(unstable)}"
-                                                                         if unstable else ""))
+    print(
+        f"stable: {len(studies) - len(unstable)} of {len(studies)}"
+        + (f"; not: {', '.join(unstable)}" if unstable else "")
+    )
     return 0
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.harness.threads import blas_threads_for
 from pipeline.engine import MLP, Trainer, make_activation, make_initializer, make_loss, make_optimizer
+from pipeline.harness.threads import blas_threads_for
 
 TORCH_MISSING = "PyTorch is not installed: pip install -e '.[bench]' (torch==2.13.0, CPU build)"
 
@@ -43,13 +43,20 @@ class Shape:
         return 2 * forward + sum(2 * self.batch * a * b for a, b in pairs[1:])
 
 
-SHAPES = {"small": Shape(64, 128, 2, 10, 64), "deep": Shape(784, 256, 20, 10, 128),
-          "wide": Shape(784, 1024, 2, 10, 256)}
+SHAPES = {
+    "small": Shape(64, 128, 2, 10, 64),
+    "deep": Shape(784, 256, 20, 10, 128),
+    "wide": Shape(784, 1024, 2, 10, 256),
+}
 QUICK_SHAPES = {"small": Shape(16, 16, 2, 4, 8), "deep": Shape(32, 16, 4, 4, 8), "wide": Shape(32, 64, 2, 4, 16)}
 
 
-def best_seconds(contenders: dict[str, Callable[[], object]], calls: int, repeats: int,
-                 contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None) -> dict[str, float]:
+def best_seconds(
+    contenders: dict[str, Callable[[], object]],
+    calls: int,
+    repeats: int,
+    contexts: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None,
+) -> dict[str, float]:
     """Best time per call of each contender, the contenders interleaved `repeats` times.
 
     `contexts`: per contender, a context (a BLAS thread limit) entered around each block of calls.
@@ -71,15 +78,24 @@ def best_seconds(contenders: dict[str, Callable[[], object]], calls: int, repeat
 
 def engine_trainer(shape: Shape, lr: float = 0.01, init: str = "he_normal", seed: int = 1) -> Trainer:
     """The engine's float32 ReLU MLP with plain SGD and softmax cross-entropy."""
-    net = MLP(shape.in_dim, shape.classes, shape.depth, shape.width, make_activation("relu"),
-              make_initializer(init), np.random.default_rng(seed))
+    net = MLP(
+        shape.in_dim,
+        shape.classes,
+        shape.depth,
+        shape.width,
+        make_activation("relu"),
+        make_initializer(init),
+        np.random.default_rng(seed),
+    )
     return Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", lr=lr, decay_keys=net.weight_keys))
 
 
 def batch(shape: Shape, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((shape.batch, shape.in_dim)).astype(np.float32),  # (batch, in_dim)
-            rng.integers(0, shape.classes, shape.batch))
+    return (
+        rng.standard_normal((shape.batch, shape.in_dim)).astype(np.float32),  # (batch, in_dim)
+        rng.integers(0, shape.classes, shape.batch),
+    )
 
 
 def torch_model(trainer: Trainer, lr: float):
@@ -112,7 +128,7 @@ def engine_vs_torch(shapes: dict[str, Shape], calls: int, repeats: int) -> dict:
         model, optimizer, loss_fn = torch_model(trainer, lr)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-        def torch_step():
+        def torch_step(model=model, optimizer=optimizer, loss_fn=loss_fn, xt=xt, yt=yt):  # this shape's, bound now
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt), yt)
             loss.backward()
@@ -121,12 +137,21 @@ def engine_vs_torch(shapes: dict[str, Shape], calls: int, repeats: int) -> dict:
 
         # the same update from the same weights: the first losses agree to float32 round-off
         first = (trainer.step(x, y), torch_step())
-        t = best_seconds({"engine": lambda: trainer.step(x, y), "torch": torch_step},
-                         calls=max(1, calls // max(1, shape.depth // 2)), repeats=repeats,
-                         contexts={"engine": lambda: blas_threads_for(shape.sizes, shape.batch)})  # train's policy
-        out[name] = {"ratio": t["engine"] / t["torch"], "engine_ms": 1e3 * t["engine"],
-                     "torch_ms": 1e3 * t["torch"], "shape": str(shape), "first_loss_engine": first[0],
-                     "first_loss_torch": first[1], "torch_threads": torch.get_num_threads()}
+        t = best_seconds(
+            {"engine": lambda trainer=trainer, x=x, y=y: trainer.step(x, y), "torch": torch_step},
+            calls=max(1, calls // max(1, shape.depth // 2)),
+            repeats=repeats,
+            contexts={"engine": lambda shape=shape: blas_threads_for(shape.sizes, shape.batch)},
+        )  # train's policy
+        out[name] = {
+            "ratio": t["engine"] / t["torch"],
+            "engine_ms": 1e3 * t["engine"],
+            "torch_ms": 1e3 * t["torch"],
+            "shape": str(shape),
+            "first_loss_engine": first[0],
+            "first_loss_torch": first[1],
+            "torch_threads": torch.get_num_threads(),
+        }
     return out
 
 
@@ -167,9 +192,21 @@ def engine_vs_sklearn(epochs: int, repeats: int) -> dict:
         return seconds, acc
 
     def run_sklearn():
-        clf = MLPClassifier(hidden_layer_sizes=(128, 128), activation="relu", solver="sgd", momentum=0.0,
-                            nesterovs_momentum=False, learning_rate_init=0.01, batch_size=shape.batch, alpha=0.0,
-                            max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, shuffle=True, random_state=0)
+        clf = MLPClassifier(
+            hidden_layer_sizes=(128, 128),
+            activation="relu",
+            solver="sgd",
+            momentum=0.0,
+            nesterovs_momentum=False,
+            learning_rate_init=0.01,
+            batch_size=shape.batch,
+            alpha=0.0,
+            max_iter=epochs,
+            tol=0.0,
+            n_iter_no_change=epochs + 1,
+            shuffle=True,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget, on purpose
             t0 = time.perf_counter()
@@ -183,9 +220,15 @@ def engine_vs_sklearn(epochs: int, repeats: int) -> dict:
             if name not in results or seconds < results[name]["seconds"]:
                 results[name] = {"seconds": seconds, "acc": acc}
     e, s = results["engine"], results["sklearn"]
-    return {"ratio": e["seconds"] / s["seconds"], "engine_ms_per_epoch": 1e3 * e["seconds"],
-            "sklearn_ms_per_epoch": 1e3 * s["seconds"], "engine_test_acc": e["acc"], "sklearn_test_acc": s["acc"],
-            "epochs": epochs, "accuracy_at_least_as_good": e["acc"] >= s["acc"]}
+    return {
+        "ratio": e["seconds"] / s["seconds"],
+        "engine_ms_per_epoch": 1e3 * e["seconds"],
+        "sklearn_ms_per_epoch": 1e3 * s["seconds"],
+        "engine_test_acc": e["acc"],
+        "sklearn_test_acc": s["acc"],
+        "epochs": epochs,
+        "accuracy_at_least_as_good": e["acc"] >= s["acc"],
+    }
 
 
 def gflops(shape: Shape, calls: int, repeats: int) -> dict:
@@ -197,5 +240,9 @@ def gflops(shape: Shape, calls: int, repeats: int) -> dict:
     t = best_seconds({"step": lambda: trainer.step(x, y), "matmul": lambda: a @ w}, calls, repeats)
     step_rate = shape.flops_per_step() / t["step"] / 1e9
     matmul_rate = 2 * shape.batch * shape.width * shape.width / t["matmul"] / 1e9
-    return {"ratio": step_rate / matmul_rate, "step_gflops": step_rate, "matmul_gflops": matmul_rate,
-            "shape": str(shape)}
+    return {
+        "ratio": step_rate / matmul_rate,
+        "step_gflops": step_rate,
+        "matmul_gflops": matmul_rate,
+        "shape": str(shape),
+    }

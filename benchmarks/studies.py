@@ -19,8 +19,16 @@ from pipeline.harness.paths import CONF_DIR, ROOT
 # probes=full vs probes=off in a real train run (evaluation and epoch-end logging included in both)
 PROBE_SHAPES = {
     "small": ["model.depth=2", "model.width=128", "train.batch_size=64"],  # digits: 23 steps an epoch
-    "deep": ["model.depth=20", "model.width=256", "data=classification", "data.n_samples=8000",
-             "data.n_features=784", "data.n_classes=10", "train.batch_size=128", "optimizer.lr=0.01"],  # 50 steps of 128 an epoch
+    "deep": [
+        "model.depth=20",
+        "model.width=256",
+        "data=classification",
+        "data.n_samples=8000",
+        "data.n_features=784",
+        "data.n_classes=10",
+        "train.batch_size=128",
+        "optimizer.lr=0.01",
+    ],  # 50 steps of 128 an epoch
 }
 QUICK_PROBE_SHAPES = {"small": ["model.depth=2", "model.width=8"], "deep": ["model.depth=6", "model.width=8"]}
 
@@ -37,20 +45,33 @@ def probes_overhead(epochs: int, repeats: int, quick: bool) -> dict:
         best: dict[str, dict] = {}
         for _ in range(repeats):  # interleaved
             for probes in ("off", "full"):
-                r = train.run(compose_config(f"train.epochs={epochs}", "tracking=off", f"probes={probes}",
-                                             "probes.histograms=false", *shape))
+                r = train.run(
+                    compose_config(
+                        f"train.epochs={epochs}", "tracking=off", f"probes={probes}", "probes.histograms=false", *shape
+                    )
+                )
                 if probes not in best or r["seconds_per_epoch"] < best[probes]["seconds_per_epoch"]:
                     best[probes] = r
         off, full = (best[p]["seconds_per_epoch"] * best[p]["epochs"] / best[p]["steps"] for p in ("off", "full"))
-        out[name] = {"ratio": full / off - 1.0, "off_ms_per_step": 1e3 * off, "full_ms_per_step": 1e3 * full,
-                     "overrides": " ".join(shape)}
+        out[name] = {
+            "ratio": full / off - 1.0,
+            "off_ms_per_step": 1e3 * off,
+            "full_ms_per_step": 1e3 * full,
+            "overrides": " ".join(shape),
+        }
     return out
 
 
 def study_config(store: str, reports: Path, n_jobs: int, quick: bool):
     """The benchmark study: activations at smoke size, 4 activations x 4 seeds = 16 runs (quick: 2 x 1)."""
-    cfg = compose_config("study=activations", "study.size=smoke", f"study.n_jobs={n_jobs}",
-                         f"tracking.uri={store}", f"+study.reports_dir={reports}", hydra=True)
+    cfg = compose_config(
+        "study=activations",
+        "study.size=smoke",
+        f"study.n_jobs={n_jobs}",
+        f"tracking.uri={store}",
+        f"+study.reports_dir={reports}",
+        hydra=True,
+    )
     with open_dict(cfg):
         cfg.study.grid = {"model.activation": "sigmoid,relu" if quick else "sigmoid,tanh,relu,elu"}
         cfg.study.sizes.smoke.seed = "0" if quick else "0,1,2,3"
@@ -75,11 +96,20 @@ def study_timing(repeats: int, quick: bool) -> dict:
                     best[n_jobs] = {"wall": wall, "mlflow": result["tracking_seconds"], "runs": result["runs"]}
     one, two = best[1], best[2]
     return {
-        "tracking_overhead": {"ratio": one["mlflow"] / one["wall"], "mlflow_seconds": one["mlflow"],
-                              "wall_seconds": one["wall"], "runs": one["runs"], "n_jobs": 1},
-        "parallel_speedup": {"ratio": one["wall"] / two["wall"], "n_jobs_1_seconds": one["wall"],
-                             "n_jobs_2_seconds": two["wall"], "runs": one["runs"],
-                             "n_jobs_2_mlflow_seconds_all_processes": two["mlflow"]},
+        "tracking_overhead": {
+            "ratio": one["mlflow"] / one["wall"],
+            "mlflow_seconds": one["mlflow"],
+            "wall_seconds": one["wall"],
+            "runs": one["runs"],
+            "n_jobs": 1,
+        },
+        "parallel_speedup": {
+            "ratio": one["wall"] / two["wall"],
+            "n_jobs_1_seconds": one["wall"],
+            "n_jobs_2_seconds": two["wall"],
+            "runs": one["runs"],
+            "n_jobs_2_mlflow_seconds_all_processes": two["mlflow"],
+        },
     }
 
 
@@ -111,19 +141,32 @@ def default_study(quick: bool) -> dict:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
         for n_jobs in (1, 2):
-            command = [sys.executable, "-m", "pipeline.study", "study=depth", f"study.size={size}",
-                       f"study.n_jobs={n_jobs}", f"tracking.uri=sqlite:///{tmp}/{n_jobs}/mlflow.db",
-                       f"+study.reports_dir={tmp}/{n_jobs}/reports"] + (["tracking=off"] if quick else [])
+            command = [
+                sys.executable,
+                "-m",
+                "pipeline.study",
+                "study=depth",
+                f"study.size={size}",
+                f"study.n_jobs={n_jobs}",
+                f"tracking.uri=sqlite:///{tmp}/{n_jobs}/mlflow.db",
+                f"+study.reports_dir={tmp}/{n_jobs}/reports",
+            ] + (["tracking=off"] if quick else [])
             seconds, rss, printed = _run_sampling_rss(command)
             out[f"n_jobs_{n_jobs}_seconds"], out[f"n_jobs_{n_jobs}_peak_rss"] = seconds, rss
             mlflow = re.search(r"([\d.]+) s in MLflow", printed)  # the study's own summary line
             out[f"n_jobs_{n_jobs}_mlflow_seconds"] = float(mlflow.group(1)) if mlflow else float("nan")
     return {
-        "parallel_speedup_default_study": {"ratio": out["n_jobs_1_seconds"] / out["n_jobs_2_seconds"],
-                                           "n_jobs_1_seconds": out["n_jobs_1_seconds"],
-                                           "n_jobs_2_seconds": out["n_jobs_2_seconds"], "study": f"depth ({size})",
-                                           "mlflow_share_n_jobs_1": out["n_jobs_1_mlflow_seconds"] /
-                                           out["n_jobs_1_seconds"]},
-        "memory": {"peak_rss_mib": out["n_jobs_2_peak_rss"] / 2**20, "n_jobs_1_peak_rss_mib":
-                   out["n_jobs_1_peak_rss"] / 2**20, "limit_mib": 2048, "study": f"depth ({size}), n_jobs=2"},
+        "parallel_speedup_default_study": {
+            "ratio": out["n_jobs_1_seconds"] / out["n_jobs_2_seconds"],
+            "n_jobs_1_seconds": out["n_jobs_1_seconds"],
+            "n_jobs_2_seconds": out["n_jobs_2_seconds"],
+            "study": f"depth ({size})",
+            "mlflow_share_n_jobs_1": out["n_jobs_1_mlflow_seconds"] / out["n_jobs_1_seconds"],
+        },
+        "memory": {
+            "peak_rss_mib": out["n_jobs_2_peak_rss"] / 2**20,
+            "n_jobs_1_peak_rss_mib": out["n_jobs_1_peak_rss"] / 2**20,
+            "limit_mib": 2048,
+            "study": f"depth ({size}), n_jobs=2",
+        },
     }

@@ -32,8 +32,10 @@ def cases(ablate) -> list[dict]:
     out = []
     for opt in ablate.optimizers:
         out.append({"optimizer": opt, "regularizer": "none"})
-        out += [{"optimizer": opt, "regularizer": pen, "grid": {"regularizer.strength": strengths}}
-                for pen in ablate.penalties]
+        out += [
+            {"optimizer": opt, "regularizer": pen, "grid": {"regularizer.strength": strengths}}
+            for pen in ablate.penalties
+        ]
         if ablate.weight_decay:
             out.append({"optimizer": DECOUPLED.get(opt, opt), "grid": {"optimizer.weight_decay": strengths}})
     return out

@@ -45,8 +45,9 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 def combinations(cfg: DictConfig):
     """(label, config) for every activation, loss, regularizer, batch norm and residual choice."""
     strength = cfg.gradcheck.sweep_strength
-    for act, loss, reg, bn, res in itertools.product(ACTIVATIONS, LOSSES, ("none", *REGULARIZERS),
-                                                     (False, True), (False, True)):
+    for act, loss, reg, bn, res in itertools.product(
+        ACTIVATIONS, LOSSES, ("none", *REGULARIZERS), (False, True), (False, True)
+    ):
         c = plain(cfg)
         c["model"].update(activation=act, loss=loss, batch_norm=bn, residual=res)
         c["regularizer"] = {"name": reg, "strength": 0.0 if reg == "none" else strength}
@@ -60,9 +61,12 @@ def run(cfg: DictConfig) -> dict:
         result["lines"] = format_checks(result["checks"])
     else:
         errors = {label: check_one(c)["max_rel_error"] for label, c in combinations(cfg)}
-        result = {"combinations": errors, "max_rel_error": max(errors.values()),
-                  "failed": [label for label, e in errors.items() if e > cfg.gradcheck.tol],
-                  "lines": [f"{label}  max_rel_error={e:.3e}" for label, e in errors.items()]}
+        result = {
+            "combinations": errors,
+            "max_rel_error": max(errors.values()),
+            "failed": [label for label, e in errors.items() if e > cfg.gradcheck.tol],
+            "lines": [f"{label}  max_rel_error={e:.3e}" for label, e in errors.items()],
+        }
         result["passed"] = not result["failed"]
     result["lines"].append(f"max_rel_error={result['max_rel_error']:.3e}")
     return result
@@ -73,8 +77,10 @@ def format_checks(checks) -> list[str]:
     for c in checks:
         shape = "x".join(map(str, c.shape))
         note = "  (negligible: ~0 on both sides, equal within round-off)" if c.negligible else ""
-        lines.append(f"{c.name:<16} {shape:>8}  entries={c.checked:<5} |grad|={c.analytic_norm:.3e}  "
-                     f"rel_error={c.rel_error:.3e}{note}")
+        lines.append(
+            f"{c.name:<16} {shape:>8}  entries={c.checked:<5} |grad|={c.analytic_norm:.3e}  "
+            f"rel_error={c.rel_error:.3e}{note}"
+        )
     return lines
 
 
@@ -83,8 +89,10 @@ def main(cfg: DictConfig) -> None:
     result = run(cfg)
     print("\n".join(result["lines"]))
     if not result["passed"]:
-        print(f"FAILED: max_rel_error {result['max_rel_error']:.3e} > gradcheck.tol {cfg.gradcheck.tol:g}",
-              file=sys.stderr)
+        print(
+            f"FAILED: max_rel_error {result['max_rel_error']:.3e} > gradcheck.tol {cfg.gradcheck.tol:g}",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

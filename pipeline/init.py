@@ -40,8 +40,12 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
         metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
     metrics["init/loss"] = loss
     init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
-    theory = predicted_act_var(net, cfg.init.name, dict(init_params, negative_slope=net.activation.negative_slope),
-                               bias=float(cfg.init.get("bias") or 0.0))
+    theory = predicted_act_var(
+        net,
+        cfg.init.name,
+        dict(init_params, negative_slope=net.activation.negative_slope),
+        bias=float(cfg.init.get("bias") or 0.0),
+    )
     if theory is not None:
         metrics.update({f"theory_act_var/{layer_name(i)}": v for i, v in enumerate(theory, 1)})
     return metrics, net
@@ -66,10 +70,20 @@ def run(cfg: DictConfig) -> dict:
         theory = per_layer(metrics, "theory_act_var", n)
         theory_std = [math.sqrt(v) for v in theory] if all(math.isfinite(v) for v in theory) else None
         title = f"{cfg.model.activation} + {cfg.init.name}, depth {cfg.model.depth}, width {cfg.model.width}"
-        run.log_figure(plots.depth_profile({"activation std": act_std, "gradient std (dL/dz)": grad_std},
-                                           theory=theory_std, title=title), "plots/depth_profile.png")
-    result = {"run_id": run.run_id, "verdict": labels, "act_std": act_std, "grad_std": grad_std,
-              "theory_act_std": theory_std, "metrics": metrics}
+        run.log_figure(
+            plots.depth_profile(
+                {"activation std": act_std, "gradient std (dL/dz)": grad_std}, theory=theory_std, title=title
+            ),
+            "plots/depth_profile.png",
+        )
+    result = {
+        "run_id": run.run_id,
+        "verdict": labels,
+        "act_std": act_std,
+        "grad_std": grad_std,
+        "theory_act_std": theory_std,
+        "metrics": metrics,
+    }
     if cfg.get("export"):
         export.init_files(cfg.export, result)
     return result
@@ -84,8 +98,10 @@ def summary_line(result: dict) -> str:
         name = f"{i + 1:>5}" if i < hidden else "  out"
         lines.append(f"{name}  {a[i]:10.3e}  {theory[i]:10.3e}  {g[i]:10.3e}")
     if hidden >= 2:
-        lines.append(f"act_std layer {hidden} / layer 1 = {a[hidden - 1] / a[0]:.3e}; "
-                     f"grad_std layer 1 / layer {hidden} = {g[0] / g[hidden - 1]:.3e}")
+        lines.append(
+            f"act_std layer {hidden} / layer 1 = {a[hidden - 1] / a[0]:.3e}; "
+            f"grad_std layer 1 / layer {hidden} = {g[0] / g[hidden - 1]:.3e}"
+        )
     lines.append(f"verdict {','.join(result['verdict'])}" + (f"  run {result['run_id']}" if result["run_id"] else ""))
     return "\n".join(lines)
 

@@ -30,8 +30,9 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         current = yaml.safe_load(PARAMS.read_text()) if PARAMS.exists() else None
         if current != params:
-            print("params.yaml is out of date with conf/: run `make params` (python -m pipeline.params)",
-                  file=sys.stderr)
+            print(
+                "params.yaml is out of date with conf/: run `make params` (python -m pipeline.params)", file=sys.stderr
+            )
             return 1
         print("params.yaml matches conf/")
         return 0

@@ -19,8 +19,10 @@ def run(cfg: DictConfig) -> dict:
 def summary_line(result: dict) -> str:
     sizes = result["split_sizes"]
     state = "reused" if result["reused"] else "built"
-    return (f"{result['config']['name']}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
-            f"test {sizes['test']}; {result['n_features']} features, {result['n_classes']} classes")
+    return (
+        f"{result['config']['name']}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
+        f"test {sizes['test']}; {result['n_features']} features, {result['n_classes']} classes"
+    )
 
 
 main = stage_main(run, summary_line)

@@ -7,6 +7,7 @@ PNGs embedded, so it opens offline from anywhere.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from pathlib import Path
@@ -22,6 +23,11 @@ from pipeline.studies.render import SUMMARY_JSON
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
 
 
+def _relink(folder: str, match: re.Match) -> str:
+    """An image link of a study's summary, made relative to the reports folder."""
+    return f"![{match.group(1)}]({folder}/{match.group(2)})"
+
+
 def study_folders(root: Path) -> list[Path]:
     """Folders holding a study's summary, in the order of STUDIES, then any others by name."""
     found = {p.parent.name: p.parent for p in root.glob("*/summary.md")}
@@ -33,10 +39,20 @@ def entry(folder: Path) -> dict:
     try:
         summary = json.loads((folder / SUMMARY_JSON).read_text())
     except (OSError, ValueError):  # a report from before summary.json, or a damaged one: say so, do not guess
-        return {"study": folder.name, "verdict": "undecided", "verdict_text": "undecided (no summary.json)",
-                "runs": None, "checks": []}
-    return {"study": folder.name, "verdict": summary["verdict"], "verdict_text": summary["verdict_text"],
-            "runs": summary.get("runs"), "checks": summary.get("checks", [])}
+        return {
+            "study": folder.name,
+            "verdict": "undecided",
+            "verdict_text": "undecided (no summary.json)",
+            "runs": None,
+            "checks": [],
+        }
+    return {
+        "study": folder.name,
+        "verdict": summary["verdict"],
+        "verdict_text": summary["verdict_text"],
+        "runs": summary.get("runs"),
+        "checks": summary.get("checks", []),
+    }
 
 
 def gather(root: Path) -> tuple[str, list[dict]]:
@@ -45,19 +61,21 @@ def gather(root: Path) -> tuple[str, list[dict]]:
     for folder in study_folders(root):
         entries.append(entry(folder))
         text = (folder / "summary.md").read_text()
-        body = _IMAGE.sub(lambda m: f"![{m.group(1)}]({folder.name}/{m.group(2)})", text)
+        body = _IMAGE.sub(functools.partial(_relink, folder.name), text)
         sections.append(body.replace("# Study", "## Study", 1))
-    lines = ["# gradlab: the seeds' claims, measured", "",
-             "| study | verdict | runs | checks |", "|---|---|---|---|"]
+    lines = ["# gradlab: the seeds' claims, measured", "", "| study | verdict | runs | checks |", "|---|---|---|---|"]
     for e in entries:
         checks = "; ".join(f"{c['name']}: {c['outcome']}" for c in e["checks"])
-        lines.append(f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict_text']} | "
-                     f"{e['runs'] if e['runs'] is not None else '-'} | {checks} |")
+        lines.append(
+            f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict_text']} | "
+            f"{e['runs'] if e['runs'] is not None else '-'} | {checks} |"
+        )
     return "\n".join(lines + [""] + sections), entries
 
 
 def to_html(md_text: str, root: Path) -> str:
     """Standalone HTML: tables rendered, every PNG inlined as a data URI."""
+
     def inline(m: re.Match) -> str:
         path = root / m.group(2)
         if not path.is_file():
@@ -66,11 +84,15 @@ def to_html(md_text: str, root: Path) -> str:
         return f"![{m.group(1)}](data:image/png;base64,{data})"
 
     body = markdown.markdown(_IMAGE.sub(inline, md_text), extensions=["tables", "toc"])
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
-             "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px}"
-             "img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>gradlab report</title>"
-            f"<style>{style}</style></head><body>{body}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>gradlab report</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>"
+    )
 
 
 def run(cfg: DictConfig) -> dict:

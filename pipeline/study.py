@@ -40,8 +40,13 @@ def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
     existing = tracking.find_runs(uri, cfg.tracking.experiment, tags)
     if existing:
         return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
-    return tracking.TrackedRun(uri, cfg.tracking.experiment, run_name=f"study {cfg.study.name} ({cfg.study.size})",
-                               tags={**tags, "claim": cfg.study.claim}, parent_run_id="").start()
+    return tracking.TrackedRun(
+        uri,
+        cfg.tracking.experiment,
+        run_name=f"study {cfg.study.name} ({cfg.study.size})",
+        tags={**tags, "claim": cfg.study.claim},
+        parent_run_id="",
+    ).start()
 
 
 def _study_run(job: Job, child: Run | None, uri: str | None) -> StudyRun:
@@ -53,8 +58,17 @@ def _study_run(job: Job, child: Run | None, uri: str | None) -> StudyRun:
     history: History = {}
     if uri is not None and child.info.status == "FINISHED":
         history = decode_history(tracking.download_json(uri, child.info.run_id, HISTORY_FILE))
-    return StudyRun(job.label, job.values, child.info.status, child.info.run_id, verdict, metrics, history,
-                    child.data.tags.get("error"), job.case)
+    return StudyRun(
+        job.label,
+        job.values,
+        child.info.status,
+        child.info.run_id,
+        verdict,
+        metrics,
+        history,
+        child.data.tags.get("error"),
+        job.case,
+    )
 
 
 def _pick(children: list[Run]) -> dict[str, Run]:
@@ -75,8 +89,12 @@ def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> i
     marked = 0
     for c in children:
         h = c.data.tags.get("config_hash")
-        if h in latest and latest[h] is not c and c.info.run_id != latest[h].info.run_id \
-                and c.data.tags.get(SUPERSEDED_TAG) != "true":
+        if (
+            h in latest
+            and latest[h] is not c
+            and c.info.run_id != latest[h].info.run_id
+            and c.data.tags.get(SUPERSEDED_TAG) != "true"
+        ):
             store.set_tag(c.info.run_id, SUPERSEDED_TAG, "true")
             store.set_tag(c.info.run_id, "superseded_by", latest[h].info.run_id)
             marked += 1
@@ -135,8 +153,11 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
             if tracked:  # whatever a killed worker could not end itself
                 tracking.end_running_children(*tracked, "KILLED")
                 finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(*tracked)).values())
-                print(f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
-                      "running the same command again resumes", file=sys.stderr)
+                print(
+                    f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
+                    "running the same command again resumes",
+                    file=sys.stderr,
+                )
             raise
         children = tracking.child_runs(*tracked) if tracked else []
         latest = _pick(children)
@@ -150,18 +171,40 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         for f in files:
             parent.log_artifact(str(f), "report")
         v = study_verdict(found.checks)
-        parent.set_tags({"study_verdict": str(v), "conclusion": conclusion(found)[:5000],
-                         "runs": str(len(runs)), "skipped": str(len(jobs) - len(todo))})
+        parent.set_tags(
+            {
+                "study_verdict": str(v),
+                "conclusion": conclusion(found)[:5000],
+                "runs": str(len(runs)),
+                "skipped": str(len(jobs) - len(todo)),
+            }
+        )
     failed = render.failed_runs(runs)
     # MLflow time of this process (jobs that ran here included) and of the jobs that ran in other processes
-    mlflow_seconds = tracking.seconds_in_mlflow() - mlflow_before + sum(
-        o["tracking_seconds"] for o in outcomes if "pid" in o and o["pid"] != os.getpid())
-    return {"study": name, "size": cfg.study.size, "runs": len(runs), "ran": len(todo),
-            "skipped": len(jobs) - len(todo), "failed": len(failed), "seconds": seconds, "backend": backend,
-            "tracking_seconds": mlflow_seconds, "verdict": v.verdict, "verdict_text": str(v),
-            "checks": [c.as_json() for c in found.checks], "conclusion": conclusion(found),
-            "parent_run_id": parent.run_id, "report": str(folder / "summary.md"), "metrics": found.metrics,
-            "ui": tracking.ui_command(uri) if uri else None}
+    mlflow_seconds = (
+        tracking.seconds_in_mlflow()
+        - mlflow_before
+        + sum(o["tracking_seconds"] for o in outcomes if "pid" in o and o["pid"] != os.getpid())
+    )
+    return {
+        "study": name,
+        "size": cfg.study.size,
+        "runs": len(runs),
+        "ran": len(todo),
+        "skipped": len(jobs) - len(todo),
+        "failed": len(failed),
+        "seconds": seconds,
+        "backend": backend,
+        "tracking_seconds": mlflow_seconds,
+        "verdict": v.verdict,
+        "verdict_text": str(v),
+        "checks": [c.as_json() for c in found.checks],
+        "conclusion": conclusion(found),
+        "parent_run_id": parent.run_id,
+        "report": str(folder / "summary.md"),
+        "metrics": found.metrics,
+        "ui": tracking.ui_command(uri) if uri else None,
+    }
 
 
 def conclusion(found) -> str:
@@ -171,13 +214,20 @@ def conclusion(found) -> str:
 
 def summary_line(result: dict) -> str:
     """What the terminal shows: the counts, the verdict, one line per check, where to look."""
-    head = (f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
-            f"{result['skipped']} already finished, {result['failed']} not finished) in {result['seconds']:.1f} s"
-            f" (backend {result.get('backend', 'loky')}, {result.get('tracking_seconds', 0.0):.1f} s in MLflow)")
-    checks = [f"  [{c['outcome']}] {c['name']}: {c['measured']} (expected {c['expected']})"
-              + (f" -- {c['why']}" if c["why"] else "") for c in result["checks"]]
-    return "\n".join([head, f"{render.headline_text(result['verdict_text'])}:", *checks, f"report: {result['report']}"]
-                     + ([f"MLflow UI (parent run {result['parent_run_id']}): {result['ui']}"] if result["ui"] else []))
+    head = (
+        f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
+        f"{result['skipped']} already finished, {result['failed']} not finished) in {result['seconds']:.1f} s"
+        f" (backend {result.get('backend', 'loky')}, {result.get('tracking_seconds', 0.0):.1f} s in MLflow)"
+    )
+    checks = [
+        f"  [{c['outcome']}] {c['name']}: {c['measured']} (expected {c['expected']})"
+        + (f" -- {c['why']}" if c["why"] else "")
+        for c in result["checks"]
+    ]
+    return "\n".join(
+        [head, f"{render.headline_text(result['verdict_text'])}:", *checks, f"report: {result['report']}"]
+        + ([f"MLflow UI (parent run {result['parent_run_id']}): {result['ui']}"] if result["ui"] else [])
+    )
 
 
 main = stage_main(run, summary_line)

@@ -30,10 +30,21 @@ def run(cfg: DictConfig) -> dict:
         trainer = build_trainer(cfg, data)
         probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
-        probes = (ProbeSet(trainer.net, trainer, probe_x, full_batch=full_batch, batch_size=cfg.train.batch_size,
-                           rng=rng_for(cfg.seed, "probe"), source=cfg.probes.activations,
-                           every=cfg.probes.every, instruments=list(cfg.probes.instruments))
-                  if cfg.probes.enabled else None)
+        probes = (
+            ProbeSet(
+                trainer.net,
+                trainer,
+                probe_x,
+                full_batch=full_batch,
+                batch_size=cfg.train.batch_size,
+                rng=rng_for(cfg.seed, "probe"),
+                source=cfg.probes.activations,
+                every=cfg.probes.every,
+                instruments=list(cfg.probes.instruments),
+            )
+            if cfg.probes.enabled
+            else None
+        )
         recorder = Recorder(run)
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None
@@ -45,19 +56,34 @@ def run(cfg: DictConfig) -> dict:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 final_loss, final_acc = trainer.evaluate(data.x_train, data.y_train)
                 test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
-            recorder.log({"train/final_loss": final_loss, "train/final_acc": final_acc, "test/loss": test_loss,
-                          "test/acc": test_acc}, loop.step)
+            recorder.log(
+                {
+                    "train/final_loss": final_loss,
+                    "train/final_acc": final_acc,
+                    "test/loss": test_loss,
+                    "test/acc": test_acc,
+                },
+                loop.step,
+            )
         labels = diagnose(recorder.finite_latest(), trainer.net, diverged)
         run.set_tags({"verdict": ",".join(labels)})
         if figures:
-            log_plots(run, recorder, start_acts, None if diverged or not cfg.probes.histograms
-                      else layer_activations(probes))
+            log_plots(
+                run, recorder, start_acts, None if diverged or not cfg.probes.histograms else layer_activations(probes)
+            )
         log_history(run, recorder.history)
     final = {k: v for k, v in recorder.latest.items() if k.split("/")[0] in ("train", "val", "test")}
-    result = {"run_id": run.run_id, "verdict": labels, "diverged_at_step": loop.diverged_at_step,
-            "steps": loop.step, "epochs": len(loop.epoch_seconds), "seconds": time.perf_counter() - t0,
-            "seconds_per_epoch": float(np.mean(loop.epoch_seconds)) if loop.epoch_seconds else math.nan,
-            "tracking_seconds": run.seconds_in_mlflow, "metrics": final}
+    result = {
+        "run_id": run.run_id,
+        "verdict": labels,
+        "diverged_at_step": loop.diverged_at_step,
+        "steps": loop.step,
+        "epochs": len(loop.epoch_seconds),
+        "seconds": time.perf_counter() - t0,
+        "seconds_per_epoch": float(np.mean(loop.epoch_seconds)) if loop.epoch_seconds else math.nan,
+        "tracking_seconds": run.seconds_in_mlflow,
+        "metrics": final,
+    }
     if cfg.get("export"):
         export.train_files(cfg.export, recorder.history, result)
     return result
@@ -82,8 +108,9 @@ def log_plots(run, recorder: Recorder, start_acts, end_acts) -> None:
     if any(k.startswith(("dead_relu/layer_", "saturation/layer_")) for k in history):
         figures["plots/unit_health.png"] = plots.unit_health(history, title="dead and saturated units")
     if start_acts:
-        figures["plots/activation_histograms.png"] = plots.activation_histograms(start_acts, end_acts,
-                                                                                 title="activations per layer")
+        figures["plots/activation_histograms.png"] = plots.activation_histograms(
+            start_acts, end_acts, title="activations per layer"
+        )
     run.log_figures(figures)
 
 
@@ -91,8 +118,10 @@ def summary_line(result: dict) -> str:
     m = result["metrics"]
     acc = f"test/acc {m['test/acc']:.3f}" if "test/acc" in m else f"diverged at step {result['diverged_at_step']}"
     run = f"  run {result['run_id']}" if result["run_id"] else ""
-    return (f"{acc}  verdict {','.join(result['verdict'])}  {result['epochs']} epochs, "
-            f"{1e3 * result['seconds_per_epoch']:.1f} ms/epoch{run}")
+    return (
+        f"{acc}  verdict {','.join(result['verdict'])}  {result['epochs']} epochs, "
+        f"{1e3 * result['seconds_per_epoch']:.1f} ms/epoch{run}"
+    )
 
 
 main = stage_main(run, summary_line)

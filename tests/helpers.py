@@ -25,8 +25,14 @@ def config(*overrides: str, name: str = "config", hydra: bool = False):
 
 def cli(module: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """python -m pipeline.<module> args..., from the project root, output captured (not a terminal)."""
-    return subprocess.run([sys.executable, "-m", f"pipeline.{module}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def tmp_store(tmp_path) -> str:
@@ -37,8 +43,14 @@ def run_study(name: str, tmp_path, *overrides: str, size: str = "smoke"):
     """Run a study against a temporary MLflow store, writing its report under tmp_path/reports."""
     from pipeline import study
 
-    cfg = config(f"study={name}", f"study.size={size}", f"tracking.uri={tmp_store(tmp_path)}",
-                 f"+study.reports_dir={tmp_path / 'reports'}", *overrides, hydra=True)
+    cfg = config(
+        f"study={name}",
+        f"study.size={size}",
+        f"tracking.uri={tmp_store(tmp_path)}",
+        f"+study.reports_dir={tmp_path / 'reports'}",
+        *overrides,
+        hydra=True,
+    )
     return study.run(cfg)
 
 
@@ -84,8 +96,9 @@ def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 90, grac
     import pytest
 
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **popen)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **popen
+        )
     try:
         deadline = time.monotonic() + timeout
         while not answers(ready_url):

@@ -22,8 +22,13 @@ def positive(x) -> bool:
 @pytest.mark.slow
 def test_quick_benchmark_writes_every_figure(tmp_path):
     out, md = tmp_path / "bench.json", tmp_path / "BENCH.md"
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--out", str(out), "--markdown", str(md)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--out", str(out), "--markdown", str(md)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     for key in RATIO_KEYS:

@@ -54,12 +54,16 @@ def test_tiny_pipeline_repro_is_then_up_to_date_and_exp_run_composes(tmp_path):
     shutil.copytree(ROOT / "conf", repo / "conf")
     shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     # a tiny default config: two epochs on xor, no MLflow
-    (repo / "conf" / "config.yaml").write_text((ROOT / "conf" / "config.yaml").read_text()
-                                                .replace("- data: digits", "- data: xor")
-                                                .replace("- tracking: local", "- tracking: 'off'")
-                                                .replace("- probes: default", "- probes: 'off'"))  # quoted: YAML reads off as false
+    (repo / "conf" / "config.yaml").write_text(
+        (ROOT / "conf" / "config.yaml")
+        .read_text()
+        .replace("- data: digits", "- data: xor")
+        .replace("- tracking: local", "- tracking: 'off'")
+        .replace("- probes: default", "- probes: 'off'")
+    )  # quoted: YAML reads off as false
     (repo / "conf" / "train" / "default.yaml").write_text(
-        (ROOT / "conf" / "train" / "default.yaml").read_text().replace("epochs: 10", "epochs: 2"))
+        (ROOT / "conf" / "train" / "default.yaml").read_text().replace("epochs: 10", "epochs: 2")
+    )
     (repo / "dvc.yaml").write_text(TINY_DVC.format(py=sys.executable))
     (repo / ".gitignore").write_text("/data/\n/reports/\n/outputs/\n__pycache__/\n")
     run(["git", "init", "-q"], repo)

@@ -20,8 +20,16 @@ from pipeline.studies import STUDIES
 
 DVC = Path(sys.executable).parent / "dvc"
 # the config groups a study composes from conf/ (study stages do not read params.yaml)
-COMPOSED = ("conf/config.yaml", "conf/data", "conf/init", "conf/model", "conf/optimizer", "conf/probes",
-            "conf/regularizer", "conf/train")
+COMPOSED = (
+    "conf/config.yaml",
+    "conf/data",
+    "conf/init",
+    "conf/model",
+    "conf/optimizer",
+    "conf/probes",
+    "conf/regularizer",
+    "conf/train",
+)
 
 
 def module_file(name: str) -> Path | None:
@@ -89,16 +97,20 @@ def needed(cmd: str) -> set[Path]:
     module = re.search(r"-m (pipeline\.\w+)", cmd).group(1)
     starts = [module_file(module)]
     if (study := study_of(cmd)) is not None:
-        starts += [ROOT / "pipeline" / "studies" / f"{study}.py", module_file("pipeline.train"),
-                   module_file("pipeline.init")]
+        starts += [
+            ROOT / "pipeline" / "studies" / f"{study}.py",
+            module_file("pipeline.train"),
+            module_file("pipeline.init"),
+        ]
     return {p for p in closure(*starts) if not docstring_only(p)}
 
 
 def docstring_only(path: Path) -> bool:
     """A package __init__ with nothing but a docstring runs no code a stage could depend on."""
     body = ast.parse(path.read_text()).body
-    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                                              for n in body)
+    return path.name == "__init__.py" and all(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body
+    )
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -17,8 +17,9 @@ def config(*overrides):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.gradcheck", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.gradcheck", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_passes_and_prints_one_line_per_tensor():

@@ -8,8 +8,8 @@ import time
 import pytest
 from threadpoolctl import threadpool_info
 
-from pipeline.harness import cli as cli_module
 from pipeline import tracking
+from pipeline.harness import cli as cli_module
 from pipeline.harness.paths import ROOT
 from tests.helpers import tmp_store
 
@@ -25,9 +25,22 @@ def runs_in(store):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_marks_the_run_killed_and_keeps_its_metrics(tmp_path, sig, code):
     store = tmp_store(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "train.epochs=100000", "probes.every=1",
-                             "model.depth=1", "data=xor", f"tracking.uri={store}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            "train.epochs=100000",
+            "probes.every=1",
+            "model.depth=1",
+            "data=xor",
+            f"tracking.uri={store}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:  # wait until the run exists and is training

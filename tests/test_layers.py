@@ -46,8 +46,7 @@ def test_a_package_imports_only_the_layers_below_it(package):
     for path in sorted((PIPELINE / package).rglob("*.py")):
         for name in sorted(pipeline_imports(path)):
             # `from pipeline.harness import plots` names the package and the module: judge the module
-            if name in ALLOWED or name == "harness" and any(
-                    n.startswith("harness.") for n in pipeline_imports(path)):
+            if name in ALLOWED or name == "harness" and any(n.startswith("harness.") for n in pipeline_imports(path)):
                 continue
             if not allowed(package, name):
                 wrong.append(f"{path.relative_to(ROOT)} imports pipeline.{name}")
@@ -55,16 +54,23 @@ def test_a_package_imports_only_the_layers_below_it(package):
 
 
 def test_no_package_imports_a_stage():
-    wrong = [f"{path.relative_to(ROOT)} imports pipeline.{name}"
-             for package in ALLOWED for path in (PIPELINE / package).rglob("*.py")
-             for name in pipeline_imports(path) if name.split(".")[0] in STAGES]
+    wrong = [
+        f"{path.relative_to(ROOT)} imports pipeline.{name}"
+        for package in ALLOWED
+        for path in (PIPELINE / package).rglob("*.py")
+        for name in pipeline_imports(path)
+        if name.split(".")[0] in STAGES
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_stages_do_not_import_each_other_but_ablate_runs_the_study():
-    wrong = [f"{stage}.py imports pipeline.{name}" for stage in STAGES
-             for name in pipeline_imports(PIPELINE / f"{stage}.py")
-             if name.split(".")[0] in STAGES and (stage, name) != ("ablate", "study")]
+    wrong = [
+        f"{stage}.py imports pipeline.{name}"
+        for stage in STAGES
+        for name in pipeline_imports(PIPELINE / f"{stage}.py")
+        if name.split(".")[0] in STAGES and (stage, name) != ("ablate", "study")
+    ]
     assert not wrong, "\n".join(wrong)
 
 

@@ -1,6 +1,5 @@
-import warnings
-
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -25,14 +24,20 @@ def no_warnings():
 def vanishing_history(n_layers=N_LAYERS, n_steps=N_STEPS):
     """Gradients decaying as 0.25**layer (vanishing), dead-ReLU shares growing with depth, loss and accuracy."""
     steps = range(n_steps)
-    h = {f"grad_norm/layer_{l:02d}": [(s, 0.25 ** l * (1 + 0.01 * s)) for s in steps]
-         for l in range(1, n_layers + 1)}
+    h = {
+        f"grad_norm/layer_{layer:02d}": [(s, 0.25**layer * (1 + 0.01 * s)) for s in steps]
+        for layer in range(1, n_layers + 1)
+    }
     h["grad_norm/total"] = [(s, 1.0) for s in steps]
-    h.update({f"dead_relu/layer_{l:02d}": [(s, 0.04 * l * s / n_steps) for s in steps]
-              for l in range(1, n_layers + 1)})
+    h.update(
+        {
+            f"dead_relu/layer_{layer:02d}": [(s, 0.04 * layer * s / n_steps) for s in steps]
+            for layer in range(1, n_layers + 1)
+        }
+    )
     h["dead_relu/total"] = [(s, 0.1) for s in steps]
-    h["train/loss"] = [(s, 2.0 * 0.9 ** s) for s in steps]
-    h["val/loss"] = [(s, 2.2 * 0.9 ** s) for s in steps[::5]]
+    h["train/loss"] = [(s, 2.0 * 0.9**s) for s in steps]
+    h["val/loss"] = [(s, 2.2 * 0.9**s) for s in steps[::5]]
     h["train/acc"] = [(s, s / n_steps) for s in steps]
     h["val/acc"] = [(s, 0.9 * s / n_steps) for s in steps[::5]]
     h["epoch"] = [(s, s // 5) for s in steps]
@@ -51,8 +56,14 @@ def text_of(fig):
 
 
 def test_layer_series_picks_only_per_layer_keys_sorted_by_layer():
-    h = {"grad_norm/layer_10": [(0, 1.0)], "grad_norm/layer_02": [(0, 2.0)], "grad_norm/total": [(0, 3.0)],
-         "grad_norm/layer_01": [(0, 4.0)], "grad_std/layer_01": [(0, 5.0)], "xgrad_norm/layer_03": [(0, 6.0)]}
+    h = {
+        "grad_norm/layer_10": [(0, 1.0)],
+        "grad_norm/layer_02": [(0, 2.0)],
+        "grad_norm/total": [(0, 3.0)],
+        "grad_norm/layer_01": [(0, 4.0)],
+        "grad_std/layer_01": [(0, 5.0)],
+        "xgrad_norm/layer_03": [(0, 6.0)],
+    }
     series = plots.layer_series(h, "grad_norm")
     assert list(series) == [1, 2, 10]
     assert series[2] == [(0, 2.0)]
@@ -70,14 +81,14 @@ def test_loss_curves_two_panels_with_train_val_lines():
     assert loss.get_ylabel() == "loss" and acc.get_ylabel() == "accuracy" and acc.get_xlabel() == "step"
     assert fig.get_suptitle() == "run 1"
     assert labels(loss) == ["train", "val"] and labels(acc) == ["train", "val"]
-    np.testing.assert_allclose(loss.lines[0].get_ydata(), [2.0 * 0.9 ** s for s in range(N_STEPS)])
+    np.testing.assert_allclose(loss.lines[0].get_ydata(), [2.0 * 0.9**s for s in range(N_STEPS)])
     np.testing.assert_array_equal(loss.lines[1].get_xdata(), [0, 5, 10, 15])
     assert loss.get_yscale() == "linear"  # 2 * 0.9**19 ~ 0.27: one decade, not more than two
     assert acc.get_ylim() == pytest.approx((-0.02, 1.02))
 
 
 def test_loss_curves_log_scale_when_loss_spans_more_than_two_decades():
-    h = {"train/loss": [(s, 10.0 * 0.5 ** s) for s in range(20)]}  # 10 .. 2e-5
+    h = {"train/loss": [(s, 10.0 * 0.5**s) for s in range(20)]}  # 10 .. 2e-5
     assert plots.loss_curves(h).axes[0].get_yscale() == "log"
     h["train/loss"].append((20, 0.0))  # a zero forbids the log axis
     assert plots.loss_curves(h).axes[0].get_yscale() == "linear"
@@ -127,11 +138,11 @@ def test_heatmap_rows_are_layers_with_log10_values():
     ax = fig.axes[0]
     image = ax.images[0].get_array()
     assert image.shape == (N_LAYERS, N_STEPS)
-    expected = np.log10([[0.25 ** l * (1 + 0.01 * s) for s in range(N_STEPS)] for l in range(1, N_LAYERS + 1)])
+    expected = np.log10([[0.25**layer * (1 + 0.01 * s) for s in range(N_STEPS)] for layer in range(1, N_LAYERS + 1)])
     np.testing.assert_allclose(image, expected)
     assert image[0, 0] > image[-1, 0]  # layer 1 (largest gradient) in the first row
     assert not np.ma.is_masked(image)
-    assert [t.get_text() for t in ax.get_yticklabels()] == [f"layer {l:02d}" for l in range(1, 6)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"layer {layer:02d}" for layer in range(1, 6)]
     xt = [int(t.get_text()) for t in ax.get_xticklabels()]
     assert xt[0] == 0 and set(xt) <= set(range(N_STEPS)) and len(xt) <= plots.MAX_TICKS
     colourbar = fig.axes[1]
@@ -179,12 +190,12 @@ def hist_counts(ax) -> list[float]:
 
 
 def test_activation_histograms_one_panel_per_layer_with_start_end_overlay(rng):
-    start = {l: rng.standard_normal((32, 16)) for l in range(1, 7)}
-    end = {l: np.maximum(rng.standard_normal((32, 16)), 0) for l in range(1, 7)}
+    start = {layer: rng.standard_normal((32, 16)) for layer in range(1, 7)}
+    end = {layer: np.maximum(rng.standard_normal((32, 16)), 0) for layer in range(1, 7)}
     fig = plots.activation_histograms(start, end, title="relu")
     used = [ax for ax in fig.axes if ax.axison]
     assert len(fig.axes) == 8 and len(used) == 6  # a 2 x 4 grid, two cells unused
-    assert [ax.get_title() for ax in used] == [f"layer {l:02d}" for l in range(1, 7)]
+    assert [ax.get_title() for ax in used] == [f"layer {layer:02d}" for layer in range(1, 7)]
     for ax in used:
         assert labels(ax) == ["start", "end"]
         assert hist_counts(ax) == [32 * 16, 32 * 16]  # every value lands in the shared bins
@@ -192,8 +203,13 @@ def test_activation_histograms_one_panel_per_layer_with_start_end_overlay(rng):
 
 
 def test_activation_histograms_constant_and_non_finite_layers():
-    start = {1: np.zeros((8, 4)), 2: np.full(10, 3.5), 3: np.array([1.0, np.nan, np.inf, 2.0]),
-             4: np.full(5, np.nan), 5: np.array([1e308, -1e308])}
+    start = {
+        1: np.zeros((8, 4)),
+        2: np.full(10, 3.5),
+        3: np.array([1.0, np.nan, np.inf, 2.0]),
+        4: np.full(5, np.nan),
+        5: np.array([1e308, -1e308]),
+    }
     fig = plots.activation_histograms(start)
     assert len([ax for ax in fig.axes if ax.axison]) == 5
     zero, const, mixed, empty, huge = fig.axes[:5]
@@ -222,14 +238,14 @@ def test_unit_health_one_line_per_layer_on_zero_to_one():
     (ax,) = fig.axes
     assert ax.get_ylabel() == "dead ReLU share" and ax.get_xlabel() == "step"
     assert len(ax.lines) == N_LAYERS  # per layer only, not the total
-    assert labels(ax) == [f"layer {l:02d}" for l in range(1, N_LAYERS + 1)]
+    assert labels(ax) == [f"layer {layer:02d}" for layer in range(1, N_LAYERS + 1)]
     lo, hi = ax.get_ylim()
     assert lo <= 0 and 1 <= hi < 1.1
     np.testing.assert_allclose(ax.lines[2].get_ydata(), [0.12 * s / N_STEPS for s in range(N_STEPS)])
 
 
 def test_unit_health_both_families_and_non_finite():
-    h = {f"saturation/layer_{l:02d}": [(0, 0.5), (1, float("nan")), (2, 0.7)] for l in (1, 2)}
+    h = {f"saturation/layer_{layer:02d}": [(0, 0.5), (1, float("nan")), (2, 0.7)] for layer in (1, 2)}
     h["dead_relu/layer_01"] = [(0, 0.1)]
     fig = plots.unit_health(h)
     dead, sat = fig.axes
@@ -249,8 +265,8 @@ def test_unit_health_without_probes_says_so():
 
 
 def test_depth_profile_log_axis_series_and_theory():
-    act = [0.5 ** l for l in range(1, 11)]
-    grad = [2.0 ** -l for l in range(10, 0, -1)]
+    act = [0.5**layer for layer in range(1, 11)]
+    grad = [2.0**-layer for layer in range(10, 0, -1)]
     fig = plots.depth_profile({"activation std": act, "gradient std": grad}, theory=act, title="xavier")
     (ax,) = fig.axes
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "layer" and ax.get_ylabel() == "std"
@@ -280,14 +296,18 @@ def test_depth_profile_with_nothing_positive_stays_linear():
 # ---------- save
 
 
-@pytest.mark.parametrize("build", [
-    lambda: plots.loss_curves(vanishing_history()),
-    lambda: plots.grad_norm_heatmap(vanishing_history()),
-    lambda: plots.grad_norm_heatmap({}),
-    lambda: plots.activation_histograms({1: np.zeros(4), 2: np.arange(4.0)}, {1: np.ones(4)}),
-    lambda: plots.unit_health(vanishing_history()),
-    lambda: plots.depth_profile({"a": [1.0, 0.1]}, theory=[1.0, 0.5]),
-], ids=["loss", "heatmap", "heatmap-empty", "hist", "health", "depth"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: plots.loss_curves(vanishing_history()),
+        lambda: plots.grad_norm_heatmap(vanishing_history()),
+        lambda: plots.grad_norm_heatmap({}),
+        lambda: plots.activation_histograms({1: np.zeros(4), 2: np.arange(4.0)}, {1: np.ones(4)}),
+        lambda: plots.unit_health(vanishing_history()),
+        lambda: plots.depth_profile({"a": [1.0, 0.1]}, theory=[1.0, 0.5]),
+    ],
+    ids=["loss", "heatmap", "heatmap-empty", "hist", "health", "depth"],
+)
 def test_save_writes_a_png_into_new_folders(tmp_path, build):
     path = plots.save(build(), tmp_path / "a" / "b" / "fig.png")
     assert path == tmp_path / "a" / "b" / "fig.png"
@@ -299,12 +319,15 @@ def test_figures_do_not_touch_pyplot_state():
     import subprocess
     import sys
 
-    code = ("import sys; from pipeline.harness import plots; "
-            "plots.save(plots.loss_curves({'train/loss': [(1, 1.0), (2, 0.5)]}), sys.argv[1]); "
-            "print('matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import sys; from pipeline.harness import plots; "
+        "plots.save(plots.loss_curves({'train/loss': [(1, 1.0), (2, 0.5)]}), sys.argv[1]); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([sys.executable, "-c", code, f"{tmp}/fig.png"], capture_output=True, text=True,
-                              cwd=ROOT, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code, f"{tmp}/fig.png"], capture_output=True, text=True, cwd=ROOT, timeout=120
+        )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
     import matplotlib.pyplot as plt

@@ -23,8 +23,10 @@ def test_index_gathers_every_summary_and_inlines_images(tmp_path):
     result = report.run(config(f"reports_dir={tmp_path}", name="report"))
     assert [e["study"] for e in result["studies"]] == ["activations", "depth"]  # the order of STUDIES
     index = (tmp_path / "index.md").read_text()
-    assert ("| [activations](#study-activations) | partly supported (1 of 2) | 1 | activations check 0: holds; "
-            "activations check 1: fails |") in index
+    assert (
+        "| [activations](#study-activations) | partly supported (1 of 2) | 1 | activations check 0: holds; "
+        "activations check 1: fails |"
+    ) in index
     assert "| [depth](#study-depth) | supported | 1 |" in index
     assert "![depth](depth/depth.png)" in index and "claim of depth" in index
     html = (tmp_path / "index.html").read_text()

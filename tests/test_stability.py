@@ -12,8 +12,25 @@ def test_two_passes_of_the_smoke_depth_study_give_identical_checks(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{stability.BEGIN}\nold table\n{stability.END}\noutro\n")
     out = tmp_path / "stability.json"
-    assert stability.main(["--size", "smoke", "--repeats", "1", "--jobs", "1,2", "--studies", "depth",
-                           "--out", str(out), "--readme", str(readme)]) == 0
+    assert (
+        stability.main(
+            [
+                "--size",
+                "smoke",
+                "--repeats",
+                "1",
+                "--jobs",
+                "1,2",
+                "--studies",
+                "depth",
+                "--out",
+                str(out),
+                "--readme",
+                str(readme),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())["studies"]["depth"]
     assert len(result["passes"]) == 2 and all("checks" in p for p in result["passes"])
     assert result["identical"] is True  # same seeds, same numbers: n_jobs must not change a verdict
@@ -22,7 +39,9 @@ def test_two_passes_of_the_smoke_depth_study_give_identical_checks(tmp_path):
 
 
 def test_a_differing_check_is_reported():
-    passes = [{"verdict": "supported", "checks": {"a": "holds", "b": "holds"}},
-              {"verdict": "partly supported", "checks": {"a": "holds", "b": "fails"}}]
+    passes = [
+        {"verdict": "supported", "checks": {"a": "holds", "b": "holds"}},
+        {"verdict": "partly supported", "checks": {"a": "holds", "b": "fails"}},
+    ]
     assert stability.compare(passes) == {"identical": False, "differing_checks": ["b"], "failed_passes": 0}
     assert stability.compare(passes[:1] * 2)["identical"] is True

@@ -55,6 +55,7 @@ def _values(uri, run_id, key):
 
 # --- URIs ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("given", [None, ""])
 def test_resolve_uri_defaults_to_absolute_project_store(given):
     resolved = tracking.resolve_uri(given)
@@ -86,11 +87,23 @@ def test_resolve_uri_refuses_the_file_store(given):
 
 # --- flatten ---------------------------------------------------------------------------------------
 
+
 def test_flatten_nested_dict_and_dictconfig():
-    nested = {"model": {"depth": 2, "widths": [4, 8]}, "optimizer": {"lr": 0.01},
-              "train": {"clip": {"max_norm": None}}, "seed": 0, "empty": {}}
-    expected = {"model.depth": "2", "model.widths": "[4, 8]", "optimizer.lr": "0.01",
-                "train.clip.max_norm": "None", "seed": "0", "empty": "{}"}
+    nested = {
+        "model": {"depth": 2, "widths": [4, 8]},
+        "optimizer": {"lr": 0.01},
+        "train": {"clip": {"max_norm": None}},
+        "seed": 0,
+        "empty": {},
+    }
+    expected = {
+        "model.depth": "2",
+        "model.widths": "[4, 8]",
+        "optimizer.lr": "0.01",
+        "train.clip.max_norm": "None",
+        "seed": "0",
+        "empty": "{}",
+    }
     assert tracking.flatten(nested) == expected
     cfg = OmegaConf.create({**nested, "ref": {"lr": "${optimizer.lr}"}})
     assert tracking.flatten(cfg) == {**expected, "ref.lr": "0.01"}
@@ -99,6 +112,7 @@ def test_flatten_nested_dict_and_dictconfig():
 
 
 # --- experiments -----------------------------------------------------------------------------------
+
 
 def test_ensure_experiment_creates_store_and_is_idempotent(tmp_path):
     uri = f"sqlite:///{tmp_path}/nested/dir/mlflow.db"
@@ -136,8 +150,9 @@ def test_runs_reuse_the_experiment_id_and_survive_its_deletion(uri, monkeypatch)
         pass
     lookups = []
     real = MlflowClient.get_experiment_by_name
-    monkeypatch.setattr(MlflowClient, "get_experiment_by_name",
-                        lambda self, name: lookups.append(name) or real(self, name))
+    monkeypatch.setattr(
+        MlflowClient, "get_experiment_by_name", lambda self, name: lookups.append(name) or real(self, name)
+    )
     with TrackedRun(uri, "cached-once", run_name="second"):
         pass
     assert lookups == []  # the id this process already knows: no query per run
@@ -150,6 +165,7 @@ def test_runs_reuse_the_experiment_id_and_survive_its_deletion(uri, monkeypatch)
 
 
 # --- a full run ------------------------------------------------------------------------------------
+
 
 def test_tracked_run_logs_everything_with_few_batches(uri, store, tmp_path, monkeypatch):
     batches = []
@@ -178,8 +194,14 @@ def test_tracked_run_logs_everything_with_few_batches(uri, store, tmp_path, monk
 
     assert not plt.fignum_exists(fig.number)
     # 2 param batches (150 > 100), metrics at 1000 and 2000, the tags in one call, the final 500 metrics
-    assert batches == [(0, 100, 0, True), (0, 50, 0, True), (1000, 0, 0, True), (1000, 0, 0, True), (0, 0, 1, True),
-                       (500, 0, 0, True)]
+    assert batches == [
+        (0, 100, 0, True),
+        (0, 50, 0, True),
+        (1000, 0, 0, True),
+        (1000, 0, 0, True),
+        (0, 0, 1, True),
+        (500, 0, 0, True),
+    ]
     result = _run(uri, run.run_id)
     assert result.info.status == "FINISHED"
     assert result.info.run_name == "full"
@@ -223,11 +245,12 @@ def test_non_finite_metrics_are_stored(uri):
 
 # --- how runs end ----------------------------------------------------------------------------------
 
+
 def test_exception_marks_run_failed_with_error_tag_and_flushes(uri):
     with pytest.raises(ZeroDivisionError):
         with TrackedRun(uri) as run:
             run.log_metric("train/loss", 0.5, 0)
-            1 / 0
+            _ = 1 / 0
     result = _run(uri, run.run_id)
     assert result.info.status == "FAILED"
     assert result.data.tags["error"] == "ZeroDivisionError: division by zero"
@@ -305,6 +328,7 @@ def test_failed_flush_does_not_mask_the_original_exception(uri, monkeypatch):
 
 # --- sweeps: parent runs ---------------------------------------------------------------------------
 
+
 def test_parent_run_from_argument_and_environment(uri, monkeypatch):
     with TrackedRun(uri, run_name="sweep") as parent:
         with TrackedRun(uri, parent_run_id=parent.run_id) as by_argument:
@@ -331,6 +355,7 @@ def test_end_stale_active_run(uri, monkeypatch):
 
 # --- signals ---------------------------------------------------------------------------------------
 
+
 def test_sigterm_raises_terminated_in_main_thread_only():
     previous = signal.getsignal(signal.SIGTERM)
     try:
@@ -348,9 +373,13 @@ def test_sigterm_raises_terminated_in_main_thread_only():
 
 # --- NullRun ---------------------------------------------------------------------------------------
 
+
 def _public_methods(cls):
-    return {name for name, _ in inspect.getmembers(cls, inspect.isfunction)
-            if not name.startswith("_") or name in ("__enter__", "__exit__")}
+    return {
+        name
+        for name, _ in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_") or name in ("__enter__", "__exit__")
+    }
 
 
 def test_null_run_has_the_same_api_and_does_nothing():
@@ -379,6 +408,7 @@ def test_null_run_has_the_same_api_and_does_nothing():
 
 
 # --- lock retry ------------------------------------------------------------------------------------
+
 
 def _locked_error():
     return sqlalchemy.exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
@@ -431,8 +461,12 @@ def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
     code = f"from pipeline import tracking; print(tracking.ensure_experiment({uri!r}, 'together'))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all

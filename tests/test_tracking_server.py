@@ -19,18 +19,39 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-           "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with serving(cmd, f"{url}/health", folder / "server.log", timeout=START_SECONDS,
-                 grace=5):  # uvicorn waits for idle keep-alive connections: a temporary store
+    cmd = [
+        str(MLFLOW),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder}/mlflow.db",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with serving(
+        cmd, f"{url}/health", folder / "server.log", timeout=START_SECONDS, grace=5
+    ):  # uvicorn waits for idle keep-alive connections: a temporary store
         yield url, folder
 
 
 def test_train_logs_metrics_and_artifacts_to_a_tracking_server(server, tmp_path):
     url, folder = server
-    proc = cli("train", "tracking=server", f"tracking.uri={url}", "tracking.experiment=server-train",
-               "data=moons", "model.depth=2", "model.width=8", "train.epochs=2")
+    proc = cli(
+        "train",
+        "tracking=server",
+        f"tracking.uri={url}",
+        "tracking.experiment=server-train",
+        "data=moons",
+        "model.depth=2",
+        "model.width=8",
+        "train.epochs=2",
+    )
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("server-train")
@@ -54,8 +75,15 @@ def test_train_logs_metrics_and_artifacts_to_a_tracking_server(server, tmp_path)
 @pytest.mark.slow
 def test_study_on_a_tracking_server_groups_and_reads_back_its_runs(server, tmp_path):
     url, _ = server
-    proc = cli("study", "study=dead_relu", "study.size=smoke", "tracking=server", f"tracking.uri={url}",
-               "tracking.experiment=server-study", f"+study.reports_dir={tmp_path}/reports")
+    proc = cli(
+        "study",
+        "study=dead_relu",
+        "study.size=smoke",
+        "tracking=server",
+        f"tracking.uri={url}",
+        "tracking.experiment=server-study",
+        f"+study.reports_dir={tmp_path}/reports",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "3 runs (3 run now" in proc.stdout
     assert "MLflow UI (parent run " in proc.stdout and f"): {url}" in proc.stdout  # the server is the UI
@@ -71,7 +99,14 @@ def test_study_on_a_tracking_server_groups_and_reads_back_its_runs(server, tmp_p
     assert metrics["dead_peak/high_lr"] > 0  # a peak over the history: absent (NaN) without history.json
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     # a second run finds the finished children on the server and skips them
-    again = cli("study", "study=dead_relu", "study.size=smoke", "tracking=server", f"tracking.uri={url}",
-                "tracking.experiment=server-study", f"+study.reports_dir={tmp_path}/reports")
+    again = cli(
+        "study",
+        "study=dead_relu",
+        "study.size=smoke",
+        "tracking=server",
+        f"tracking.uri={url}",
+        "tracking.experiment=server-study",
+        f"+study.reports_dir={tmp_path}/reports",
+    )
     assert again.returncode == 0, again.stderr
     assert "(0 run now, 3 already finished" in again.stdout

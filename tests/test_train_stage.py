@@ -21,23 +21,35 @@ def only_run(store):
 
 def test_train_logs_a_finished_run_with_every_metric_config_and_plots(tmp_path):
     store = tmp_store(tmp_path)
-    result = train.run(config("data=moons", "model.depth=3", "model.width=32", "train.epochs=3",
-                              f"tracking.uri={store}", "probes.every=5"))
+    result = train.run(
+        config(
+            "data=moons", "model.depth=3", "model.width=32", "train.epochs=3", f"tracking.uri={store}", "probes.every=5"
+        )
+    )
     client, run = only_run(store)
     assert run.info.status == "FINISHED" and run.info.run_id == result["run_id"]
     keys = set(run.data.metrics)
     for prefix in PER_LAYER:  # 3 hidden layers + the output layer
         assert {f"{prefix}/layer_0{i}" for i in range(1, 5)} <= keys, prefix
-    assert {f"dead_relu/layer_0{i}" for i in range(1, 4)} | {"dead_relu/total", "grad_norm/total",
-                                                              "sparsity/total"} <= keys
+    assert {f"dead_relu/layer_0{i}" for i in range(1, 4)} | {
+        "dead_relu/total",
+        "grad_norm/total",
+        "sparsity/total",
+    } <= keys
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= keys
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 3
     assert run.data.params["model.depth"] == "3" and run.data.params["data.name"] == "moons"
     assert run.data.tags["verdict"] == ",".join(result["verdict"]) and run.data.tags["stage"] == "train"
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | \
-        {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"config.yaml", "plots/loss_curves.png", "plots/grad_norm_heatmap.png", "plots/unit_health.png",
-            "plots/activation_histograms.png"} <= artifacts
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "plots")
+    }
+    assert {
+        "config.yaml",
+        "plots/loss_curves.png",
+        "plots/grad_norm_heatmap.png",
+        "plots/unit_health.png",
+        "plots/activation_histograms.png",
+    } <= artifacts
     assert result["metrics"]["test/acc"] > 0.8  # moons with a 3x32 ReLU net
 
 
@@ -50,8 +62,16 @@ def test_probes_off_logs_only_curves(tmp_path):
 
 def test_divergence_is_a_result_not_a_crash(tmp_path):
     store = tmp_store(tmp_path)
-    proc = cli("train", "data=moons", "init=normal", "init.std=3.0", "optimizer.lr=1e4", "model.depth=3",
-               "train.epochs=3", f"tracking.uri={store}")
+    proc = cli(
+        "train",
+        "data=moons",
+        "init=normal",
+        "init.std=3.0",
+        "optimizer.lr=1e4",
+        "model.depth=3",
+        "train.epochs=3",
+        f"tracking.uri={store}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "diverged at step" in proc.stdout and "overflow" not in proc.stderr
     client, run = only_run(store)
@@ -72,11 +92,17 @@ def test_same_seed_same_metrics_and_progress_quiet_off_a_terminal(tmp_path):
     assert proc.returncode == 0 and "epoch/s" not in proc.stderr and "it/s" not in proc.stderr
 
 
-@pytest.mark.parametrize("schedule,expected_last_lr", [("constant", 0.1), ("step", 0.1 * 0.1 ** 2),
-                                                       ("cosine", 0.0)])
+@pytest.mark.parametrize("schedule,expected_last_lr", [("constant", 0.1), ("step", 0.1 * 0.1**2), ("cosine", 0.0)])
 def test_learning_rate_schedules(schedule, expected_last_lr):
-    cfg = config("data=xor", "model.depth=1", "train.epochs=5", "tracking=off", "probes=off",
-                 f"train.schedule.name={schedule}", "train.schedule.step_size=2")
+    cfg = config(
+        "data=xor",
+        "model.depth=1",
+        "train.epochs=5",
+        "tracking=off",
+        "probes=off",
+        f"train.schedule.name={schedule}",
+        "train.schedule.step_size=2",
+    )
     from pipeline.engine.schedules import make_schedule
 
     lr = make_schedule(schedule, 0.1, 5, **{k: v for k, v in cfg.train.schedule.items() if k != "name"})
@@ -87,13 +113,14 @@ def test_learning_rate_schedules(schedule, expected_last_lr):
 @pytest.mark.parametrize("init,low,high", [("xavier_normal", 0.0, 1e-3), ("he_normal", 0.3, 3.0)])
 def test_init_stage_xavier_vanishes_he_does_not_at_depth_30(tmp_path, init, low, high):
     store = tmp_store(tmp_path)
-    result = init_stage.run(config("model.depth=30", "model.width=256", "model.activation=relu", f"init={init}",
-                                   f"tracking.uri={store}"))
+    result = init_stage.run(
+        config("model.depth=30", "model.width=256", "model.activation=relu", f"init={init}", f"tracking.uri={store}")
+    )
     ratio = result["act_std"][29] / result["act_std"][0]
     assert low < ratio < high
     client, run = only_run(store)
     assert {f"theory_act_var/layer_{i:02d}" for i in range(1, 32)} <= set(run.data.metrics)
     assert ("vanishing" in run.data.tags["verdict"]) == (init == "xavier_normal")
     theory = [math.sqrt(run.data.metrics[f"theory_act_var/layer_{i:02d}"]) for i in (1, 30)]
-    assert theory[1] / theory[0] == pytest.approx(0.5 ** 14.5 if init == "xavier_normal" else 1.0, rel=0.05)
+    assert theory[1] / theory[0] == pytest.approx(0.5**14.5 if init == "xavier_normal" else 1.0, rel=0.05)
     assert "plots/depth_profile.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

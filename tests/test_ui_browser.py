@@ -25,16 +25,25 @@ pytestmark = pytest.mark.slow  # a server, a browser and a study: `make test-slo
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is missing (pip install -e '.[dev]')")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is missing (pip install -e '.[dev]')"
+)
 
 STUDY = "dead_relu"
 CHILD_CASE = "baseline"
 SCREENSHOT = ROOT / "tests" / "artifacts" / "mlflow_ui_run.png"
 TIMEOUT_MS = 30_000
 # without the background-networking flags Chromium's own connections are refused on a closed network
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +66,20 @@ def ui(study, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     # -o: never reinstall the project from inside a test
-    cmd = ["make", "-s", "-o", f"{venv}/.installed", "ui", f"VENV={venv}", f"UI_STORE={study['store']}",
-           f"UI_PORT={port}"]
+    cmd = [
+        "make",
+        "-s",
+        "-o",
+        f"{venv}/.installed",
+        "ui",
+        f"VENV={venv}",
+        f"UI_STORE={study['store']}",
+        f"UI_PORT={port}",
+    ]
     base = f"http://127.0.0.1:{port}"
-    with serving(cmd, f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=gradlab", log,
-                 cwd=ROOT, env=env):
+    with serving(
+        cmd, f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=gradlab", log, cwd=ROOT, env=env
+    ):
         yield base
 
 
@@ -71,8 +89,12 @@ def browser_context(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium_profile")
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000})
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         context.set_default_timeout(TIMEOUT_MS)
         try:
             yield context
@@ -142,8 +164,9 @@ def test_study_runs_listed_and_child_grad_norm_charts(study, ui, page):
 def test_parent_run_holds_the_study_report(study, ui, page):
     expect = sync_api.expect
     parent_id = study["result"]["parent_run_id"]
-    page.goto(f"{ui}/#/experiments/{study['children'][f'{STUDY} {CHILD_CASE}'].info.experiment_id}"
-              f"/runs/{parent_id}/artifacts")
+    page.goto(
+        f"{ui}/#/experiments/{study['children'][f'{STUDY} {CHILD_CASE}'].info.experiment_id}/runs/{parent_id}/artifacts"
+    )
     expect(page.get_by_role("heading", name=f"study {STUDY} (smoke)")).to_be_visible(timeout=TIMEOUT_MS)
     page.get_by_text("report", exact=True).click()
     for name in ("metrics.json", f"{STUDY}.png"):

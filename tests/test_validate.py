@@ -22,8 +22,10 @@ BAD = [
     ("probes.every=0", "probes.every: got 0; allowed: an integer >= 1"),
     ("probes.activations=eval", "probes.activations: got 'eval'; allowed: one of probe_batch, train_batch"),
     ("tracking.uri=file:./mlruns", "tracking.uri: got 'file:./mlruns'; allowed: null or sqlite:///"),
-    ("probes.instruments=[grad_norm,bogus]", "probes.instruments: got ['grad_norm', 'bogus']; allowed: a list of: "
-                                             "grad_norm, grad_std"),
+    (
+        "probes.instruments=[grad_norm,bogus]",
+        "probes.instruments: got ['grad_norm', 'bogus']; allowed: a list of: grad_norm, grad_std",
+    ),
     ("tracking.figures=sometimes", "tracking.figures: got 'sometimes'; allowed: one of auto, True, False"),
 ]
 
@@ -51,8 +53,9 @@ def test_the_default_config_is_valid():
     validate(config("model=deep", "optimizer=adamw", "regularizer=elastic", "init=orthogonal", "data=spiral"))
 
 
-@pytest.mark.parametrize("stage,override", [("train", "model.activation=swish"), ("init", "optimizer.lr=-1"),
-                                            ("train", "train.epochs=abc")])
+@pytest.mark.parametrize(
+    "stage,override", [("train", "model.activation=swish"), ("init", "optimizer.lr=-1"), ("train", "train.epochs=abc")]
+)
 def test_cli_exits_2_with_one_line_and_creates_no_run(tmp_path, stage, override):
     store = tmp_store(tmp_path)
     proc = cli(stage, override, f"tracking.uri={store}")

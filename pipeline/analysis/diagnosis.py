@@ -20,9 +20,11 @@ KEPT_LOSS = 0.99
 # ... or the accuracy got less than this share of the way from chance (majority class) to 1
 ABOVE_CHANCE = 0.25
 # the rule in words, for reports' notes
-NOT_LEARNING_RULE = (f"A run is `not_learning` when its final training loss is at least {KEPT_LOSS:g} x a constant "
-                     f"predictor's (the labels' entropy for cross-entropy) or its test accuracy stays within "
-                     f"{ABOVE_CHANCE:g} of the way from chance to 1 (README, \"Verdicts\").")
+NOT_LEARNING_RULE = (
+    f"A run is `not_learning` when its final training loss is at least {KEPT_LOSS:g} x a constant "
+    f"predictor's (the labels' entropy for cross-entropy) or its test accuracy stays within "
+    f'{ABOVE_CHANCE:g} of the way from chance to 1 (README, "Verdicts").'
+)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -69,8 +71,11 @@ def diagnose(latest: dict[str, float], net: MLP | None = None, diverged: bool = 
     n = net and len(net.layers)
     if n:
         grad_ratio = _ratio(latest.get(f"grad_norm/{layer_name(1)}"), latest.get(f"grad_norm/{layer_name(n)}"))
-        act_ratio = (_ratio(latest.get(f"act_std/{layer_name(n - 1)}"), latest.get(f"act_std/{layer_name(1)}"))
-                     if n > 2 else None)
+        act_ratio = (
+            _ratio(latest.get(f"act_std/{layer_name(n - 1)}"), latest.get(f"act_std/{layer_name(1)}"))
+            if n > 2
+            else None
+        )
         ratios = [r for r in (grad_ratio, act_ratio) if r is not None]
         if any(r < VANISHING_RATIO for r in ratios):
             labels.append("vanishing")

@@ -27,8 +27,9 @@ def gaussian_moments(f, mean: float, var: float) -> tuple[float, float]:
     return float(_WEIGHTS @ fz), float(_WEIGHTS @ (fz * fz))
 
 
-def predicted_act_var(net: MLP, init_name: str, init_params: dict, bias: float = 0.0,
-                      input_second_moment: float = 1.0) -> list[float] | None:
+def predicted_act_var(
+    net: MLP, init_name: str, init_params: dict, bias: float = 0.0, input_second_moment: float = 1.0
+) -> list[float] | None:
     """Predicted Var[f(z_l)] per layer (output layer last) at initialization; None for zeros/constant.
 
     Inputs are standardized, so E[x^2] = 1 per feature. Each layer's output h = f(z) (+ h_prev with a

@@ -55,13 +55,15 @@ def build(data_cfg) -> datasets.Split:
     """Generate, split (stratified) and standardize (fitted on train) in float64."""
     c = data_config(data_cfg)
     extra = {k: v for k, v in c.items() if k not in ("name", "n_samples", "noise", "test_size", "val_size", "seed")}
-    X, y = datasets.load(c["name"], n_samples=c.get("n_samples") or 1000, noise=c.get("noise", 0.0),
-                         seed=c["seed"], **extra)
+    X, y = datasets.load(
+        c["name"], n_samples=c.get("n_samples") or 1000, noise=c.get("noise", 0.0), seed=c["seed"], **extra
+    )
     try:
         return datasets.split_standardize(X, y, c["test_size"], c["val_size"], c["seed"], dtype=np.float64)
     except ValueError as e:  # scikit-learn: a split too small to hold every class
-        raise ConfigError(f"data.n_samples: {len(y)} examples cannot be split into train/val/test with "
-                          f"every class in each ({e})") from None
+        raise ConfigError(
+            f"data.n_samples: {len(y)} examples cannot be split into train/val/test with every class in each ({e})"
+        ) from None
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -85,8 +87,9 @@ def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR) -> dict:
         "sha256": content_sha256(arrays),
         "shapes": {name: list(a.shape) for name, a in arrays.items()},
         "split_sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")},
-        "class_counts": {s: np.bincount(arrays[f"y_{s}"], minlength=split.n_classes).tolist()
-                         for s in ("train", "val", "test")},
+        "class_counts": {
+            s: np.bincount(arrays[f"y_{s}"], minlength=split.n_classes).tolist() for s in ("train", "val", "test")
+        },
         "n_features": split.n_features,
         "n_classes": split.n_classes,
         "seed": data_config(data_cfg)["seed"],
@@ -137,6 +140,9 @@ def load_or_build(data_cfg, folder: Path | None = None) -> tuple[datasets.Split,
 
 def as_dtype(split: datasets.Split, dtype) -> datasets.Split:
     """Features cast once to the model's dtype (labels stay int64)."""
-    return datasets.Split(*(a.astype(dtype, copy=False) if a.dtype.kind == "f" else a
-                            for a in (split.x_train, split.y_train, split.x_val, split.y_val,
-                                      split.x_test, split.y_test)))
+    return datasets.Split(
+        *(
+            a.astype(dtype, copy=False) if a.dtype.kind == "f" else a
+            for a in (split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test)
+        )
+    )

@@ -30,14 +30,21 @@ def circles(n_samples, noise, rng, factor=0.5, **_):
 
 
 def blobs(n_samples, noise, rng, n_classes=3, n_features=2, **_):
-    return _skd().make_blobs(n_samples=n_samples, centers=n_classes, n_features=n_features,
-                             cluster_std=1.0 + noise, random_state=_seed(rng))
+    return _skd().make_blobs(
+        n_samples=n_samples, centers=n_classes, n_features=n_features, cluster_std=1.0 + noise, random_state=_seed(rng)
+    )
 
 
 def classification(n_samples, noise, rng, n_classes=3, n_features=20, **_):
     """scikit-learn's make_classification; `noise` is the share of flipped labels."""
-    return _skd().make_classification(n_samples=n_samples, n_features=n_features, n_informative=min(n_features, 10),
-                                      n_classes=n_classes, flip_y=noise, random_state=_seed(rng))
+    return _skd().make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=min(n_features, 10),
+        n_classes=n_classes,
+        flip_y=noise,
+        random_state=_seed(rng),
+    )
 
 
 def spiral(n_samples, noise, rng, n_classes=3, **_):
@@ -93,8 +100,9 @@ def load(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, **
     return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
 
 
-def split_standardize(X: np.ndarray, y: np.ndarray, test_size: float, val_size: float, seed: int,
-                      dtype=np.float32) -> Split:
+def split_standardize(
+    X: np.ndarray, y: np.ndarray, test_size: float, val_size: float, seed: int, dtype=np.float32
+) -> Split:
     """Stratified train/val/test split (sizes are shares of all examples), then standardize on train."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -102,7 +110,8 @@ def split_standardize(X: np.ndarray, y: np.ndarray, test_size: float, val_size: 
     x_rest, x_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
     if val_size > 0:
         x_train, x_val, y_train, y_val = train_test_split(
-            x_rest, y_rest, test_size=val_size / (1.0 - test_size), stratify=y_rest, random_state=seed)
+            x_rest, y_rest, test_size=val_size / (1.0 - test_size), stratify=y_rest, random_state=seed
+        )
     else:
         x_train, y_train = x_rest, y_rest
         x_val, y_val = x_rest[:0], y_rest[:0]

@@ -10,7 +10,24 @@ from pipeline.engine.regularizers import REGULARIZERS, Regularizer, make_regular
 from pipeline.engine.training import Trainer, minibatches
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "make_activation", "GradientClipper", "global_norm", "INITIALIZERS",
-    "make_initializer", "LOSSES", "Loss", "make_loss", "MLP", "layer_name", "OPTIMIZERS", "Optimizer",
-    "make_optimizer", "REGULARIZERS", "Regularizer", "make_regularizer", "Trainer", "minibatches",
+    "ACTIVATIONS",
+    "Activation",
+    "make_activation",
+    "GradientClipper",
+    "global_norm",
+    "INITIALIZERS",
+    "make_initializer",
+    "LOSSES",
+    "Loss",
+    "make_loss",
+    "MLP",
+    "layer_name",
+    "OPTIMIZERS",
+    "Optimizer",
+    "make_optimizer",
+    "REGULARIZERS",
+    "Regularizer",
+    "make_regularizer",
+    "Trainer",
+    "minibatches",
 ]

@@ -143,9 +143,7 @@ class ELU(Activation):
         return f"ELU(alpha={self.alpha})"
 
 
-ACTIVATIONS: dict[str, type[Activation]] = {
-    cls.name: cls for cls in (Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Identity)
-}
+ACTIVATIONS: dict[str, type[Activation]] = {cls.name: cls for cls in (Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Identity)}
 
 
 def make_activation(name: str, **params: float) -> Activation:

@@ -10,8 +10,16 @@ from pipeline.engine.initializers import Initializer
 class Dense:
     """Affine map; caches its input for backward."""
 
-    def __init__(self, fan_in: int, fan_out: int, init: Initializer, rng: np.random.Generator,
-                 dtype=np.float32, bias: bool = True, bias_value: float = 0.0):
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        init: Initializer,
+        rng: np.random.Generator,
+        dtype=np.float32,
+        bias: bool = True,
+        bias_value: float = 0.0,
+    ):
         self.params: dict[str, np.ndarray] = {"W": init(fan_in, fan_out, rng, dtype)}  # (fan_in, fan_out)
         if bias:
             self.params["b"] = np.full(fan_out, bias_value, dtype=dtype)  # (fan_out,)

@@ -88,7 +88,8 @@ def away_from_kinks(net, loss, x, y, margin: float, min_examples: int = 2, round
         x, y = x[keep], y[keep]
     raise ValueError(
         f"no batch of >= {min_examples} examples stays {margin:g} away from every ReLU/hinge kink "
-        "(a zeros or constant init puts every unit on the kink): use another init")
+        "(a zeros or constant init puts every unit on the kink): use another init"
+    )
 
 
 def nudge_from_zero(net: MLP, regularizer: Regularizer | None, margin: float) -> None:
@@ -132,9 +133,16 @@ def noise_floor(f_value: float, h: float, entries: int) -> float:
     return 100.0 * np.finfo(np.float64).eps * max(1.0, abs(f_value)) / h * np.sqrt(entries)
 
 
-def check_gradients(net: MLP, loss: Loss, regularizer: Regularizer | None, x: np.ndarray, y: np.ndarray,
-                    h: float = 1e-4, max_entries: int | None = None,
-                    rng: np.random.Generator | None = None) -> list[TensorCheck]:
+def check_gradients(
+    net: MLP,
+    loss: Loss,
+    regularizer: Regularizer | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    h: float = 1e-4,
+    max_entries: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[TensorCheck]:
     """Compare every parameter tensor's backprop gradient with central differences (float64 nets).
 
     `max_entries` samples that many entries per tensor (all when None).
@@ -152,9 +160,17 @@ def check_gradients(net: MLP, loss: Loss, regularizer: Regularizer | None, x: np
             entries = np.sort(rng.choice(w.size, size=max_entries, replace=False))
         numeric = numerical_gradient(lambda: objective(net, loss, regularizer, x, y), w, h, entries)
         a = analytic[name].reshape(-1)[entries]
-        results.append(TensorCheck(name, w.shape, len(entries), float(np.linalg.norm(a)),
-                                   float(np.linalg.norm(numeric)), float(np.linalg.norm(a - numeric)),
-                                   float(noise_floor(f_value, h, len(entries)))))
+        results.append(
+            TensorCheck(
+                name,
+                w.shape,
+                len(entries),
+                float(np.linalg.norm(a)),
+                float(np.linalg.norm(numeric)),
+                float(np.linalg.norm(a - numeric)),
+                float(noise_floor(f_value, h, len(entries))),
+            )
+        )
     largest = max(c.analytic_norm for c in results)
     for c in results:
         c.largest_norm = largest

@@ -89,8 +89,19 @@ def orthogonal(fan_in, fan_out, rng, dtype, gain: float = 1.0):
 
 INITIALIZERS: dict[str, Callable[..., np.ndarray]] = {
     f.__name__: f
-    for f in (zeros, constant, normal, uniform, standard, xavier_uniform, xavier_normal,
-              he_uniform, he_normal, lecun_normal, orthogonal)
+    for f in (
+        zeros,
+        constant,
+        normal,
+        uniform,
+        standard,
+        xavier_uniform,
+        xavier_normal,
+        he_uniform,
+        he_normal,
+        lecun_normal,
+        orthogonal,
+    )
 }
 
 

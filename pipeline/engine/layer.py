@@ -18,9 +18,18 @@ class Layer:
     activation, as in Ioffe & Szegedy, and replaces the dense bias (which it would cancel).
     """
 
-    def __init__(self, fan_in: int, width: int, activation: Activation, init: Initializer,
-                 rng: np.random.Generator, dtype=np.float32, batch_norm: bool = False,
-                 residual: bool = False, bias_value: float = 0.0):
+    def __init__(
+        self,
+        fan_in: int,
+        width: int,
+        activation: Activation,
+        init: Initializer,
+        rng: np.random.Generator,
+        dtype=np.float32,
+        batch_norm: bool = False,
+        residual: bool = False,
+        bias_value: float = 0.0,
+    ):
         if residual and fan_in != width:
             raise ValueError(f"a residual layer needs equal input and output width, got {fan_in} -> {width}")
         self.activation = activation

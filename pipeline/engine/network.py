@@ -22,9 +22,20 @@ class MLP:
     With `residual=True` every hidden layer after the first (whose input width differs) is residual.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, depth: int, width: int, activation: Activation,
-                 init: Initializer, rng: np.random.Generator, dtype=np.float32,
-                 batch_norm: bool = False, residual: bool = False, bias_value: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        depth: int,
+        width: int,
+        activation: Activation,
+        init: Initializer,
+        rng: np.random.Generator,
+        dtype=np.float32,
+        batch_norm: bool = False,
+        residual: bool = False,
+        bias_value: float = 0.0,
+    ):
         if depth < 0 or width < 1 or in_dim < 1 or out_dim < 1:
             raise ValueError(f"impossible shape: in_dim={in_dim}, out_dim={out_dim}, depth={depth}, width={width}")
         self.dtype = np.dtype(dtype)
@@ -32,15 +43,28 @@ class MLP:
         self.layers: list[Layer] = []
         fan_in = in_dim
         for i in range(depth):
-            self.layers.append(Layer(fan_in, width, activation, init, rng, dtype, batch_norm=batch_norm,
-                                     residual=residual and i > 0, bias_value=bias_value))
+            self.layers.append(
+                Layer(
+                    fan_in,
+                    width,
+                    activation,
+                    init,
+                    rng,
+                    dtype,
+                    batch_norm=batch_norm,
+                    residual=residual and i > 0,
+                    bias_value=bias_value,
+                )
+            )
             fan_in = width
         self.layers.append(Layer(fan_in, out_dim, Identity(), init, rng, dtype, bias_value=0.0))
         self.layers[0].dense.need_input_grad = False
-        self.params = {f"{layer_name(i)}.{k}": v for i, layer in enumerate(self.layers, 1)
-                       for k, v in layer.params.items()}
-        self.grads = {f"{layer_name(i)}.{k}": v for i, layer in enumerate(self.layers, 1)
-                      for k, v in layer.grads.items()}
+        self.params = {
+            f"{layer_name(i)}.{k}": v for i, layer in enumerate(self.layers, 1) for k, v in layer.params.items()
+        }
+        self.grads = {
+            f"{layer_name(i)}.{k}": v for i, layer in enumerate(self.layers, 1) for k, v in layer.grads.items()
+        }
         self.weight_keys = tuple(k for k in self.params if k.endswith(".W"))
 
     @property

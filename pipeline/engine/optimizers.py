@@ -50,8 +50,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, **kw):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False, **kw):
         super().__init__(lr, **kw)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"optimizer momentum must be in [0, 1), got {momentum}")
@@ -91,8 +90,9 @@ class Adagrad(Optimizer):
 
     name = "adagrad"
 
-    def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, eps: float = 1e-10,
-                 initial_accumulator_value: float = 0.0, **kw):
+    def __init__(
+        self, lr: float = 0.01, lr_decay: float = 0.0, eps: float = 1e-10, initial_accumulator_value: float = 0.0, **kw
+    ):
         super().__init__(lr, **kw)
         self.lr_decay, self.eps, self.initial = float(lr_decay), float(eps), float(initial_accumulator_value)
 
@@ -112,8 +112,15 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
-                 centered: bool = False, **kw):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        **kw,
+    ):
         super().__init__(lr, **kw)
         self.alpha, self.eps, self.momentum, self.centered = float(alpha), float(eps), float(momentum), bool(centered)
 

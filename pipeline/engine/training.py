@@ -21,7 +21,7 @@ def minibatches(n: int, batch_size: int | None, rng: np.random.Generator) -> Ite
         return
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 @dataclass
@@ -39,8 +39,9 @@ class Trainer:
 
     def __post_init__(self):
         # with clipping on, a copy of the raw gradients; otherwise the gradients themselves (no copy)
-        self.preclip_grads = ({k: np.empty_like(g) for k, g in self.net.grads.items()}
-                              if self.clipper.active else self.net.grads)
+        self.preclip_grads = (
+            {k: np.empty_like(g) for k, g in self.net.grads.items()} if self.clipper.active else self.net.grads
+        )
 
     def step(self, x: np.ndarray, y: np.ndarray, track_updates: bool = False) -> float:
         """One update on the batch (x, y); returns the batch loss including the penalty.
@@ -77,7 +78,7 @@ class Trainer:
         """Mean loss (without penalty) and accuracy in eval mode, in chunks to bound memory."""
         total_loss, correct = 0.0, 0
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = self.net.forward(xb, train=False)
             total_loss += self.loss.value(logits, yb) * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())

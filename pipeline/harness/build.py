@@ -34,17 +34,28 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dict(cfg).items() if k != "name"}
 
 
-def build_network(model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng: np.random.Generator,
-                  dtype: str | None = None) -> MLP:
+def build_network(
+    model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng: np.random.Generator, dtype: str | None = None
+) -> MLP:
     """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope)."""
     shape = {k: float(model[k]) for k in ("slope", "alpha") if model.get(k) is not None}  # leaky_relu's, elu's
     activation = make_activation(model["activation"], **shape)
     params = _options(init)
     bias = float(params.pop("bias", 0.0) or 0.0)
     initializer = make_initializer(init["name"], negative_slope=activation.negative_slope, **params)
-    return MLP(in_dim, out_dim, int(model["depth"]), int(model["width"]), activation, initializer, rng,
-               dtype=DTYPES[dtype or model.get("dtype", "float32")], batch_norm=bool(model.get("batch_norm")),
-               residual=bool(model.get("residual")), bias_value=bias)
+    return MLP(
+        in_dim,
+        out_dim,
+        int(model["depth"]),
+        int(model["width"]),
+        activation,
+        initializer,
+        rng,
+        dtype=DTYPES[dtype or model.get("dtype", "float32")],
+        batch_norm=bool(model.get("batch_norm")),
+        residual=bool(model.get("residual")),
+        bias_value=bias,
+    )
 
 
 def build_loss(model: Mapping) -> Loss:
@@ -74,5 +85,10 @@ def load_data(cfg: DictConfig) -> Split:
 
 def build_trainer(cfg: DictConfig, data: Split) -> Trainer:
     net = build_network(cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"))
-    return Trainer(net, build_loss(cfg.model), build_optimizer(cfg.optimizer, net),
-                   build_regularizer(cfg.regularizer), build_clipper(cfg.train.clip))
+    return Trainer(
+        net,
+        build_loss(cfg.model),
+        build_optimizer(cfg.optimizer, net),
+        build_regularizer(cfg.regularizer),
+        build_clipper(cfg.train.clip),
+    )

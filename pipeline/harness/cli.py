@@ -54,8 +54,9 @@ def sigterm_raises():
         signal.signal(signal.SIGINT, previous[1])
 
 
-def stage_main(run: Callable[[DictConfig], dict], summary_line: Callable[[dict], str] | None = None,
-               config_name: str = "config") -> Callable[[], None]:
+def stage_main(
+    run: Callable[[DictConfig], dict], summary_line: Callable[[dict], str] | None = None, config_name: str = "config"
+) -> Callable[[], None]:
     """Wrap a pure `run(cfg) -> dict` as the stage's command-line entry point."""
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
@@ -69,8 +70,10 @@ def stage_main(run: Callable[[DictConfig], dict], summary_line: Callable[[dict],
             if multirun:
                 raise
             # the run is already flushed and marked KILLED by its context manager
-            print(f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED",
-                  file=sys.stderr)
+            print(
+                f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED",
+                file=sys.stderr,
+            )
             sys.exit(143 if isinstance(e, Terminated) else 130)
         except ConfigError as e:
             print(f"error: {job}{e}", file=sys.stderr)

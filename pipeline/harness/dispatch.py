@@ -70,8 +70,13 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             if shared and not shared.enter():
                 return {"status": "CANCELLED"}
             result = run(cfg)
-        return {"status": "FINISHED", "run_id": result["run_id"], "seconds": result.get("seconds"),
-                "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before, "pid": os.getpid()}
+        return {
+            "status": "FINISHED",
+            "run_id": result["run_id"],
+            "seconds": result.get("seconds"),
+            "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before,
+            "pid": os.getpid(),
+        }
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
         return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
     except (KeyboardInterrupt, tracking.Terminated):
@@ -85,8 +90,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             limit.restore_original_limits()
 
 
-def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None,
-             pool: int = 0) -> list[dict]:
+def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None, pool: int = 0) -> list[dict]:
     """Run the jobs' configs on `workers` loky processes (in this process when 1); interrupts stop them.
 
     `pool`: the size of the study's loky pool when larger (the warmed-up workers: a smaller pool would
@@ -166,8 +170,9 @@ def check_backend(study: DictConfig) -> tuple[str, str | None]:
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise ConfigError(f"study.backend: dask needs the `distributed` package, which is not installed; "
-                          f"install it with: {DIST_HINT}") from None
+        raise ConfigError(
+            f"study.backend: dask needs the `distributed` package, which is not installed; install it with: {DIST_HINT}"
+        ) from None
     if address is not None:
         allowed = "null (a LocalCluster) or the address of a running dask scheduler, e.g. tcp://10.0.0.5:8786"
         host, _, port = str(address).rpartition("://")[2].rpartition(":")
@@ -176,13 +181,15 @@ def check_backend(study: DictConfig) -> tuple[str, str | None]:
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
         except OSError as e:
-            raise ConfigError(f"study.dask_address: no scheduler answers at {address} ({e}); allowed: {allowed}") \
-                from None
+            raise ConfigError(
+                f"study.dask_address: no scheduler answers at {address} ({e}); allowed: {allowed}"
+            ) from None
     return backend, address
 
 
-def dispatch_dask(stage: str, jobs: list[DictConfig], workers: int, threads: int | None,
-                  address: str | None = None) -> list[dict]:
+def dispatch_dask(
+    stage: str, jobs: list[DictConfig], workers: int, threads: int | None, address: str | None = None
+) -> list[dict]:
     """Run the jobs through joblib's dask backend: on the scheduler at `address`, else on a LocalCluster.
 
     A LocalCluster is the study's own: `workers` single-threaded worker processes, closed afterwards. With an

@@ -25,8 +25,10 @@ def _finite(metrics: dict) -> dict[str, float]:
 
 def verdict_flags(labels: list[str]) -> dict[str, int]:
     """verdict labels as 0/1 numbers, so `dvc metrics diff` can compare them."""
-    return {f"verdict/{v}": int(v in labels) for v in
-            ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged", "symmetric")}
+    return {
+        f"verdict/{v}": int(v in labels)
+        for v in ("healthy", "vanishing", "exploding", "dead", "saturated", "diverged", "symmetric")
+    }
 
 
 def train_files(folder: str | Path, history: History, result: dict) -> None:
@@ -40,12 +42,25 @@ def train_files(folder: str | Path, history: History, result: dict) -> None:
     (folder / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True))
     series = {k: dict(history.get(k, [])) for k in ("train/loss", "val/loss", "val/acc")}
     steps = sorted(set().union(*series.values()))
-    _write_csv(folder / "loss.csv", ["step", "train_loss", "val_loss", "val_acc"],
-               [{"step": s, "train_loss": series["train/loss"].get(s, ""), "val_loss": series["val/loss"].get(s, ""),
-                 "val_acc": series["val/acc"].get(s, "")} for s in steps])
+    _write_csv(
+        folder / "loss.csv",
+        ["step", "train_loss", "val_loss", "val_acc"],
+        [
+            {
+                "step": s,
+                "train_loss": series["train/loss"].get(s, ""),
+                "val_loss": series["val/loss"].get(s, ""),
+                "val_acc": series["val/acc"].get(s, ""),
+            }
+            for s in steps
+        ],
+    )
     layers = sorted(k for k in latest if k.startswith("grad_norm/layer_"))
-    _write_csv(folder / "grad_norm.csv", ["layer", "grad_norm"],
-               [{"layer": int(k.rsplit("_", 1)[1]), "grad_norm": latest[k]} for k in layers])
+    _write_csv(
+        folder / "grad_norm.csv",
+        ["layer", "grad_norm"],
+        [{"layer": int(k.rsplit("_", 1)[1]), "grad_norm": latest[k]} for k in layers],
+    )
     plots.save(plots.loss_curves(history, title="loss and accuracy"), folder / "loss_curves.png")
 
 
@@ -55,17 +70,31 @@ def init_files(folder: str | Path, result: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     act, grad, theory = result["act_std"], result["grad_std"], result["theory_act_std"]
     hidden = len(act) - 1
-    metrics = {"act_std/first": act[0], "act_std/last_hidden": act[hidden - 1] if hidden else math.nan,
-               "grad_std/first": grad[0], "grad_std/last_hidden": grad[hidden - 1] if hidden else math.nan,
-               "init/loss": result["metrics"].get("init/loss", math.nan)}
+    metrics = {
+        "act_std/first": act[0],
+        "act_std/last_hidden": act[hidden - 1] if hidden else math.nan,
+        "grad_std/first": grad[0],
+        "grad_std/last_hidden": grad[hidden - 1] if hidden else math.nan,
+        "init/loss": result["metrics"].get("init/loss", math.nan),
+    }
     if hidden >= 2:
         metrics["act_std_ratio/last_over_first"] = act[hidden - 1] / act[0] if act[0] else math.nan
         metrics["grad_std_ratio/first_over_last"] = grad[0] / grad[hidden - 1] if grad[hidden - 1] else math.nan
     metrics.update(verdict_flags(result["verdict"]))
     (folder / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True))
-    _write_csv(folder / "depth_profile.csv", ["layer", "act_std", "theory_act_std", "grad_std"],
-               [{"layer": i + 1, "act_std": act[i], "theory_act_std": theory[i] if theory else "",
-                 "grad_std": grad[i]} for i in range(len(act))])
-    plots.save(plots.depth_profile({"activation std": act, "gradient std (dL/dz)": grad}, theory=theory,
-                                   title=f"per layer at initialization ({layer_name(len(act))} = output)"),
-               folder / "depth_profile.png")
+    _write_csv(
+        folder / "depth_profile.csv",
+        ["layer", "act_std", "theory_act_std", "grad_std"],
+        [
+            {"layer": i + 1, "act_std": act[i], "theory_act_std": theory[i] if theory else "", "grad_std": grad[i]}
+            for i in range(len(act))
+        ],
+    )
+    plots.save(
+        plots.depth_profile(
+            {"activation std": act, "gradient std (dL/dz)": grad},
+            theory=theory,
+            title=f"per layer at initialization ({layer_name(len(act))} = output)",
+        ),
+        folder / "depth_profile.png",
+    )

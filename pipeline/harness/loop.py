@@ -73,20 +73,31 @@ class Loop:
     def run(self) -> None:
         cfg, data = self.cfg, self.data
         epochs = cfg.train.epochs
-        schedule = make_schedule(cfg.train.schedule.name, cfg.optimizer.lr, epochs,
-                                 **{k: v for k, v in cfg.train.schedule.items() if k != "name"})
+        schedule = make_schedule(
+            cfg.train.schedule.name,
+            cfg.optimizer.lr,
+            epochs,
+            **{k: v for k, v in cfg.train.schedule.items() if k != "name"},
+        )
         batches_rng = rng_for(cfg.seed, "batches")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             # where learning starts from: the whole training set's loss before any step, and chance accuracy
             # (the majority class's share); analysis.diagnosis compares the end of training with both
             initial_loss, initial_acc = self.trainer.evaluate(data.x_train, data.y_train)
-            self.recorder.log({"train/initial_loss": initial_loss, "train/initial_acc": initial_acc,
-                               "data/chance_acc": chance_accuracy(data.y_train),
-                               "data/chance_loss": chance_loss(self.trainer.loss, data.y_train, data.n_classes)}, 0)
+            self.recorder.log(
+                {
+                    "train/initial_loss": initial_loss,
+                    "train/initial_acc": initial_acc,
+                    "data/chance_acc": chance_accuracy(data.y_train),
+                    "data/chance_loss": chance_loss(self.trainer.loss, data.y_train, data.n_classes),
+                },
+                0,
+            )
             if self.probes is not None:  # the network at initialization: activations and weights at step 0
                 self.recorder.log(self.probes.measure(before_training=True), 0)
-        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress),
-                   leave=False)
+        bar = tqdm(
+            range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress), leave=False
+        )
         # a diverging network overflows on purpose here: the loop detects it and stops, quietly
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for epoch in bar:
@@ -97,13 +108,20 @@ class Loop:
                 if self.diverged_at_step is not None:
                     break
                 val_loss, val_acc = self.trainer.evaluate(data.x_val, data.y_val) if len(data.y_val) else (None, None)
-                epoch_metrics = {"epoch": epoch, "lr": self.trainer.optimizer.lr, "train/acc": train_acc,
-                                 "time/epoch_seconds": self.epoch_seconds[-1]}
+                epoch_metrics = {
+                    "epoch": epoch,
+                    "lr": self.trainer.optimizer.lr,
+                    "train/acc": train_acc,
+                    "time/epoch_seconds": self.epoch_seconds[-1],
+                }
                 if val_loss is not None:
                     epoch_metrics.update({"val/loss": val_loss, "val/acc": val_acc})
                 self.recorder.log(epoch_metrics, self.step)
-                bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.3f}",
-                                val_acc="-" if val_acc is None else f"{val_acc:.3f}")
+                bar.set_postfix(
+                    loss=f"{train_loss:.4f}",
+                    acc=f"{train_acc:.3f}",
+                    val_acc="-" if val_acc is None else f"{val_acc:.3f}",
+                )
         bar.close()
 
     def run_epoch(self, rng: np.random.Generator) -> tuple[float, float]:
@@ -120,8 +138,9 @@ class Loop:
             t0 = time.perf_counter()
             loss = self.trainer.step(x[idx], y[idx], track_updates=measure)
             self.train_seconds += time.perf_counter() - t0
-            if not math.isfinite(loss) or not math.isfinite(self.trainer.last_grad_norm if
-                                                            self.trainer.clipper.active else 0.0):
+            if not math.isfinite(loss) or not math.isfinite(
+                self.trainer.last_grad_norm if self.trainer.clipper.active else 0.0
+            ):
                 self.diverge()
                 break
             logits = self.net.layers[-1].cache["a"]  # (batch, classes) of this step, before any probe forward
@@ -130,8 +149,9 @@ class Loop:
             total_loss += loss * len(idx)
             interval_loss, interval_n = interval_loss + loss, interval_n + 1
             if self.step % every == 0 or last:
-                self.recorder.log({"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
-                                  self.step)
+                self.recorder.log(
+                    {"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds}, self.step
+                )
                 interval_loss, interval_n = 0.0, 0
             if measure and self.probes is not None:
                 metrics = self.probes.measure()

@@ -14,7 +14,7 @@ def project_root(root: Path = ROOT) -> Path:
     """
     parts = root.parts
     for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return root
 

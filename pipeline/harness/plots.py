@@ -185,8 +185,14 @@ def grad_norm_heatmap(history: History, title: str = "") -> Figure:
 
     fig = _figure()
     ax = fig.add_subplot()
-    im = ax.imshow(image, cmap=HEATMAP_CMAP, norm=Normalize(vmin=lo, vmax=hi), aspect="auto",
-                   interpolation="nearest", origin="upper")
+    im = ax.imshow(
+        image,
+        cmap=HEATMAP_CMAP,
+        norm=Normalize(vmin=lo, vmax=hi),
+        aspect="auto",
+        interpolation="nearest",
+        origin="upper",
+    )
     fig.colorbar(im, ax=ax, label="log10 ||dL/dW||")
     xt = _ticks(len(steps))
     ax.set_xticks(xt, [f"{steps[i]:g}" for i in xt])
@@ -217,8 +223,9 @@ def _bin_edges(values: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
     return np.linspace(centre - half, centre + half, bins + 1)
 
 
-def activation_histograms(start: Mapping[int, np.ndarray], end: Mapping[int, np.ndarray] | None = None,
-                          title: str = "") -> Figure:
+def activation_histograms(
+    start: Mapping[int, np.ndarray], end: Mapping[int, np.ndarray] | None = None, title: str = ""
+) -> Figure:
     """One histogram panel per layer of activation values at the start, with the end overlaid if given."""
     end = end or {}
     layers = sorted(set(start) | set(end))
@@ -229,8 +236,11 @@ def activation_histograms(start: Mapping[int, np.ndarray], end: Mapping[int, np.
     fig = _figure((max(8.0, 2.6 * ncols), 1.2 + 2.3 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, layer in zip(axes, layers):
-        samples = [(label, _finite_values(arrays[layer]))
-                   for label, arrays in (("start", start), ("end", end)) if layer in arrays]
+        samples = [
+            (label, _finite_values(arrays[layer]))
+            for label, arrays in (("start", start), ("end", end))
+            if layer in arrays
+        ]
         finite = [values for _, values in samples if len(values)]
         if not finite:
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
@@ -247,9 +257,9 @@ def activation_histograms(start: Mapping[int, np.ndarray], end: Mapping[int, np.
         ax.tick_params(labelsize="small")
         if end:
             _legend(ax, fontsize="x-small")
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.set_axis_off()  # unused grid cells
-    for ax in axes[(nrows - 1) * ncols:]:
+    for ax in axes[(nrows - 1) * ncols :]:
         ax.set_xlabel("activation")
     for ax in axes[::ncols]:
         ax.set_ylabel("count")
@@ -265,7 +275,7 @@ def unit_health(history: History, title: str = "") -> Figure:
         return _message_figure("no dead-ReLU or saturation probes in this run", title)
     fig = _figure((8.0, 1.5 + 3.3 * len(families)))
     axes = fig.subplots(len(families), 1, sharex=True, squeeze=False).ravel()
-    for ax, (prefix, label, series) in zip(axes, families):
+    for ax, (_, label, series) in zip(axes, families):
         for colour, (layer, points) in zip(_layer_colours(len(series)), series.items()):
             steps, values = _finite_points(points)
             marker = "o" if len(values) == 1 else None  # a lone point is invisible as a line
@@ -274,23 +284,23 @@ def unit_health(history: History, title: str = "") -> Figure:
         ax.set_ylabel(label)
         ax.set_title(label[0].upper() + label[1:] + " per layer")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  ncols=math.ceil(len(series) / 12))
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=math.ceil(len(series) / 12))
     axes[-1].set_xlabel("step")
     _suptitle(fig, title)
     return fig
 
 
-def depth_profile(values: Mapping[str, Sequence[float]], theory: Sequence[float] | None = None,
-                  title: str = "", ylabel: str = "std") -> Figure:
+def depth_profile(
+    values: Mapping[str, Sequence[float]], theory: Sequence[float] | None = None, title: str = "", ylabel: str = "std"
+) -> Figure:
     """Per-layer quantities (layer 1..L) on a log y axis, with an optional dashed theory line."""
     fig = _figure()
     ax = fig.add_subplot()
     series: list[tuple[str, np.ndarray, dict[str, Any]]] = [
-        (name, np.asarray(list(v), dtype=float).ravel(), {"marker": "o"}) for name, v in values.items()]
+        (name, np.asarray(list(v), dtype=float).ravel(), {"marker": "o"}) for name, v in values.items()
+    ]
     if theory is not None:
-        series.append(("theory", np.asarray(list(theory), dtype=float).ravel(),
-                       {"linestyle": "--", "color": "black"}))
+        series.append(("theory", np.asarray(list(theory), dtype=float).ravel(), {"linestyle": "--", "color": "black"}))
     any_positive = False
     for name, y, style in series:
         x = np.arange(1, len(y) + 1)

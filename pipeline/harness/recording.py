@@ -67,9 +67,13 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     if cfg.tracking.get("study"):  # a study's child
         all_tags["study"] = cfg.tracking.study
     sweep = sweep_info() if in_multirun() else {}
-    return tracking.TrackedRun(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment,
-                               run_name=cfg.tracking.get("run_name") or run_name(stage), tags=all_tags,
-                               parent_run_id=cfg.tracking.get("parent_run_id") or sweep.get("parent_run_id"))
+    return tracking.TrackedRun(
+        tracking.resolve_uri(cfg.tracking.uri),
+        cfg.tracking.experiment,
+        run_name=cfg.tracking.get("run_name") or run_name(stage),
+        tags=all_tags,
+        parent_run_id=cfg.tracking.get("parent_run_id") or sweep.get("parent_run_id"),
+    )
 
 
 def log_history(run, history: History) -> None:

@@ -61,8 +61,13 @@ class MlflowSweepCallback(Callback):
         uri = tracking.resolve_uri(config.tracking.uri)
         tracking.ensure_experiment(uri, config.tracking.experiment)  # schema migrated here, not in racing workers
         overrides = " ".join(config.hydra.overrides.task)
-        self.parent = tracking.TrackedRun(uri, config.tracking.experiment, run_name=f"sweep {overrides}".strip(),
-                                          tags={"stage": "sweep", "sweep": overrides}, parent_run_id="").start()
+        self.parent = tracking.TrackedRun(
+            uri,
+            config.tracking.experiment,
+            run_name=f"sweep {overrides}".strip(),
+            tags={"stage": "sweep", "sweep": overrides},
+            parent_run_id="",
+        ).start()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         info = {"parent_run_id": self.parent.run_id, "swept": swept_keys(list(config.hydra.overrides.task))}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info))

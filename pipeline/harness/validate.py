@@ -51,6 +51,7 @@ def number(lo: float | None = None, hi: float | None = None, lo_open=False, hi_o
         if hi is not None and (v > hi or (hi_open and v == hi)):
             return what
         return None
+
     return check
 
 
@@ -66,6 +67,7 @@ def names_from(values) -> Check:
     def check(v):
         ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) and x in values for x in v)
         return None if ok else "a list of: " + ", ".join(values)
+
     return check
 
 
@@ -79,14 +81,19 @@ def optional(check: Check) -> Check:
             return None
         what = check(v)
         return None if what is None else f"null or {what}"
+
     return opt
 
 
 def tracking_uri(v) -> str | None:
     """A database or server URI; MLflow's file store raises since 3.13, so file: and bare paths are refused."""
     ok = isinstance(v, str) and "://" in v and not v.startswith("file:")
-    return None if ok else "sqlite:///<path>/mlflow.db, http(s)://<host>:<port> or another database URI " \
-                           "(MLflow's file store is not supported)"
+    return (
+        None
+        if ok
+        else "sqlite:///<path>/mlflow.db, http(s)://<host>:<port> or another database URI "
+        "(MLflow's file store is not supported)"
+    )
 
 
 def text(v) -> str | None:
@@ -194,16 +201,25 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
 
 def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
     test, val = flat.get("data.test_size"), flat.get("data.val_size")
-    if isinstance(test, (int, float)) and isinstance(val, (int, float)) and _is_number(test) and _is_number(val) \
-            and test + val >= 1:
+    if (
+        isinstance(test, (int, float))
+        and isinstance(val, (int, float))
+        and _is_number(test)
+        and _is_number(val)
+        and test + val >= 1
+    ):
         raise ConfigError(f"data.val_size: got {val} with data.test_size {test}; allowed: val_size + test_size < 1")
     if flat.get("model.batch_norm") is True and flat.get("train.batch_size") == 1:
-        raise ConfigError("model.batch_norm: batch norm needs batches of >= 2 examples; "
-                          "allowed: train.batch_size >= 2 or null with batch_norm=true")
+        raise ConfigError(
+            "model.batch_norm: batch norm needs batches of >= 2 examples; "
+            "allowed: train.batch_size >= 2 or null with batch_norm=true"
+        )
 
 
 def check_batch_size(batch_size: int | None, n_train: int) -> None:
     """The batch size must fit the training split (known only once the data exist)."""
     if batch_size is not None and batch_size > n_train:
-        raise ConfigError(f"train.batch_size: got {batch_size}; allowed: at most the {n_train} training "
-                          "examples, or null for the full batch")
+        raise ConfigError(
+            f"train.batch_size: got {batch_size}; allowed: at most the {n_train} training "
+            "examples, or null for the full batch"
+        )

@@ -11,14 +11,30 @@ from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
-INSTRUMENTS: dict[str, type[Probe]] = {p.name: p for p in (
-    GradNorm, GradStd, UpdateRatio, WeightNorm, SpectralNorm, Sparsity, ActivationStats, Saturation, DeadUnits)}
+INSTRUMENTS: dict[str, type[Probe]] = {
+    p.name: p
+    for p in (
+        GradNorm,
+        GradStd,
+        UpdateRatio,
+        WeightNorm,
+        SpectralNorm,
+        Sparsity,
+        ActivationStats,
+        Saturation,
+        DeadUnits,
+    )
+}
 # the costly extra (a full-batch gradient per measurement): asked for with probes.gradient_noise, not listed
 EXTRAS = {GradientNoise.name: GradientNoise}
 
 
-def build_probes(names: list[str] | None = None, exact_spectral: bool = False, every: int | None = None,
-                 dead_window: int | None = None) -> list[Probe]:
+def build_probes(
+    names: list[str] | None = None,
+    exact_spectral: bool = False,
+    every: int | None = None,
+    dead_window: int | None = None,
+) -> list[Probe]:
     """The named instruments (every one when None), in the registry's order.
 
     `every` (steps between measurements) sets the spectral norm's power-iteration budget; `dead_window` the
@@ -29,18 +45,29 @@ def build_probes(names: list[str] | None = None, exact_spectral: bool = False, e
     if unknown:
         raise ValueError(f"unknown probes {unknown}; allowed: {', '.join(INSTRUMENTS)}")
     iterations = 4 if every is None else min(4, max(1, every))
-    made = {"spectral_norm": lambda: SpectralNorm(exact=exact_spectral, iterations=iterations),
-            "dead_units": lambda: DeadUnits(window=dead_window)}
+    made = {
+        "spectral_norm": lambda: SpectralNorm(exact=exact_spectral, iterations=iterations),
+        "dead_units": lambda: DeadUnits(window=dead_window),
+    }
     return [made[n]() if n in made else INSTRUMENTS[n]() for n in INSTRUMENTS if n in chosen]
 
 
 class ProbeSet:
     """The probes that apply to this network, measured together on one shared context."""
 
-    def __init__(self, net: MLP, trainer: Trainer | None = None, probe_x: np.ndarray | None = None,
-                 probes: list[Probe] | None = None, full_batch: tuple[np.ndarray, np.ndarray] | None = None,
-                 batch_size: int | None = None, rng: np.random.Generator | None = None,
-                 source: str = "probe_batch", every: int | None = None, instruments: list[str] | None = None):
+    def __init__(
+        self,
+        net: MLP,
+        trainer: Trainer | None = None,
+        probe_x: np.ndarray | None = None,
+        probes: list[Probe] | None = None,
+        full_batch: tuple[np.ndarray, np.ndarray] | None = None,
+        batch_size: int | None = None,
+        rng: np.random.Generator | None = None,
+        source: str = "probe_batch",
+        every: int | None = None,
+        instruments: list[str] | None = None,
+    ):
         """`instruments`: the names to measure (conf/probes: probes.instruments; every one when None), unless
         `probes` gives the instruments themselves. `full_batch` (x, y) adds the gradient-noise probe for
         mini-batches of `batch_size`.
@@ -59,14 +86,16 @@ class ProbeSet:
         if probe_x is None and source == "probe_batch":
             self.probes = [p for p in self.probes if not p.needs_activations]
 
-    def measure(self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None,
-                before_training: bool = False) -> dict[str, float]:
+    def measure(
+        self, activations: list[tuple[np.ndarray, np.ndarray]] | None = None, before_training: bool = False
+    ) -> dict[str, float]:
         """Every probe on one shared context; `activations` replaces the eval-mode probe forward.
 
         `before_training`: only the probes that need no step (activations, weights), at step 0.
         """
-        ctx = ProbeContext(self.net, self.trainer, self.probe_x, activations,
-                           source="probe_batch" if before_training else self.source)
+        ctx = ProbeContext(
+            self.net, self.trainer, self.probe_x, activations, source="probe_batch" if before_training else self.source
+        )
         out: dict[str, float] = {}
         for probe in self.probes:
             if before_training and probe.needs_step:

@@ -19,8 +19,9 @@ class GradNorm(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         squares = {key: sq_norm(g) for key, g in ctx.preclip_grads.items()}  # one pass per tensor
-        out = per_layer("grad_norm", (math.sqrt(squares[f"{layer_name(i)}.W"])
-                                      for i in range(1, len(ctx.net.layers) + 1)))
+        out = per_layer(
+            "grad_norm", (math.sqrt(squares[f"{layer_name(i)}.W"]) for i in range(1, len(ctx.net.layers) + 1))
+        )
         out["grad_norm/total"] = math.sqrt(sum(squares.values()))
         return out
 
@@ -33,8 +34,9 @@ class GradStd(Probe):
     needs_step = True
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        return per_layer("grad_std", (mean_std(layer.dz)[1] if layer.dz is not None else float("nan")
-                                      for layer in ctx.net.layers))
+        return per_layer(
+            "grad_std", (mean_std(layer.dz)[1] if layer.dz is not None else float("nan") for layer in ctx.net.layers)
+        )
 
 
 class UpdateRatio(Probe):

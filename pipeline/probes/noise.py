@@ -20,8 +20,9 @@ class GradientNoise(Probe):
 
     needs_step = True
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int | None, rng: np.random.Generator,
-                 samples: int = 4):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int | None, rng: np.random.Generator, samples: int = 4
+    ):
         self.x, self.y, self.batch_size, self.rng, self.samples = x, y, batch_size, rng, samples
 
     def applies(self, net) -> bool:
@@ -38,8 +39,10 @@ class GradientNoise(Probe):
         norms = [layer.norm for layer in ctx.net.layers if layer.norm is not None]
         saved = [(n.running_mean.copy(), n.running_var.copy()) for n in norms]
         full = self._gradient(ctx, slice(None))
-        spread = [np.sum((self._gradient(ctx, self.rng.choice(len(self.x), self.batch_size, replace=False)) - full)
-                         ** 2) for _ in range(self.samples)]
+        spread = [
+            np.sum((self._gradient(ctx, self.rng.choice(len(self.x), self.batch_size, replace=False)) - full) ** 2)
+            for _ in range(self.samples)
+        ]
         for n, (mean, var) in zip(norms, saved):
             n.running_mean[:], n.running_var[:] = mean, var
         full_sq = float(np.dot(full, full))

@@ -63,10 +63,12 @@ class SpectralNorm(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         if self.exact:
-            return per_layer("spectral_norm", (np.linalg.norm(layer.params["W"].astype(np.float64), 2)
-                                               for layer in ctx.net.layers))
-        return per_layer("spectral_norm", (self._power(i, layer.params["W"])
-                                           for i, layer in enumerate(ctx.net.layers, 1)))
+            return per_layer(
+                "spectral_norm", (np.linalg.norm(layer.params["W"].astype(np.float64), 2) for layer in ctx.net.layers)
+            )
+        return per_layer(
+            "spectral_norm", (self._power(i, layer.params["W"]) for i, layer in enumerate(ctx.net.layers, 1))
+        )
 
 
 class Sparsity(Probe):

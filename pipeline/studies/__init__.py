@@ -7,8 +7,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-STUDIES = ("activations", "depth", "init", "init_depth", "learning_rate", "batch_size", "regularization",
-           "clipping", "normalization", "dead_relu", "optimizers")
+STUDIES = (
+    "activations",
+    "depth",
+    "init",
+    "init_depth",
+    "learning_rate",
+    "batch_size",
+    "regularization",
+    "clipping",
+    "normalization",
+    "dead_relu",
+    "optimizers",
+)
 
 
 def findings_for(name: str) -> Callable:

@@ -34,17 +34,17 @@ def activation(run: StudyRun) -> str:
     return str(run.values.get("model.activation"))
 
 
-
 def of(runs: list[StudyRun], name: str) -> list[StudyRun]:
     return [r for r in runs if activation(r) == name]
-
 
 
 def learning_flags(runs: list[StudyRun], all_seeds: list[str], learned: bool, prefix: str = "") -> dict:
     """{"[prefix ]seed s": learned (or not, as asked)}; None for a run that is missing or did not finish."""
     by_seed = {r.seed: r for r in runs}
-    return {f"{prefix}seed {s}": (by_seed[s].learned == learned if s in by_seed and by_seed[s].ok else None)
-            for s in all_seeds}
+    return {
+        f"{prefix}seed {s}": (by_seed[s].learned == learned if s in by_seed and by_seed[s].ok else None)
+        for s in all_seeds
+    }
 
 
 def epochs_to_acc(run: StudyRun, target: float) -> float:
@@ -69,26 +69,55 @@ def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
         return [missing("sigmoid against the others", "a sigmoid run", "this size runs no sigmoid")]
     sig = of(runs, "sigmoid")
     ratio = {name: per_seed(of(runs, name), grad_norm_ratio, all_seeds) for name in ORDER}
-    centre = {name: per_seed(of(runs, name), lambda r: abs(mean_over_layers(r, "act_mean")), all_seeds)
-              for name in ("sigmoid", "tanh")}
-    out = [compare(f"sigmoid's gradient reaching the first layer (||dL/dW_1|| / ||dL/dW_out||) is below "
-                   f"{lim['grad_ratio_gap']:g} x relu's", ratio["sigmoid"], "<", ratio["relu"],
-                   times=lim["grad_ratio_gap"], scale="log", limit_name="relu's ratio"),
-           compare("sigmoid is not zero-centred: |mean activation| of the hidden layers", centre["sigmoid"], ">",
-                   lim["centred_max"]),
-           compare("tanh is zero-centred: |mean activation| of the hidden layers", centre["tanh"], "<",
-                   lim["centred_max"]),
-           every("the sigmoid net does not learn", learning_flags(sig, all_seeds, False),
-                 measured=f"test acc {accuracies(sig)}", expected="not_learning on every seed")]
+    centre = {
+        name: per_seed(of(runs, name), lambda r: abs(mean_over_layers(r, "act_mean")), all_seeds)
+        for name in ("sigmoid", "tanh")
+    }
+    out = [
+        compare(
+            f"sigmoid's gradient reaching the first layer (||dL/dW_1|| / ||dL/dW_out||) is below "
+            f"{lim['grad_ratio_gap']:g} x relu's",
+            ratio["sigmoid"],
+            "<",
+            ratio["relu"],
+            times=lim["grad_ratio_gap"],
+            scale="log",
+            limit_name="relu's ratio",
+        ),
+        compare(
+            "sigmoid is not zero-centred: |mean activation| of the hidden layers",
+            centre["sigmoid"],
+            ">",
+            lim["centred_max"],
+        ),
+        compare(
+            "tanh is zero-centred: |mean activation| of the hidden layers", centre["tanh"], "<", lim["centred_max"]
+        ),
+        every(
+            "the sigmoid net does not learn",
+            learning_flags(sig, all_seeds, False),
+            measured=f"test acc {accuracies(sig)}",
+            expected="not_learning on every seed",
+        ),
+    ]
     learners = [name for name in LEARNERS if of(runs, name)]
     flags = {k: v for name in learners for k, v in learning_flags(of(runs, name), all_seeds, True, name + " ").items()}
     out.append(every(f"{', '.join(learners)} learn", flags, expected="learns on every seed of each"))
     family = [name for name in RELU_FAMILY if of(runs, name)]
-    best = {k: max((per_seed(of(runs, n), lambda r: r.get("test/acc"), all_seeds)[k] for n in family),
-                   default=math.nan) for k in (seed_label(s) for s in all_seeds)}
+    best = {
+        k: max((per_seed(of(runs, n), lambda r: r.get("test/acc"), all_seeds)[k] for n in family), default=math.nan)
+        for k in (seed_label(s) for s in all_seeds)
+    }
     floor = {k: v + lim["acc_gap"] for k, v in per_seed(sig, lambda r: r.get("test/acc"), all_seeds).items()}
-    out.append(compare(f"the best ReLU-family net's test accuracy ({', '.join(family)}) beats sigmoid's by "
-                       f"{lim['acc_gap']:g}", best, ">=", floor, limit_name=f"sigmoid's + {lim['acc_gap']:g}"))
+    out.append(
+        compare(
+            f"the best ReLU-family net's test accuracy ({', '.join(family)}) beats sigmoid's by {lim['acc_gap']:g}",
+            best,
+            ">=",
+            floor,
+            limit_name=f"sigmoid's + {lim['acc_gap']:g}",
+        )
+    )
     return out
 
 
@@ -129,8 +158,12 @@ def step_fns(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict[str, 
         data = load_data(job.cfg)
         trainer = build_trainer(job.cfg, data)
         rng = np.random.default_rng(0)
-        batches = [rng.choice(len(data.y_train), min(job.cfg.train.batch_size or len(data.y_train),
-                                                     len(data.y_train)), replace=False) for _ in range(16)]
+        batches = [
+            rng.choice(
+                len(data.y_train), min(job.cfg.train.batch_size or len(data.y_train), len(data.y_train)), replace=False
+            )
+            for _ in range(16)
+        ]
         fns[name], resets[name] = timing.cycling_step(trainer, data.x_train, data.y_train, batches)
     return fns, resets
 
@@ -142,39 +175,64 @@ def controlled_costs(runs: list[StudyRun], cfg) -> dict[str, dict[str, float]]:
     if not names:
         return {"activation": {}, "step": {}}
     fns, resets = step_fns(runs, cfg)
-    return {"activation": timing.best_of_interleaved(activation_fns(names), settings),
-            "step": timing.best_of_interleaved(fns, settings, resets) if fns else {}}
+    return {
+        "activation": timing.best_of_interleaved(activation_fns(names), settings),
+        "step": timing.best_of_interleaved(fns, settings, resets) if fns else {},
+    }
 
 
 def cost_note(costs: dict[str, dict[str, float]], cfg) -> str:
     """The controlled costs as a small Markdown table, relu = 1."""
-    rows = ["| activation | fn + backprop, (64, 64) (us) | / relu | training step (us) | / relu |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| activation | fn + backprop, (64, 64) (us) | / relu | training step (us) | / relu |",
+        "|---|---|---|---|---|",
+    ]
     act, step = costs["activation"], costs["step"]
     for name in ORDER:
         if name in act:
             a, s = act[name], step.get(name, math.nan)
-            rows.append(f"| {name} | {1e6 * a:.1f} | {a / act.get('relu', math.nan):.2f} | {1e6 * s:.0f} | "
-                        f"{s / step.get('relu', math.nan):.2f} |")
-    return ("- Cost, for information (it describes this NumPy engine and the CPU, not training, and decides "
-            f"nothing): {timing.settings(cfg).describe()}, inputs varied call to call ({TIMED_ARRAYS} arrays; 16 "
-            "batches, weights restored before each sample). sigmoid (scipy's expit) and tanh are single vectorized "
-            "ufuncs; relu, leaky_relu and elu use np.where, whose cost depends on the CPU's branch prediction (a "
-            "fixed input would flatter them).\n\n" + "\n".join(rows) + "\n")
+            rows.append(
+                f"| {name} | {1e6 * a:.1f} | {a / act.get('relu', math.nan):.2f} | {1e6 * s:.0f} | "
+                f"{s / step.get('relu', math.nan):.2f} |"
+            )
+    return (
+        "- Cost, for information (it describes this NumPy engine and the CPU, not training, and decides "
+        f"nothing): {timing.settings(cfg).describe()}, inputs varied call to call ({TIMED_ARRAYS} arrays; 16 "
+        "batches, weights restored before each sample). sigmoid (scipy's expit) and tanh are single vectorized "
+        "ufuncs; relu, leaky_relu and elu use np.where, whose cost depends on the CPU's branch prediction (a "
+        "fixed input would flatter them).\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 # --- table, figure -----------------------------------------------------------------------------------
 
 
 def columns(lim: dict[str, float]) -> list[str]:
-    return ["activation", "seed", "test acc", f"epochs to val acc >= {lim['target_acc']:g}", "grad ratio first/last",
-            "act mean (hidden)", "saturation", "dead units", "verdict"]
+    return [
+        "activation",
+        "seed",
+        "test acc",
+        f"epochs to val acc >= {lim['target_acc']:g}",
+        "grad ratio first/last",
+        "act mean (hidden)",
+        "saturation",
+        "dead units",
+        "verdict",
+    ]
 
 
 def row(run: StudyRun, lim: dict[str, float]) -> dict:
-    values = [activation(run), run.seed, run.get("test/acc"), epochs_to_acc(run, lim["target_acc"]),
-              grad_norm_ratio(run), mean_over_layers(run, "act_mean"), mean_over_layers(run, "saturation"),
-              run.get("dead_relu/total"), ",".join(run.verdict) or run.status]
+    values = [
+        activation(run),
+        run.seed,
+        run.get("test/acc"),
+        epochs_to_acc(run, lim["target_acc"]),
+        grad_norm_ratio(run),
+        mean_over_layers(run, "act_mean"),
+        mean_over_layers(run, "saturation"),
+        run.get("dead_relu/total"),
+        ",".join(run.verdict) or run.status,
+    ]
     return dict(zip(columns(lim), values))
 
 
@@ -195,8 +253,9 @@ def figures(runs: list[StudyRun]) -> dict[str, Figure]:
             continue
         kw = {"color": f"C{i}"}
         epoch_steps = [{s for s, _ in r.history.get("epoch", [])} for r in done]
-        accs = [np.array([v for s, v in r.history.get("val/acc", []) if s in steps])
-                for r, steps in zip(done, epoch_steps)]
+        accs = [
+            np.array([v for s, v in r.history.get("val/acc", []) if s in steps]) for r, steps in zip(done, epoch_steps)
+        ]
         if all(len(a) for a in accs):
             mean, lo, hi = band(accs)
             x = np.arange(1, len(mean) + 1)
@@ -208,10 +267,14 @@ def figures(runs: list[StudyRun]) -> dict[str, Figure]:
             x = np.arange(1, len(mean) + 1)
             grads.semilogy(x, np.exp(mean), marker="o", label=name, **kw)
             grads.fill_between(x, np.exp(lo), np.exp(hi), alpha=0.2, lw=0, **kw)
-    curves.set(xlabel="epoch", ylabel="validation accuracy (seeds: mean, min..max)", title="learning curves",
-               ylim=(0, 1))
-    grads.set(xlabel="layer (1 = input side)", ylabel="||dL/dW|| at the end (seeds: geo. mean)",
-              title="gradient norm per layer")
+    curves.set(
+        xlabel="epoch", ylabel="validation accuracy (seeds: mean, min..max)", title="learning curves", ylim=(0, 1)
+    )
+    grads.set(
+        xlabel="layer (1 = input side)",
+        ylabel="||dL/dW|| at the end (seeds: geo. mean)",
+        title="gradient norm per layer",
+    )
     for ax in (curves, grads):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -238,21 +301,28 @@ def metrics(per_run: list[dict], costs: dict[str, dict[str, float]]) -> dict[str
 def speed_note(per_run: list[dict], lim: dict[str, float]) -> str:
     """Mean epochs to the val-accuracy target per activation (never: some seed did not get there)."""
     col = columns(lim)[3]
-    means = {name: float(np.mean([r[col] for r in per_run if r["activation"] == name])) for name in ORDER
-             if any(r["activation"] == name for r in per_run)}
+    means = {
+        name: float(np.mean([r[col] for r in per_run if r["activation"] == name]))
+        for name in ORDER
+        if any(r["activation"] == name for r in per_run)
+    }
     shown = ", ".join(f"{name} {'never' if math.isinf(m) else f'{m:.1f}'}" for name, m in means.items())
-    return ("- Which activation learns fastest is not claimed: every net trains at the same lr, so a speed "
-            f"ranking would need a tuned lr per activation. Mean epochs to val acc >= {lim['target_acc']:g} at this "
-            f"lr: {shown or '-'}.")
+    return (
+        "- Which activation learns fastest is not claimed: every net trains at the same lr, so a speed "
+        f"ranking would need a tuned lr per activation. Mean epochs to val acc >= {lim['target_acc']:g} at this "
+        f"lr: {shown or '-'}."
+    )
 
 
 def notes(per_run: list[dict], lim: dict[str, float], costs: dict[str, dict[str, float]], cfg) -> list[str]:
     return [
-        ("- Each row folds the seeds of one activation: mean (min..max); runs.csv has every run. grad ratio "
-         "first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over training. act mean (hidden): the hidden "
-         "layers' mean activation at the end. saturation: share of units with f'(z) < 0.1 max f' (sigmoid's "
-         "derivative is at most 0.25 even where it does not saturate, so its gradient can shrink per layer without "
-         "saturation). " + NOT_LEARNING_RULE),
+        (
+            "- Each row folds the seeds of one activation: mean (min..max); runs.csv has every run. grad ratio "
+            "first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over training. act mean (hidden): the hidden "
+            "layers' mean activation at the end. saturation: share of units with f'(z) < 0.1 max f' (sigmoid's "
+            "derivative is at most 0.25 even where it does not saturate, so its gradient can shrink per layer without "
+            "saturation). " + NOT_LEARNING_RULE
+        ),
         speed_note(per_run, lim),
         cost_note(costs, cfg) if costs["activation"] else "- Cost: no finished run to time.",
     ]
@@ -260,9 +330,18 @@ def notes(per_run: list[dict], lim: dict[str, float], costs: dict[str, dict[str,
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
     lim = thresholds(cfg, *LIMITS)
-    per_run = sorted((row(r, lim) for r in finished(runs)),
-                     key=lambda x: (ORDER.index(x["activation"]) if x["activation"] in ORDER else 9, int(x["seed"])))
+    per_run = sorted(
+        (row(r, lim) for r in finished(runs)),
+        key=lambda x: (ORDER.index(x["activation"]) if x["activation"] in ORDER else 9, int(x["seed"])),
+    )
     cols, rows = seed_table(per_run, ["activation"], columns(lim))
     costs = controlled_costs(runs, cfg)
-    return Findings(checks(runs, lim), cols, rows, metrics(per_run, costs), figures(runs),
-                    notes(per_run, lim, costs, cfg), {"runs.csv": per_run})
+    return Findings(
+        checks(runs, lim),
+        cols,
+        rows,
+        metrics(per_run, costs),
+        figures(runs),
+        notes(per_run, lim, costs, cfg),
+        {"runs.csv": per_run},
+    )

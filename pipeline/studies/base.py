@@ -116,8 +116,9 @@ def seed_label(seed: str) -> str:
     return f"seed {seed}"
 
 
-def per_seed(runs: list[StudyRun], measure: Callable[[StudyRun], float],
-             all_seeds: list[str] | None = None) -> dict[str, float]:
+def per_seed(
+    runs: list[StudyRun], measure: Callable[[StudyRun], float], all_seeds: list[str] | None = None
+) -> dict[str, float]:
     """{"seed s": measure(run)} over the runs of one condition, or over `all_seeds` when given; nan where the
     run is missing or did not finish (a check then names it as missing)."""
     by_seed = {r.seed: r for r in runs}

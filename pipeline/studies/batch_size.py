@@ -47,7 +47,6 @@ def key_of(batch: float) -> str:
     return "full" if math.isinf(batch) else str(int(batch))
 
 
-
 def usable(runs: list[StudyRun]) -> list[StudyRun]:
     """The finished runs that did not diverge: the ones with numbers to compare."""
     return [r for r in finished(runs) if not r.diverged]
@@ -75,8 +74,11 @@ def step_functions(runs: list[StudyRun], cfg) -> tuple[dict[str, Callable], dict
         trainer = build_trainer(job.cfg, data)
         n, b = len(data.y_train), batch_of(run)
         rng = np.random.default_rng(0)
-        batches = [np.arange(n)] if math.isinf(b) or b >= n else [rng.choice(n, int(b), replace=False)
-                                                                 for _ in range(BATCHES_TIMED)]
+        batches = (
+            [np.arange(n)]
+            if math.isinf(b) or b >= n
+            else [rng.choice(n, int(b), replace=False) for _ in range(BATCHES_TIMED)]
+        )
         name = f"{label(b)} seed {run.seed}"
         fns[name], resets[name] = timing.cycling_step(trainer, data.x_train, data.y_train, batches)
         names[name] = (b, run.seed)
@@ -245,8 +247,11 @@ class Seeds:
 
     def best_mid(self) -> float | None:
         """The batch between pure SGD and the full batch with the lowest mean log loss at the budget."""
-        means = {b: np.mean(np.log([self.loss_at_budget(b, s) for s in self.seeds]))
-                 for b in self.batches if 1 < b < math.inf}
+        means = {
+            b: np.mean(np.log([self.loss_at_budget(b, s) for s in self.seeds]))
+            for b in self.batches
+            if 1 < b < math.inf
+        }
         finite = {b: float(m) for b, m in means.items() if math.isfinite(m)}
         return min(finite, key=lambda b: finite[b]) if finite else None
 
@@ -266,39 +271,77 @@ def keeps_pace(check: Check) -> Check:
         outcome, why = UNDECIDED, check.why
     else:
         outcome, why = HOLDS, "tie: " + check.why.replace("holds on", "above it on")
-    return Check(check.name, outcome, check.measured, "tie or better (not worse beyond the seeds' spread) than "
-                 + check.expected.removeprefix("> "), check.values, why)
+    return Check(
+        check.name,
+        outcome,
+        check.measured,
+        "tie or better (not worse beyond the seeds' spread) than " + check.expected.removeprefix("> "),
+        check.values,
+        why,
+    )
 
 
 def checks(s: Seeds) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/batch_size.yaml)."""
     lim = s.lim
-    out = [compare("smaller batches end lower after the same epochs: rank correlation of B and the final "
-                   "training loss", s.per_seed(s.rank_correlation), ">=", lim["min_rank_correlation"]),
-           every("gradient noise falls with every larger batch", {seed_label(k): s.noise_falls(k) for k in s.seeds},
-                 expected="on every seed"),
-           compare(f"gradient noise ~ 1/B: |log-log slope + 1| (slope within -1 +- {lim['slope_tolerance']:g})",
-                   s.per_seed(lambda k: abs(s.slope(k) + 1)), "<=", lim["slope_tolerance"])]
+    out = [
+        compare(
+            "smaller batches end lower after the same epochs: rank correlation of B and the final training loss",
+            s.per_seed(s.rank_correlation),
+            ">=",
+            lim["min_rank_correlation"],
+        ),
+        every(
+            "gradient noise falls with every larger batch",
+            {seed_label(k): s.noise_falls(k) for k in s.seeds},
+            expected="on every seed",
+        ),
+        compare(
+            f"gradient noise ~ 1/B: |log-log slope + 1| (slope within -1 +- {lim['slope_tolerance']:g})",
+            s.per_seed(lambda k: abs(s.slope(k) + 1)),
+            "<=",
+            lim["slope_tolerance"],
+        ),
+    ]
     ms = 1e3 * s.budget
     cost = "pure SGD's epochs take far longer: its controlled epoch over the dearest other batch size's"
     fuller = f"per unit of compute the full batch makes less progress: its loss at {ms:.3g} controlled ms"
     pace = f"pure SGD keeps pace per unit of compute: its loss at {ms:.3g} controlled ms"
     if 1.0 not in s.batches or math.inf not in s.batches:
         why = "this size runs no pure SGD or no full batch"
-        return out + [missing(cost, f">= {lim['sgd_epoch_cost']:g}", why),
-                      missing(fuller, "above the best mini-batch's", why), missing(pace, "tie or better", why)]
+        return out + [
+            missing(cost, f">= {lim['sgd_epoch_cost']:g}", why),
+            missing(fuller, "above the best mini-batch's", why),
+            missing(pace, "tie or better", why),
+        ]
     out.append(compare(cost, s.per_seed(s.epoch_cost_ratio), ">=", lim["sgd_epoch_cost"], scale="log"))
     mid = s.best_mid()
     if mid is None:
         why = "no mini-batch between pure SGD and the full batch has a loss at the budget on every seed"
         return out + [missing(fuller, "above the best mini-batch's", why), missing(pace, "tie or better", why)]
     mid_loss = s.per_seed(lambda k: s.loss_at_budget(mid, k))
-    out.append(compare(f"{fuller} is above the best mini-batch's ({label(mid)})",
-                       s.per_seed(lambda k: s.loss_at_budget(math.inf, k)), ">", mid_loss, scale="log",
-                       limit_name=f"{label(mid)}'s loss"))
-    out.append(keeps_pace(compare(f"{pace} against the best mini-batch's ({label(mid)})",
-                                  s.per_seed(lambda k: s.loss_at_budget(1.0, k)), ">", mid_loss, scale="log",
-                                  limit_name=f"{label(mid)}'s loss")))
+    out.append(
+        compare(
+            f"{fuller} is above the best mini-batch's ({label(mid)})",
+            s.per_seed(lambda k: s.loss_at_budget(math.inf, k)),
+            ">",
+            mid_loss,
+            scale="log",
+            limit_name=f"{label(mid)}'s loss",
+        )
+    )
+    out.append(
+        keeps_pace(
+            compare(
+                f"{pace} against the best mini-batch's ({label(mid)})",
+                s.per_seed(lambda k: s.loss_at_budget(1.0, k)),
+                ">",
+                mid_loss,
+                scale="log",
+                limit_name=f"{label(mid)}'s loss",
+            )
+        )
+    )
     return out
 
 
@@ -308,13 +351,20 @@ def checks(s: Seeds) -> list[Check]:
 def row(run: StudyRun, s: Seeds, budget_col: str) -> dict:
     b = batch_of(run)
     noise = early_noise(run, s.window)
-    return {"batch": label(b), "seed": run.seed, "steps / epoch": steps_per_epoch(run),
-            "final train loss": final_loss(run), "val loss": run.get("val/loss"), "test acc": run.get("test/acc"),
-            "controlled us / step": 1e6 * step_time(run, s.times),
-            "controlled ms / epoch": 1e3 * epoch_seconds(run, s.times),
-            budget_col: loss_at(run, s.budget, s.times, s.lim["budget_window"]),
-            "grad noise (early)": noise, "noise x B": noise * b if math.isfinite(b) else math.nan,
-            "verdict": ",".join(run.verdict) or run.status}
+    return {
+        "batch": label(b),
+        "seed": run.seed,
+        "steps / epoch": steps_per_epoch(run),
+        "final train loss": final_loss(run),
+        "val loss": run.get("val/loss"),
+        "test acc": run.get("test/acc"),
+        "controlled us / step": 1e6 * step_time(run, s.times),
+        "controlled ms / epoch": 1e3 * epoch_seconds(run, s.times),
+        budget_col: loss_at(run, s.budget, s.times, s.lim["budget_window"]),
+        "grad noise (early)": noise,
+        "noise x B": noise * b if math.isfinite(b) else math.nan,
+        "verdict": ",".join(run.verdict) or run.status,
+    }
 
 
 def geo_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,11 +393,21 @@ def _curves(epoch_ax, time_ax, s: Seeds) -> None:
             ax.plot(x, mean, lw=1.2, **kw)
             ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.2, lw=0)
     if math.isfinite(s.budget):
-        time_ax.axvspan(1e3 * s.lim["budget_window"] * s.budget, 1e3 * s.budget, color="k", alpha=0.12,
-                        label=f"budget {1e3 * s.budget:.3g} ms (loss averaged here)")
+        time_ax.axvspan(
+            1e3 * s.lim["budget_window"] * s.budget,
+            1e3 * s.budget,
+            color="k",
+            alpha=0.12,
+            label=f"budget {1e3 * s.budget:.3g} ms (loss averaged here)",
+        )
     epoch_ax.set(xlabel="epoch", ylabel="train loss (log)", yscale="log", title="loss per epoch (same lr, same epochs)")
-    time_ax.set(xlabel="controlled ms (steps x best-of-k step time; log)", ylabel="train loss (log)", xscale="log",
-                yscale="log", title="loss per unit of compute")
+    time_ax.set(
+        xlabel="controlled ms (steps x best-of-k step time; log)",
+        ylabel="train loss (log)",
+        xscale="log",
+        yscale="log",
+        title="loss per unit of compute",
+    )
 
 
 def _noise(ax, s: Seeds) -> None:
@@ -363,8 +423,11 @@ def _noise(ax, s: Seeds) -> None:
         grid = np.geomspace(b.min(), b.max(), 50)  # (50,)
         ax.loglog(grid, scale / grid, "k--", lw=1, label="c / B")
         ax.loglog(b, mean, "o-", color="C3", label=f"measured, steps <= {s.window:.0f} (seeds: geo. mean, dots)")
-    ax.set(xlabel="batch size B (log)", ylabel="E||g_B - g||^2 / ||g||^2 (log)",
-           title="mini-batch gradient noise (full batch: 0)")
+    ax.set(
+        xlabel="batch size B (log)",
+        ylabel="E||g_B - g||^2 / ||g||^2 (log)",
+        title="mini-batch gradient noise (full batch: 0)",
+    )
 
 
 def figure(s: Seeds) -> Figure:
@@ -384,8 +447,12 @@ def metrics(s: Seeds, per_run: list[dict], budget_col: str) -> dict[str, float]:
     out = {"budget_ms": 1e3 * s.budget}
     for b in s.batches:
         mine = [r for r in per_run if r["batch"] == label(b)]
-        for key, col in (("controlled_step_us", "controlled us / step"), ("final_loss", "final train loss"),
-                         ("loss_at_budget", budget_col), ("grad_noise", "grad noise (early)")):
+        for key, col in (
+            ("controlled_step_us", "controlled us / step"),
+            ("final_loss", "final train loss"),
+            ("loss_at_budget", budget_col),
+            ("grad_noise", "grad noise (early)"),
+        ):
             vals = [r[col] for r in mine if math.isfinite(r[col])]
             if vals:
                 out[f"{key}/batch_{key_of(b)}"] = float(np.mean(vals))
@@ -403,9 +470,11 @@ def step_cost_note(s: Seeds) -> str:
     step = {b: np.mean([t for (x, _), t in s.times.items() if x == b] or [math.nan]) for b in (1.0, mid)}
     runs = {b: [r for k in s.seeds if (r := s.run(b, k))] for b in (1.0, mid)}
     epoch = {b: step[b] * (steps_per_epoch(runs[b][0]) if runs[b] else math.nan) for b in (1.0, mid)}
-    return (f" Here a pure-SGD step costs {step[1.0] / step[mid]:.2f}x a {label(mid)} step and its epoch "
-            f"{epoch[1.0] / epoch[mid]:.1f}x a {label(mid)} epoch: at one lr a step makes about the same expected "
-            "progress whatever B, so per unit of compute the per-step cost decides.")
+    return (
+        f" Here a pure-SGD step costs {step[1.0] / step[mid]:.2f}x a {label(mid)} step and its epoch "
+        f"{epoch[1.0] / epoch[mid]:.1f}x a {label(mid)} epoch: at one lr a step makes about the same expected "
+        "progress whatever B, so per unit of compute the per-step cost decides."
+    )
 
 
 def notes(s: Seeds, cfg) -> list[str]:
@@ -416,19 +485,25 @@ def notes(s: Seeds, cfg) -> list[str]:
     steps = ", ".join(f"{label(b)} {1e6 * min(v):.0f}..{1e6 * max(v):.0f}" for b, v in sorted(per_b.items()))
     return [
         "- Each row folds the seeds of one batch size: mean (min..max); runs.csv has every run.",
-        (f"- Controlled compute: at report time, one training step of each batch size and seed's network, timed as "
-         f"the {how}, cycling through {BATCHES_TIMED} different batches and restoring the weights before each "
-         f"sample (pipeline/studies/timing.py). Step times in us (over seeds): {steps or '-'}. A run's controlled "
-         "time at step s is s x its step time. The runs' own wall clock (time/train_seconds) decides nothing: on a "
-         "shared machine it swung by 100x with the load."),
-        (f"- The budget is the controlled time of the run that finishes first ({1e3 * s.budget:.3g} ms); the loss "
-         f"at the budget is the geometric mean of train/loss over its last {1 - s.lim['budget_window']:.0%}. Per "
-         "unit of compute a comparison is three-way: better or worse needs the gap to hold on every seed and exceed "
-         "the seeds' spread; anything else is a tie." + step_cost_note(s)),
-        (f"- Gradient noise: grad_noise/relative = E||g_B - g||^2 / ||g||^2 (4 batches per probe point), averaged "
-         f"over the probe points in the first {s.window:.0f} steps, where every batch size is near the same "
-         "weights; the slope is fitted per seed to log(noise) against log(B). Sampling without replacement scales "
-         "it by (N-B)/(N-1), a little below 1/B for large B."),
+        (
+            f"- Controlled compute: at report time, one training step of each batch size and seed's network, timed as "
+            f"the {how}, cycling through {BATCHES_TIMED} different batches and restoring the weights before each "
+            f"sample (pipeline/studies/timing.py). Step times in us (over seeds): {steps or '-'}. A run's controlled "
+            "time at step s is s x its step time. The runs' own wall clock (time/train_seconds) decides nothing: on a "
+            "shared machine it swung by 100x with the load."
+        ),
+        (
+            f"- The budget is the controlled time of the run that finishes first ({1e3 * s.budget:.3g} ms); the loss "
+            f"at the budget is the geometric mean of train/loss over its last {1 - s.lim['budget_window']:.0%}. Per "
+            "unit of compute a comparison is three-way: better or worse needs the gap to hold on every seed and exceed "
+            "the seeds' spread; anything else is a tie." + step_cost_note(s)
+        ),
+        (
+            f"- Gradient noise: grad_noise/relative = E||g_B - g||^2 / ||g||^2 (4 batches per probe point), averaged "
+            f"over the probe points in the first {s.window:.0f} steps, where every batch size is near the same "
+            "weights; the slope is fitted per seed to log(noise) against log(B). Sampling without replacement scales "
+            "it by (N-B)/(N-1), a little below 1/B for large B."
+        ),
     ]
 
 
@@ -437,8 +512,27 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
     s = Seeds(runs, controlled_step_seconds(runs, cfg), lim)
     budget_col = f"loss at {1e3 * s.budget:.3g} ms" if math.isfinite(s.budget) else "loss at budget"
     per_run = [row(r, s, budget_col) for r in sorted(finished(runs), key=lambda r: (batch_of(r), int(r.seed)))]
-    columns = ["batch", "seed", "steps / epoch", "final train loss", "val loss", "test acc", "controlled us / step",
-               "controlled ms / epoch", budget_col, "grad noise (early)", "noise x B", "verdict"]
+    columns = [
+        "batch",
+        "seed",
+        "steps / epoch",
+        "final train loss",
+        "val loss",
+        "test acc",
+        "controlled us / step",
+        "controlled ms / epoch",
+        budget_col,
+        "grad noise (early)",
+        "noise x B",
+        "verdict",
+    ]
     cols, rows = seed_table(per_run, ["batch"], columns)
-    return Findings(checks(s), cols, rows, metrics(s, per_run, budget_col), {"batch_size.png": figure(s)},
-                    notes(s, cfg), {"runs.csv": per_run})
+    return Findings(
+        checks(s),
+        cols,
+        rows,
+        metrics(s, per_run, budget_col),
+        {"batch_size.png": figure(s)},
+        notes(s, cfg),
+        {"runs.csv": per_run},
+    )

@@ -19,8 +19,12 @@ import numpy as np
 HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
 OUTCOMES = (HOLDS, FAILS, UNDECIDED)
 
-OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
-                                                   ">=": operator.ge}
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 SIGNS = {"<": -1, "<=": -1, ">": 1, ">=": 1}  # margin = sign * (value - limit): positive where it holds
 
 Values = Mapping[str, float]  # per seed (or per run): label -> measured value; nan = the run is missing
@@ -39,8 +43,14 @@ class Check:
 
     def as_json(self) -> dict:
         """The check as summary.json lists it (non-finite numbers as strings: JSON has none)."""
-        return {"name": self.name, "outcome": self.outcome, "measured": self.measured, "expected": self.expected,
-                "values": {k: _json_number(v) for k, v in self.values.items()}, "why": self.why}
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "measured": self.measured,
+            "expected": self.expected,
+            "values": {k: _json_number(v) for k, v in self.values.items()},
+            "why": self.why,
+        }
 
 
 def _json_number(v: float) -> float | str:
@@ -98,8 +108,16 @@ def _decide(margins: list[float], holds: list[bool]) -> tuple[str, str]:
     return outcome, ""
 
 
-def compare(name: str, values: Values, op: str, limit: float | Values, *, times: float = 1.0,
-            scale: str = "linear", limit_name: str = "") -> Check:
+def compare(
+    name: str,
+    values: Values,
+    op: str,
+    limit: float | Values,
+    *,
+    times: float = 1.0,
+    scale: str = "linear",
+    limit_name: str = "",
+) -> Check:
     """Decide `value op times * limit` on every label (seed) of `values`.
 
     `limit` is a number or, paired by label, another measure (`limit_name` says which: "tanh's factor").
@@ -109,8 +127,10 @@ def compare(name: str, values: Values, op: str, limit: float | Values, *, times:
         raise ValueError(f"unknown comparison {op!r}; allowed: {', '.join(OPS)}")
     if isinstance(limit, Mapping):
         limits = {k: times * limit.get(k, math.nan) for k in values}
-        shown_limit = (f"{'' if times == 1 else number(times) + ' x '}{limit_name or 'the paired value'} "
-                       f"({summarize(dict(limit), scale)})")
+        shown_limit = (
+            f"{'' if times == 1 else number(times) + ' x '}{limit_name or 'the paired value'} "
+            f"({summarize(dict(limit), scale)})"
+        )
     else:
         limits = {k: times * limit for k in values}
         shown_limit = number(times * limit)

@@ -59,8 +59,14 @@ def clip_of(run: StudyRun, cfg=None) -> Clip:
 
     def value(key):
         full = f"train.clip.{key}"
-        return _threshold(run.values[full]) if full in run.values else \
-            _threshold(base.get(key)) if base is not None else None
+        return (
+            _threshold(run.values[full])
+            if full in run.values
+            else _threshold(base.get(key))
+            if base is not None
+            else None
+        )
+
     return Clip(value("max_norm"), value("max_value"))
 
 
@@ -106,12 +112,14 @@ def step_profiles(run: StudyRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     layers = sorted(set(grads) & set(ratios) & set(weights))
     if not layers:
         return np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))
-    steps = sorted(t for t in ratios[layers[0]] if all(t in grads[k] and t in ratios[k] and t - 1 in weights[k]
-                                                     for k in layers))
+    steps = sorted(
+        t for t in ratios[layers[0]] if all(t in grads[k] and t in ratios[k] and t - 1 in weights[k] for k in layers)
+    )
     steps_arr = np.array(steps, dtype=float)  # (steps,)
     pre = np.array([[grads[k][t] for k in layers] for t in steps], dtype=float).reshape(len(steps), len(layers))
-    moved = np.array([[ratios[k][t] * weights[k][t - 1] for k in layers] for t in steps],
-                     dtype=float).reshape(len(steps), len(layers))  # (steps, layers): ||W(t) - W(t-1)||
+    moved = np.array([[ratios[k][t] * weights[k][t - 1] for k in layers] for t in steps], dtype=float).reshape(
+        len(steps), len(layers)
+    )  # (steps, layers): ||W(t) - W(t-1)||
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         post = moved / _lr_at(run, steps_arr)[:, None]
     return steps_arr, pre, post
@@ -120,7 +128,7 @@ def step_profiles(run: StudyRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def step_norms(post: np.ndarray) -> np.ndarray:
     """Global norm of the applied (clipped) weight gradient per step, shape (steps,)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.sqrt((post ** 2).sum(axis=1)) if post.size else np.zeros(0)
+        return np.sqrt((post**2).sum(axis=1)) if post.size else np.zeros(0)
 
 
 def bend_angles(steps: np.ndarray, pre: np.ndarray, post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +172,7 @@ def plain_sgd(run: StudyRun, cfg) -> bool:
     opt = OmegaConf.select(cfg, "optimizer", default=None) if cfg is not None else None
     if opt is None:
         return True
-    return (opt.get("name") == "sgd" and not opt.get("momentum", 0.0) and not opt.get("weight_decay", 0.0))
+    return opt.get("name") == "sgd" and not opt.get("momentum", 0.0) and not opt.get("weight_decay", 0.0)
 
 
 def profiles(run: StudyRun, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,8 +187,11 @@ def weight_norms(run: StudyRun) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0)
     steps = sorted(set.intersection(*(set(v) for v in layers.values())))
     with np.errstate(over="ignore", invalid="ignore"):
-        total = np.sqrt(np.array([[layers[k][t] ** 2 for k in sorted(layers)] for t in steps],
-                                 dtype=float).reshape(len(steps), len(layers)).sum(axis=1))  # (steps,)
+        total = np.sqrt(
+            np.array([[layers[k][t] ** 2 for k in sorted(layers)] for t in steps], dtype=float)
+            .reshape(len(steps), len(layers))
+            .sum(axis=1)
+        )  # (steps,)
     return np.array(steps, dtype=float), total
 
 
@@ -203,10 +214,18 @@ def run_stats(run: StudyRun, cfg) -> dict:
     first, last = loss_ends(run)
     _, gnorm = run.series("grad_norm/total")
     steps, pre, post = profiles(run, cfg)
-    return {"diverged": run.diverged, "diverged at": run.get("diverged_at_step"), "first loss": first,
-            "final loss": last, "test acc": run.get("test/acc"), "max pre-clip norm": _max(gnorm),
-            "max step norm": _max(step_norms(post)), "max bend°": _max(bend_angles(steps, pre, post)[1]),
-            "max weight norm / initial": weight_growth(run), "max grad norm / first": grad_growth(run)}
+    return {
+        "diverged": run.diverged,
+        "diverged at": run.get("diverged_at_step"),
+        "first loss": first,
+        "final loss": last,
+        "test acc": run.get("test/acc"),
+        "max pre-clip norm": _max(gnorm),
+        "max step norm": _max(step_norms(post)),
+        "max bend°": _max(bend_angles(steps, pre, post)[1]),
+        "max weight norm / initial": weight_growth(run),
+        "max grad norm / first": grad_growth(run),
+    }
 
 
 def setting(run: StudyRun, cfg=None) -> str:
@@ -223,7 +242,6 @@ def _survived(st: dict) -> bool:
 
 Stats = dict | None  # run_stats of a run, None when it did not finish
 PerSeed = dict[str, list[tuple[Clip, Stats]]]  # "seed s" -> (clipping, stats) of its clipping runs
-
 
 
 def clipping_runs(runs: list[StudyRun], cfg) -> PerSeed:
@@ -258,8 +276,12 @@ def survive_flags(per_seed: PerSeed, kind: str) -> dict[str, bool | None]:
 
 def failed_settings(per_seed: PerSeed, kind: str) -> str:
     """How many runs clipped this way survived, and which did not: "11 of 12 survived; not: norm <= 100 (seed 1)"."""
-    bad = [f"{kind} <= {t:g} ({key})" for key, pairs in per_seed.items() for t, st in of_kind(pairs, kind)
-           if st is not None and not _survived(st)]
+    bad = [
+        f"{kind} <= {t:g} ({key})"
+        for key, pairs in per_seed.items()
+        for t, st in of_kind(pairs, kind)
+        if st is not None and not _survived(st)
+    ]
     n = sum(len(of_kind(pairs, kind)) for pairs in per_seed.values())
     return f"{n - len(bad)} of {n} runs survived" + (f"; not: {', '.join(bad)}" if bad else "")
 
@@ -301,27 +323,77 @@ def clipping_checks(runs: list[StudyRun], cfg) -> list[Check]:
     for key, sts in none.items():
         done = [st for st in sts if st is not None]
         diverged[key] = all(st["diverged"] for st in done) if sts and len(done) == len(sts) else None
-    steps = ", ".join(f"{st['diverged at']:g}" if st["diverged"] else "survived"
-                      for sts in none.values() for st in sts if st is not None)
-    out = [every("without clipping the run diverges", diverged, measured=f"diverged at step {steps}" if steps else "",
-                 expected="diverged on every seed")]
-    out.append(every("every norm-clipped run survives and its loss falls", survive_flags(per_seed, "norm"),
-                     measured=failed_settings(per_seed, "norm"), expected="on every seed"))
+    steps = ", ".join(
+        f"{st['diverged at']:g}" if st["diverged"] else "survived"
+        for sts in none.values()
+        for st in sts
+        if st is not None
+    )
+    out = [
+        every(
+            "without clipping the run diverges",
+            diverged,
+            measured=f"diverged at step {steps}" if steps else "",
+            expected="diverged on every seed",
+        )
+    ]
+    out.append(
+        every(
+            "every norm-clipped run survives and its loss falls",
+            survive_flags(per_seed, "norm"),
+            measured=failed_settings(per_seed, "norm"),
+            expected="on every seed",
+        )
+    )
     bound = per_seed_value(per_seed, "norm", lambda t, st: st["max step norm"] / t, max)
-    out.append(compare("norm clipping bounds every step: largest applied weight-gradient norm / max_norm", bound,
-                       "<=", 1 + lim["bound_tol"]))
+    out.append(
+        compare(
+            "norm clipping bounds every step: largest applied weight-gradient norm / max_norm",
+            bound,
+            "<=",
+            1 + lim["bound_tol"],
+        )
+    )
     low, best, lowest = slow_values(per_seed)
-    out.append(compare(f"a very low threshold slows training: max_norm {lowest or 'lowest'} ends at a final loss over "
-                       f"{lim['slower']:g} x the best other max_norm's", low, ">", best, times=lim["slower"],
-                       scale="log", limit_name="the best other max_norm's final loss"))
-    out.append(every("every value-clipped run survives and its loss falls", survive_flags(per_seed, "value"),
-                     measured=failed_settings(per_seed, "value"), expected="on every seed"))
+    out.append(
+        compare(
+            f"a very low threshold slows training: max_norm {lowest or 'lowest'} ends at a final loss over "
+            f"{lim['slower']:g} x the best other max_norm's",
+            low,
+            ">",
+            best,
+            times=lim["slower"],
+            scale="log",
+            limit_name="the best other max_norm's final loss",
+        )
+    )
+    out.append(
+        every(
+            "every value-clipped run survives and its loss falls",
+            survive_flags(per_seed, "value"),
+            measured=failed_settings(per_seed, "value"),
+            expected="on every seed",
+        )
+    )
     bent = per_seed_value(per_seed, "value", lambda t, st: st["max bend°"], min)
-    out.append(compare("value clipping turns the update from the gradient: the least-turned value-clipped run's "
-                       "largest angle (degrees)", bent, ">", lim["bent_deg"]))
+    out.append(
+        compare(
+            "value clipping turns the update from the gradient: the least-turned value-clipped run's "
+            "largest angle (degrees)",
+            bent,
+            ">",
+            lim["bent_deg"],
+        )
+    )
     kept = per_seed_value(per_seed, "norm", lambda t, st: st["max bend°"], max)
-    out.append(compare("norm clipping keeps the update's direction: the most-turned norm-clipped run's largest "
-                       "angle (degrees)", kept, "<", lim["kept_deg"]))
+    out.append(
+        compare(
+            "norm clipping keeps the update's direction: the most-turned norm-clipped run's largest angle (degrees)",
+            kept,
+            "<",
+            lim["kept_deg"],
+        )
+    )
     return out
 
 
@@ -336,11 +408,13 @@ def per_role(by_seed: dict[str, StudyRun | None], measure) -> dict[str, float]:
 
 
 def outcomes(by_seed: dict[str, StudyRun | None]) -> str:
-    """"test acc diverged (step 73), 0.10, 0.93" in seed order."""
+    """ "test acc diverged (step 73), 0.10, 0.93" in seed order."""
+
     def text(r: StudyRun | None) -> str:
         if r is None:
             return "missing"
         return f"diverged (step {r.get('diverged_at_step'):g})" if r.diverged else f"{r.get('test/acc'):.2f}"
+
     return "test acc " + ", ".join(text(r) for r in by_seed.values())
 
 
@@ -350,23 +424,56 @@ def l2_checks(runs: list[StudyRun], cfg) -> list[Check]:
     lim = thresholds(cfg, *L2_LIMITS)
     without, with_l2 = role_runs(runs, NO_L2), role_runs(runs, L2)
     if not without or not with_l2:
-        return [missing("weight regularization limits exploding gradients", "a case without and one with L2",
-                        "this size runs no " + " and no ".join(n for n, c in ((NO_L2, without), (L2, with_l2)) if not c)
-                        + " case")]
+        return [
+            missing(
+                "weight regularization limits exploding gradients",
+                "a case without and one with L2",
+                "this size runs no "
+                + " and no ".join(n for n, c in ((NO_L2, without), (L2, with_l2)) if not c)
+                + " case",
+            )
+        ]
     return [
-        compare("without L2 (momentum SGD) the weights grow: max total weight norm / initial", per_role(
-            without, weight_growth), ">", lim["weight_grown"], scale="log"),
-        compare("... its gradients explode: max pre-clip gradient norm / the first", per_role(without, grad_growth),
-                ">", lim["grad_grown"], scale="log"),
-        every("... and the run diverges or does not learn", {k: (not r.learned if r is not None else None)
-                                                             for k, r in without.items()},
-              measured=outcomes(without), expected="on every seed"),
-        compare("with L2 the weight norm stays bounded: max total weight norm / initial", per_role(
-            with_l2, weight_growth), "<=", lim["weight_kept"], scale="log"),
-        compare("... so does the gradient norm: max pre-clip gradient norm / the first", per_role(
-            with_l2, grad_growth), "<=", lim["grad_kept"], scale="log"),
-        every("... and the net learns", {k: (r.learned if r is not None else None) for k, r in with_l2.items()},
-              measured=outcomes(with_l2), expected="learns on every seed"),
+        compare(
+            "without L2 (momentum SGD) the weights grow: max total weight norm / initial",
+            per_role(without, weight_growth),
+            ">",
+            lim["weight_grown"],
+            scale="log",
+        ),
+        compare(
+            "... its gradients explode: max pre-clip gradient norm / the first",
+            per_role(without, grad_growth),
+            ">",
+            lim["grad_grown"],
+            scale="log",
+        ),
+        every(
+            "... and the run diverges or does not learn",
+            {k: (not r.learned if r is not None else None) for k, r in without.items()},
+            measured=outcomes(without),
+            expected="on every seed",
+        ),
+        compare(
+            "with L2 the weight norm stays bounded: max total weight norm / initial",
+            per_role(with_l2, weight_growth),
+            "<=",
+            lim["weight_kept"],
+            scale="log",
+        ),
+        compare(
+            "... so does the gradient norm: max pre-clip gradient norm / the first",
+            per_role(with_l2, grad_growth),
+            "<=",
+            lim["grad_kept"],
+            scale="log",
+        ),
+        every(
+            "... and the net learns",
+            {k: (r.learned if r is not None else None) for k, r in with_l2.items()},
+            measured=outcomes(with_l2),
+            expected="learns on every seed",
+        ),
     ]
 
 
@@ -410,8 +517,9 @@ def _shown(runs: list[StudyRun], cfg) -> dict[Clip, StudyRun]:
     return dict(sorted(shown.items(), key=lambda kv: _order(kv[0])))
 
 
-def _trace(ax, steps: np.ndarray, vals: np.ndarray, diverged: bool, colour, label: str | None,
-           lw: float = 1.2) -> tuple[float, float]:
+def _trace(
+    ax, steps: np.ndarray, vals: np.ndarray, diverged: bool, colour, label: str | None, lw: float = 1.2
+) -> tuple[float, float]:
     """Plot a positive series against step; mark divergence; return its smallest and largest finite value."""
     ok = np.isfinite(vals) & (vals > 0)
     if not ok.any():
@@ -438,14 +546,22 @@ def clipping_panels(axes, runs: list[StudyRun], cfg) -> None:
         if len(steps) and clip.kind != "none":
             bend_ax.plot(steps, angles, color=colour, lw=1, label=clip.label)
     seed = next(iter(shown.values())).seed if shown else "-"
-    loss_ax.set(yscale="log", xlabel="step", ylabel="train loss",
-                title=f"clipping: train loss (seed {seed}; x: diverged, off the top)")
+    loss_ax.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="train loss",
+        title=f"clipping: train loss (seed {seed}; x: diverged, off the top)",
+    )
     if surviving:  # a diverged loss (1e27...) would flatten every other curve: let it leave the top
         loss_ax.set_ylim(0.5 * min(lo for lo, _ in surviving), 100 * max(hi for _, hi in surviving))
-    grad_ax.set(yscale="log", xlabel="step", ylabel="||g|| before clipping",
-                title=f"pre-clip gradient norm (seed {seed})")
-    bend_ax.set(xlabel="step", ylabel="degrees (lower bound)",
-                title=f"angle between the weights' gradient and update (seed {seed})")
+    grad_ax.set(
+        yscale="log", xlabel="step", ylabel="||g|| before clipping", title=f"pre-clip gradient norm (seed {seed})"
+    )
+    bend_ax.set(
+        xlabel="step",
+        ylabel="degrees (lower bound)",
+        title=f"angle between the weights' gradient and update (seed {seed})",
+    )
     if loss_ax.get_legend_handles_labels()[0]:
         loss_ax.legend(fontsize=7)
 
@@ -463,8 +579,12 @@ def l2_panels(axes, runs: list[StudyRun]) -> None:
                 _trace(weight_ax, steps, total / start[0], run.diverged, colour, name, lw=1)
             _trace(grad_ax, *run.series("grad_norm/total"), run.diverged, colour, name, lw=1)
             _trace(loss_ax, *run.series("train/loss"), run.diverged, colour, name, lw=1)
-    weight_ax.set(yscale="log", xlabel="step", ylabel="||W|| / ||W|| at step 0 (all layers)",
-                  title="momentum SGD: weight norm (every seed; x: diverged)")
+    weight_ax.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="||W|| / ||W|| at step 0 (all layers)",
+        title="momentum SGD: weight norm (every seed; x: diverged)",
+    )
     grad_ax.set(yscale="log", xlabel="step", ylabel="||g||", title="momentum SGD: gradient norm (every seed)")
     loss_ax.set(yscale="log", xlabel="step", ylabel="train loss", title="momentum SGD: train loss (every seed)")
     for ax in axes:
@@ -488,13 +608,20 @@ def metric_name(run: StudyRun, cfg) -> str:
     if l2_role(run) is not None:
         return setting(run, cfg).replace(" ", "_")
     clip = clip_of(run, cfg)
-    return "+".join(f"{k}_{v:g}" for k, v in (("norm", clip.max_norm), ("value", clip.max_value))
-                    if v is not None) or "none"
+    return (
+        "+".join(f"{k}_{v:g}" for k, v in (("norm", clip.max_norm), ("value", clip.max_value)) if v is not None)
+        or "none"
+    )
 
 
-METRIC_KEYS = {"final loss": "final_loss", "test acc": "test_acc", "max pre-clip norm": "max_pre-clip_norm",
-               "max bend°": "max_bend_deg", "max weight norm / initial": "weight_growth",
-               "max grad norm / first": "grad_growth"}
+METRIC_KEYS = {
+    "final loss": "final_loss",
+    "test acc": "test_acc",
+    "max pre-clip norm": "max_pre-clip_norm",
+    "max bend°": "max_bend_deg",
+    "max weight norm / initial": "weight_growth",
+    "max grad norm / first": "grad_growth",
+}
 
 
 def flat_metrics(runs: list[StudyRun], cfg) -> dict[str, float]:
@@ -511,33 +638,64 @@ def flat_metrics(runs: list[StudyRun], cfg) -> dict[str, float]:
     return out
 
 
-COLUMNS = ["setting", "seed", "diverged at", "first loss", "final loss", "test acc", "max pre-clip norm",
-           "max step norm", "max bend°", "max weight norm / initial", "max grad norm / first", "learned", "verdict"]
+COLUMNS = [
+    "setting",
+    "seed",
+    "diverged at",
+    "first loss",
+    "final loss",
+    "test acc",
+    "max pre-clip norm",
+    "max step norm",
+    "max bend°",
+    "max weight norm / initial",
+    "max grad norm / first",
+    "learned",
+    "verdict",
+]
 
-NOTES = [" ".join([
-    "Each row folds the seeds: mean (min..max). The clipping settings run plain SGD on the N(0, 0.3^2) net;",
-    "`momentum no L2` and `momentum L2` run momentum SGD from He's scale, unclipped, and are left out of the",
-    "clipping checks. first / final loss: the first and last logged training loss (the running mean over the",
-    "steps since the previous log, the L2 penalty included; a diverged run's last finite one). max step norm:",
-    "the norm of the gradient actually applied to the weights, recovered as update_ratio x weight norm before",
-    "the step / lr (plain SGD, probes every step). max bend°: a lower bound on the angle between the weights'",
-    "gradient and that update, from the per-layer norms (clipping keeps signs, so the true angle is at least",
-    "this). Biases are left out of both. max weight norm / initial: the largest finite total weight norm",
-    "sqrt(sum_l ||W_l||^2) over training, over its value before any update. max grad norm / first: the largest",
-    "finite pre-clip gradient norm (grad_norm/total, the L2 penalty's gradient included) over the first one, at",
-    "step 1. learned: not `not_learning` (final training loss below 0.99 x a constant predictor's, and test",
-    "accuracy more than a quarter of the way from chance to 1) and not diverged."])]
+NOTES = [
+    " ".join(
+        [
+            "Each row folds the seeds: mean (min..max). The clipping settings run plain SGD on the N(0, 0.3^2) net;",
+            "`momentum no L2` and `momentum L2` run momentum SGD from He's scale, unclipped, and are left out of the",
+            "clipping checks. first / final loss: the first and last logged training loss (the running mean over the",
+            "steps since the previous log, the L2 penalty included; a diverged run's last finite one). max step norm:",
+            "the norm of the gradient actually applied to the weights, recovered as update_ratio x weight norm before",
+            "the step / lr (plain SGD, probes every step). max bend°: a lower bound on the angle between the weights'",
+            "gradient and that update, from the per-layer norms (clipping keeps signs, so the true angle is at least",
+            "this). Biases are left out of both. max weight norm / initial: the largest finite total weight norm",
+            "sqrt(sum_l ||W_l||^2) over training, over its value before any update. max grad norm / first: the largest",
+            "finite pre-clip gradient norm (grad_norm/total, the L2 penalty's gradient included) "
+            "over the first one, at",
+            "step 1. learned: not `not_learning` (final training loss below 0.99 x a constant predictor's, and test",
+            "accuracy more than a quarter of the way from chance to 1) and not diverged.",
+        ]
+    )
+]
 
 
 def row(run: StudyRun, cfg) -> dict:
     """A table row for one finished run."""
     st = run_stats(run, cfg)
-    return {"setting": setting(run, cfg), "seed": run.seed, **{k: v for k, v in st.items() if k != "diverged"},
-            "learned": run.learned, "verdict": ",".join(run.verdict) or run.status}
+    return {
+        "setting": setting(run, cfg),
+        "seed": run.seed,
+        **{k: v for k, v in st.items() if k != "diverged"},
+        "learned": run.learned,
+        "verdict": ",".join(run.verdict) or run.status,
+    }
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
     per_run = [row(r, cfg) for r in sorted(finished(runs), key=lambda r: run_order(r, cfg))]
     columns, rows = seed_table(per_run, ["setting"], COLUMNS)
-    return Findings(checks(runs, cfg), columns, rows, flat_metrics(runs, cfg), {"clipping.png": figure(runs, cfg)},
-                    list(NOTES), {"runs.csv": per_run})
+    return Findings(
+        checks(runs, cfg),
+        columns,
+        rows,
+        flat_metrics(runs, cfg),
+        {"clipping.png": figure(runs, cfg)},
+        list(NOTES),
+        {"runs.csv": per_run},
+    )

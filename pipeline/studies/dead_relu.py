@@ -22,8 +22,11 @@ from pipeline.studies.measures import thresholds
 BASELINE = "baseline"
 CAUSES = ("high_lr", "large_init", "neg_bias")
 # what the baseline does instead of each cause: the one-change cure the baseline itself is
-KEPT_BY = {"high_lr": "the baseline's lower lr", "large_init": "He init (the baseline)",
-           "neg_bias": "the baseline's zero bias"}
+KEPT_BY = {
+    "high_lr": "the baseline's lower lr",
+    "large_init": "He init (the baseline)",
+    "neg_bias": "the baseline's zero bias",
+}
 ADAPTIVE = ("adam", "adagrad")  # tried on the large init: "large_init+adam", ...
 DEAD_FROM_START = "neg_bias+adam"  # an adaptive optimizer on units dead before the first step
 LIMITS = ("rise", "stay", "acc_gap", "cure")
@@ -35,8 +38,6 @@ Measure = Callable[[StudyRun], float]
 def case_of(run: StudyRun) -> str:
     """The run's case name (conf/study/dead_relu.yaml `cases`); the label's first word for older runs."""
     return run.case or run.label.split(" ")[0]
-
-
 
 
 def dead_series(run: StudyRun, key: str = "dead_relu/total") -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +115,9 @@ def accuracies(runs: list[StudyRun], case: str) -> str:
 # --- the claim, check by check -----------------------------------------------------------------------
 
 
-def needing(runs: list[StudyRun], cases: tuple[str, ...], name: str, expected: str,
-            build: Callable[[], Check]) -> Check:
+def needing(
+    runs: list[StudyRun], cases: tuple[str, ...], name: str, expected: str, build: Callable[[], Check]
+) -> Check:
     """The check `build` makes, or a `missing` one when this size runs none of some case it needs."""
     present = {case_of(r) for r in runs}
     absent = [c for c in cases if c not in present]
@@ -128,25 +130,51 @@ def cause_checks(runs: list[StudyRun], cause: str, lim: dict[str, float]) -> lis
     """A cause kills units the baseline keeps alive, they stay dead, and the net learns clearly worse."""
     what = change(next(iter(of_case(runs, cause).values()))) if of_case(runs, cause) else "-"
     pair = (cause, BASELINE)
-    rise = (f"{cause} ({what}) kills units that {KEPT_BY[cause]} keeps alive: its final dead share minus the "
-            f"baseline's >= {lim['rise']:g}")
+    rise = (
+        f"{cause} ({what}) kills units that {KEPT_BY[cause]} keeps alive: its final dead share minus the "
+        f"baseline's >= {lim['rise']:g}"
+    )
     stay = f"... for good: {cause}'s final dead share keeps >= {lim['stay']:.0%} of its peak"
     worse = f"... and {cause}'s net learns clearly worse: the baseline's test acc minus its >= {lim['acc_gap']:g}"
     return [
-        needing(runs, pair, rise, f">= {lim['rise']:g}",
-                lambda: compare(rise, difference(runs, cause, BASELINE, final_dead), ">=", lim["rise"])),
-        needing(runs, (cause,), stay, f">= {lim['stay']:g}",
-                lambda: compare(stay, values(runs, cause, kept_dead), ">=", lim["stay"])),
-        needing(runs, pair, worse, f">= {lim['acc_gap']:g}",
-                lambda: compare(worse, difference(runs, BASELINE, cause, accuracy), ">=", lim["acc_gap"])),
+        needing(
+            runs,
+            pair,
+            rise,
+            f">= {lim['rise']:g}",
+            lambda: compare(rise, difference(runs, cause, BASELINE, final_dead), ">=", lim["rise"]),
+        ),
+        needing(
+            runs,
+            (cause,),
+            stay,
+            f">= {lim['stay']:g}",
+            lambda: compare(stay, values(runs, cause, kept_dead), ">=", lim["stay"]),
+        ),
+        needing(
+            runs,
+            pair,
+            worse,
+            f">= {lim['acc_gap']:g}",
+            lambda: compare(worse, difference(runs, BASELINE, cause, accuracy), ">=", lim["acc_gap"]),
+        ),
     ]
 
 
 def baseline_learns(runs: list[StudyRun]) -> Check:
     name = "the baseline (lower lr, He init, zero bias) learns"
-    return needing(runs, (BASELINE,), name, "learns on every seed",
-                   lambda: every(name, learned(runs, BASELINE), measured=f"test acc {accuracies(runs, BASELINE)}",
-                                 expected="learns on every seed"))
+    return needing(
+        runs,
+        (BASELINE,),
+        name,
+        "learns on every seed",
+        lambda: every(
+            name,
+            learned(runs, BASELINE),
+            measured=f"test acc {accuracies(runs, BASELINE)}",
+            expected="learns on every seed",
+        ),
+    )
 
 
 def adaptive_checks(runs: list[StudyRun], optimizer: str, lim: dict[str, float]) -> list[Check]:
@@ -155,23 +183,57 @@ def adaptive_checks(runs: list[StudyRun], optimizer: str, lim: dict[str, float])
     alive = f"{optimizer} keeps the large init's units alive: final dead share <= {lim['cure']:g} x SGD's"
     learns = f"... and {optimizer} on the large init learns"
     return [
-        needing(runs, (case, "large_init"), alive, f"<= {lim['cure']:g} x SGD's",
-                lambda: compare(alive, values(runs, case, final_dead), "<=", values(runs, "large_init", final_dead),
-                                times=lim["cure"], scale="log", limit_name="large_init's (SGD)")),
-        needing(runs, (case,), learns, "learns on every seed",
-                lambda: every(learns, learned(runs, case), measured=f"test acc {accuracies(runs, case)}",
-                              expected="learns on every seed")),
+        needing(
+            runs,
+            (case, "large_init"),
+            alive,
+            f"<= {lim['cure']:g} x SGD's",
+            lambda: compare(
+                alive,
+                values(runs, case, final_dead),
+                "<=",
+                values(runs, "large_init", final_dead),
+                times=lim["cure"],
+                scale="log",
+                limit_name="large_init's (SGD)",
+            ),
+        ),
+        needing(
+            runs,
+            (case,),
+            learns,
+            "learns on every seed",
+            lambda: every(
+                learns,
+                learned(runs, case),
+                measured=f"test acc {accuracies(runs, case)}",
+                expected="learns on every seed",
+            ),
+        ),
     ]
 
 
 def dead_from_start_check(runs: list[StudyRun], lim: dict[str, float]) -> Check:
     """The limit: an adaptive optimizer does no better than SGD for units dead before the first step (no gradient)."""
-    name = (f"adam does not help units dead from the start (a negative bias): {DEAD_FROM_START}'s final dead "
-            f"share stays > {lim['cure']:g} x SGD's (neg_bias)")
-    return needing(runs, (DEAD_FROM_START, "neg_bias"), name, f"> {lim['cure']:g} x SGD's",
-                   lambda: compare(name, values(runs, DEAD_FROM_START, final_dead), ">",
-                                   values(runs, "neg_bias", final_dead), times=lim["cure"], scale="log",
-                                   limit_name="neg_bias's (SGD)"))
+    name = (
+        f"adam does not help units dead from the start (a negative bias): {DEAD_FROM_START}'s final dead "
+        f"share stays > {lim['cure']:g} x SGD's (neg_bias)"
+    )
+    return needing(
+        runs,
+        (DEAD_FROM_START, "neg_bias"),
+        name,
+        f"> {lim['cure']:g} x SGD's",
+        lambda: compare(
+            name,
+            values(runs, DEAD_FROM_START, final_dead),
+            ">",
+            values(runs, "neg_bias", final_dead),
+            times=lim["cure"],
+            scale="log",
+            limit_name="neg_bias's (SGD)",
+        ),
+    )
 
 
 def leaky_checks(runs: list[StudyRun], cause: str, lim: dict[str, float]) -> list[Check]:
@@ -180,15 +242,28 @@ def leaky_checks(runs: list[StudyRun], cause: str, lim: dict[str, float]) -> lis
     Its share of units with z <= 0 everywhere is no measure of death: such a unit still passes slope x gradient.
     """
     case = f"{cause}+leaky"
-    better = (f"leaky_relu keeps learning under {cause}: its test acc minus relu's (same cause) >= "
-              f"{lim['acc_gap']:g}")
+    better = f"leaky_relu keeps learning under {cause}: its test acc minus relu's (same cause) >= {lim['acc_gap']:g}"
     learns = f"... and leaky_relu under {cause} learns"
     return [
-        needing(runs, (case, cause), better, f">= {lim['acc_gap']:g}",
-                lambda: compare(better, difference(runs, case, cause, accuracy), ">=", lim["acc_gap"])),
-        needing(runs, (case,), learns, "learns on every seed",
-                lambda: every(learns, learned(runs, case), measured=f"test acc {accuracies(runs, case)}",
-                              expected="learns on every seed")),
+        needing(
+            runs,
+            (case, cause),
+            better,
+            f">= {lim['acc_gap']:g}",
+            lambda: compare(better, difference(runs, case, cause, accuracy), ">=", lim["acc_gap"]),
+        ),
+        needing(
+            runs,
+            (case,),
+            learns,
+            "learns on every seed",
+            lambda: every(
+                learns,
+                learned(runs, case),
+                measured=f"test acc {accuracies(runs, case)}",
+                expected="learns on every seed",
+            ),
+        ),
     ]
 
 
@@ -221,8 +296,17 @@ def row(run: StudyRun) -> dict:
     }
 
 
-COLUMNS = ["case", "change", "seed", "dead share at init", "dead share peak", "dead share final", "final / peak",
-           "test acc", "verdict"]
+COLUMNS = [
+    "case",
+    "change",
+    "seed",
+    "dead share at init",
+    "dead share peak",
+    "dead share final",
+    "final / peak",
+    "test acc",
+    "verdict",
+]
 LAYERS = "dead per layer (final, seed mean)"
 
 
@@ -276,8 +360,12 @@ def figure(runs: list[StudyRun]) -> Figure:
         steps, mean, lo, hi = mean_curve(group)
         curves.plot(steps, mean, color=colour, ls=ls, lw=1.3, label=name)
         curves.fill_between(steps, lo, hi, color=colour, alpha=0.08)
-    curves.set(xlabel="step", ylabel="share of units with z <= 0 on every probe example",
-               title="dead share over training (seeds: mean, min..max)", ylim=(-0.02, 1.02))
+    curves.set(
+        xlabel="step",
+        ylabel="share of units with z <= 0 on every probe example",
+        title="dead share over training (seeds: mean, min..max)",
+        ylim=(-0.02, 1.02),
+    )
     if groups:
         curves.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     # the worst truly dead net: a leaky unit with z <= 0 everywhere still learns
@@ -290,21 +378,32 @@ def figure(runs: list[StudyRun]) -> Figure:
             layers.plot(steps, share, lw=1.3, label=f"layer {i}")
         if keys:
             layers.legend(fontsize=7)
-    layers.set(xlabel="step", ylabel="dead share", ylim=(-0.02, 1.02),
-               title=f"per layer, worst ReLU run: {worst.label if worst else '-'}")
+    layers.set(
+        xlabel="step",
+        ylabel="dead share",
+        ylim=(-0.02, 1.02),
+        title=f"per layer, worst ReLU run: {worst.label if worst else '-'}",
+    )
     names = list(groups)
     finals = [[final_dead(r) for r in groups[n]] for n in names]
     means = np.array([np.nanmean(f) if any(math.isfinite(v) for v in f) else 0.0 for f in finals])
-    spans = np.array([[m - np.nanmin(f), np.nanmax(f) - m] if any(math.isfinite(v) for v in f) else [0, 0]
-                      for m, f in zip(means, finals)]).T.clip(min=0)  # (2, cases): below, above the mean (>= 0)
+    spans = np.array(
+        [
+            [m - np.nanmin(f), np.nanmax(f) - m] if any(math.isfinite(v) for v in f) else [0, 0]
+            for m, f in zip(means, finals)
+        ]
+    ).T.clip(min=0)  # (2, cases): below, above the mean (>= 0)
     bars.barh(range(len(names)), means, xerr=spans, color=[style(n)[0] for n in names], capsize=2)
     for i, n in enumerate(names):
         acc = float(np.mean([accuracy(r) for r in groups[n]]))
         bars.text(means[i] + spans[1][i] + 0.02, i, f"test acc {acc:.2f}", va="center", fontsize=7)
     bars.set_yticks(range(len(names)), names, fontsize=8)
     bars.invert_yaxis()
-    bars.set(xlabel="final dead share (seeds: mean, min..max)", title="at the end (diverged runs: acc = chance)",
-             xlim=(0, 1.2))  # room for the accuracy beside a full bar
+    bars.set(
+        xlabel="final dead share (seeds: mean, min..max)",
+        title="at the end (diverged runs: acc = chance)",
+        xlim=(0, 1.2),
+    )  # room for the accuracy beside a full bar
     for ax in (curves, layers, bars):
         ax.grid(alpha=0.3)
     return fig
@@ -321,23 +420,34 @@ def metrics_of(runs: list[StudyRun]) -> dict[str, float]:
     return out
 
 
-NOTES = [("Each row folds the seeds: mean (min..max), labels counted; every check pairs runs of the same seed. "
-         "Dead share: share of hidden units with z <= 0 on every example of the probe batch (256 training "
-         "examples), measured before the first step and every 10 steps; final / peak: the last measurement over "
-         "the largest one (1: whatever died is still dead as a share). A leaky_relu unit in that region is counted "
-         "by the same rule but still passes slope x gradient (slope 0.01), so it is not dead in the sense that "
-         "matters; LeakyReLU is judged by whether the net learns, against ReLU under the same cause. The adaptive "
-         "optimizers run at their conventional lr (adam 0.001, adagrad 0.01) against SGD at 0.1: their per-weight "
-         "step is about lr whatever the gradient's size, which is what protects units from one huge update; a unit "
-         "dead from the start gets no gradient under any optimizer (neg_bias+adam). Every run clips the gradient "
-         "norm at 10, which the baseline never reaches: without it the high-lr and large-init runs overflow within "
-         "a few steps and stop as diverged instead of showing whether their units come back. A diverged run's "
-         "accuracy counts at chance. " + NOT_LEARNING_RULE)]
+NOTES = [
+    (
+        "Each row folds the seeds: mean (min..max), labels counted; every check pairs runs of the same seed. "
+        "Dead share: share of hidden units with z <= 0 on every example of the probe batch (256 training "
+        "examples), measured before the first step and every 10 steps; final / peak: the last measurement over "
+        "the largest one (1: whatever died is still dead as a share). A leaky_relu unit in that region is counted "
+        "by the same rule but still passes slope x gradient (slope 0.01), so it is not dead in the sense that "
+        "matters; LeakyReLU is judged by whether the net learns, against ReLU under the same cause. The adaptive "
+        "optimizers run at their conventional lr (adam 0.001, adagrad 0.01) against SGD at 0.1: their per-weight "
+        "step is about lr whatever the gradient's size, which is what protects units from one huge update; a unit "
+        "dead from the start gets no gradient under any optimizer (neg_bias+adam). Every run clips the gradient "
+        "norm at 10, which the baseline never reaches: without it the high-lr and large-init runs overflow within "
+        "a few steps and stop as diverged instead of showing whether their units come back. A diverged run's "
+        "accuracy counts at chance. " + NOT_LEARNING_RULE
+    )
+]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
     lim = thresholds(cfg, *LIMITS)
     per_run = [row(r) for r in finished(runs)]
     columns, rows = table(runs, per_run)
-    return Findings(checks(runs, lim), columns, rows, metrics_of(runs), {"dead_relu.png": figure(runs)}, NOTES,
-                    {"runs.csv": per_run})
+    return Findings(
+        checks(runs, lim),
+        columns,
+        rows,
+        metrics_of(runs),
+        {"dead_relu.png": figure(runs)},
+        NOTES,
+        {"runs.csv": per_run},
+    )

@@ -34,7 +34,6 @@ def of_case(runs: list[StudyRun], case: str) -> list[StudyRun]:
     return [r for r in runs if case_of(r) == case]
 
 
-
 def factor_per_seed(runs: list[StudyRun], case: str) -> dict[str, float]:
     """{seed: fitted per-layer factor of the case}; nan when a depth of that seed did not finish."""
     out = {}
@@ -75,35 +74,88 @@ def checks(runs: list[StudyRun], cfg) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/depth.yaml)."""
     lim = thresholds(cfg, *LIMITS)
     factor = {case: factor_per_seed(runs, case) for case in CASES}
-    out = [compare("sigmoid's first-layer gradient shrinks geometrically with depth (bound 0.25 per layer)",
-                   factor["sigmoid"], "<=", lim["sigmoid_factor_max"], scale="log")]
+    out = [
+        compare(
+            "sigmoid's first-layer gradient shrinks geometrically with depth (bound 0.25 per layer)",
+            factor["sigmoid"],
+            "<=",
+            lim["sigmoid_factor_max"],
+            scale="log",
+        )
+    ]
     for case in ("tanh", "relu he"):
         if factor[case]:
-            out.append(compare(f"{CASES[case]} keeps it far better: sigmoid's factor below "
-                               f"{lim['factor_gap']:g} x {case}'s", factor["sigmoid"], "<", factor[case],
-                               times=lim["factor_gap"], scale="log", limit_name=f"{case}'s factor"))
+            out.append(
+                compare(
+                    f"{CASES[case]} keeps it far better: sigmoid's factor below {lim['factor_gap']:g} x {case}'s",
+                    factor["sigmoid"],
+                    "<",
+                    factor[case],
+                    times=lim["factor_gap"],
+                    scale="log",
+                    limit_name=f"{case}'s factor",
+                )
+            )
     top = {case: deepest(runs, case) for case in CASES}
     d = max((depth_of(r) for r in runs), default=0)
-    out.append(every(f"the deepest sigmoid net (depth {d}) does not learn", learning_flags(top["sigmoid"], False),
-                     measured=f"test acc {accuracies(top['sigmoid'])}", expected="not_learning on every seed"))
+    out.append(
+        every(
+            f"the deepest sigmoid net (depth {d}) does not learn",
+            learning_flags(top["sigmoid"], False),
+            measured=f"test acc {accuracies(top['sigmoid'])}",
+            expected="not_learning on every seed",
+        )
+    )
     for case in ("tanh", "relu he"):
         if top[case]:
-            out.append(every(f"{CASES[case]} still learns at depth {d}", learning_flags(top[case], True),
-                             measured=f"test acc {accuracies(top[case])}", expected="learns on every seed"))
+            out.append(
+                every(
+                    f"{CASES[case]} still learns at depth {d}",
+                    learning_flags(top[case], True),
+                    measured=f"test acc {accuracies(top[case])}",
+                    expected="learns on every seed",
+                )
+            )
     if top["relu"] and top["relu he"]:
-        out.append(every(f"relu with Xavier init does not learn at depth {d} although its gradient ratio holds",
-                         learning_flags(top["relu"], False), measured=f"test acc {accuracies(top['relu'])}",
-                         expected="not_learning on every seed"))
-        signal = {case: {seed_label(r.seed): signal_factor(r) if r.ok else math.nan for r in top[case]}
-                  for case in ("relu", "relu he")}
-        out.append(compare("because Xavier halves ReLU's signal variance per layer: act std per layer at init "
-                           f"(last/first hidden)^(1/(L-1)), depth {d}; 2^-1/2 = 0.71 expected", signal["relu"], "<",
-                           lim["signal_shrunk"], scale="log"))
-        out.append(compare(f"while He keeps ReLU's signal: the same per-layer factor at depth {d}", signal["relu he"],
-                           ">", lim["signal_kept"], scale="log"))
+        out.append(
+            every(
+                f"relu with Xavier init does not learn at depth {d} although its gradient ratio holds",
+                learning_flags(top["relu"], False),
+                measured=f"test acc {accuracies(top['relu'])}",
+                expected="not_learning on every seed",
+            )
+        )
+        signal = {
+            case: {seed_label(r.seed): signal_factor(r) if r.ok else math.nan for r in top[case]}
+            for case in ("relu", "relu he")
+        }
+        out.append(
+            compare(
+                "because Xavier halves ReLU's signal variance per layer: act std per layer at init "
+                f"(last/first hidden)^(1/(L-1)), depth {d}; 2^-1/2 = 0.71 expected",
+                signal["relu"],
+                "<",
+                lim["signal_shrunk"],
+                scale="log",
+            )
+        )
+        out.append(
+            compare(
+                f"while He keeps ReLU's signal: the same per-layer factor at depth {d}",
+                signal["relu he"],
+                ">",
+                lim["signal_kept"],
+                scale="log",
+            )
+        )
     else:
-        out.append(missing("relu with Xavier vs He init at the deepest depth", "both cases in the grid",
-                           "this size runs no relu (he) case"))
+        out.append(
+            missing(
+                "relu with Xavier vs He init at the deepest depth",
+                "both cases in the grid",
+                "this size runs no relu (he) case",
+            )
+        )
     return out
 
 
@@ -113,8 +165,7 @@ def series(runs: list[StudyRun], case: str) -> tuple[list[int], list[float], lis
     for r in finished(of_case(runs, case)):
         by_depth.setdefault(depth_of(r), []).append(r)
     depths = sorted(by_depth)
-    ratios = [float(np.exp(np.mean(np.log([max(grad_norm_ratio(r), 1e-300) for r in by_depth[d]]))))
-              for d in depths]
+    ratios = [float(np.exp(np.mean(np.log([max(grad_norm_ratio(r), 1e-300) for r in by_depth[d]])))) for d in depths]
     accs = [float(np.mean([r.get("test/acc") for r in by_depth[d]])) for d in depths]
     return depths, ratios, accs
 
@@ -125,8 +176,9 @@ def ratio_table(runs: list[StudyRun]) -> list[dict]:
     names = [c.replace(" ", "_") for c in CASES]
     for case, name in zip(CASES, names):
         for d, r, _ in zip(*series(runs, case)):
-            row = table.setdefault(d, {"depth": d, **{f"log10_{n}": "" for n in names},
-                                       "log10_bound": d * math.log10(SIGMOID_BOUND)})
+            row = table.setdefault(
+                d, {"depth": d, **{f"log10_{n}": "" for n in names}, "log10_bound": d * math.log10(SIGMOID_BOUND)}
+            )
             row[f"log10_{name}"] = math.log10(r) if r > 0 and math.isfinite(r) else ""
     return [table[d] for d in sorted(table)]
 
@@ -142,14 +194,21 @@ def figure(runs: list[StudyRun]) -> Figure:
         acc_ax.plot(depths, accs, marker="o", label=label)
         if case == "sigmoid":
             grid = np.arange(min(depths), max(depths) + 1)
-            ratio_ax.semilogy(grid, SIGMOID_BOUND ** grid, "k--", label="0.25^L")
+            ratio_ax.semilogy(grid, SIGMOID_BOUND**grid, "k--", label="0.25^L")
     chance = [r.get("data/chance_acc") for r in finished(runs) if math.isfinite(r.get("data/chance_acc"))]
     if chance:
         acc_ax.axhline(float(np.mean(chance)), color="grey", ls=":", lw=1, label="chance")
-    ratio_ax.set(xlabel="depth L (hidden layers)", ylabel="||dL/dW_1|| / ||dL/dW_out|| (seeds: geometric mean)",
-                 title="gradient reaching the first layer")
-    acc_ax.set(xlabel="depth L (hidden layers)", ylabel="test accuracy (mean over seeds)", title="does it still learn?",
-               ylim=(0, 1))
+    ratio_ax.set(
+        xlabel="depth L (hidden layers)",
+        ylabel="||dL/dW_1|| / ||dL/dW_out|| (seeds: geometric mean)",
+        title="gradient reaching the first layer",
+    )
+    acc_ax.set(
+        xlabel="depth L (hidden layers)",
+        ylabel="test accuracy (mean over seeds)",
+        title="does it still learn?",
+        ylim=(0, 1),
+    )
     for ax in (ratio_ax, acc_ax):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
@@ -157,18 +216,40 @@ def figure(runs: list[StudyRun]) -> Figure:
     return fig
 
 
-COLUMNS = ["case", "depth", "seed", "grad ratio first/last", "0.25^L", "signal factor per layer at init", "test acc",
-           "verdict"]
+COLUMNS = [
+    "case",
+    "depth",
+    "seed",
+    "grad ratio first/last",
+    "0.25^L",
+    "signal factor per layer at init",
+    "test acc",
+    "verdict",
+]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
-    per_run = [{"case": CASES.get(case_of(r), case_of(r)), "depth": depth_of(r), "seed": r.seed,
-                "grad ratio first/last": grad_norm_ratio(r), "0.25^L": SIGMOID_BOUND ** depth_of(r),
-                "signal factor per layer at init": signal_factor(r), "test acc": r.get("test/acc"),
-                "verdict": ",".join(r.verdict) or r.status} for r in finished(runs)]
-    columns, rows = seed_table(sorted(per_run, key=lambda x: (list(CASES.values()).index(x["case"])
-                                                              if x["case"] in CASES.values() else 9, x["depth"])),
-                               ["case", "depth"], COLUMNS)
+    per_run = [
+        {
+            "case": CASES.get(case_of(r), case_of(r)),
+            "depth": depth_of(r),
+            "seed": r.seed,
+            "grad ratio first/last": grad_norm_ratio(r),
+            "0.25^L": SIGMOID_BOUND ** depth_of(r),
+            "signal factor per layer at init": signal_factor(r),
+            "test acc": r.get("test/acc"),
+            "verdict": ",".join(r.verdict) or r.status,
+        }
+        for r in finished(runs)
+    ]
+    columns, rows = seed_table(
+        sorted(
+            per_run,
+            key=lambda x: (list(CASES.values()).index(x["case"]) if x["case"] in CASES.values() else 9, x["depth"]),
+        ),
+        ["case", "depth"],
+        COLUMNS,
+    )
     metrics = {}
     for case in CASES:
         key = case.replace(" ", "_")
@@ -179,10 +260,20 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
         if depths:
             metrics[f"grad_ratio_deepest/{key}"] = ratios[-1]
             metrics[f"test_acc_deepest/{key}"] = accs[-1]
-    notes = ["Each row folds the seeds: mean (min..max). grad ratio first/last: ||dL/dW_1|| / ||dL/dW_out||, "
-             "log-averaged over training; the per-layer factor is fitted to its log against depth, per seed. "
-             "signal factor per layer at init: (activation std of the last hidden layer over the first's before "
-             "any update)^(1/(L-1)) (Glorot's init keeps it for tanh near 0; for ReLU, which zeroes half of its input, it halves "
-             "the variance per layer, He's doubles the weights' variance to keep it). " + NOT_LEARNING_RULE]
-    return Findings(checks(runs, cfg), columns, rows, metrics, {"depth.png": figure(runs)}, notes,
-                    {"grad_ratio.csv": ratio_table(runs), "runs.csv": per_run})
+    notes = [
+        "Each row folds the seeds: mean (min..max). grad ratio first/last: ||dL/dW_1|| / ||dL/dW_out||, "
+        "log-averaged over training; the per-layer factor is fitted to its log against depth, per seed. "
+        "signal factor per layer at init: (activation std of the last hidden layer over the first's before "
+        "any update)^(1/(L-1)) (Glorot's init keeps it for tanh near 0; for ReLU, which zeroes half "
+        "of its input, it halves "
+        "the variance per layer, He's doubles the weights' variance to keep it). " + NOT_LEARNING_RULE
+    ]
+    return Findings(
+        checks(runs, cfg),
+        columns,
+        rows,
+        metrics,
+        {"depth.png": figure(runs)},
+        notes,
+        {"grad_ratio.csv": ratio_table(runs), "runs.csv": per_run},
+    )

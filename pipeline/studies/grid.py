@@ -88,8 +88,9 @@ def split_overrides(mapping) -> tuple[list[str], dict[str, list[str]]]:
         override = OverridesParser.create().parse_override(text)
         if override.is_sweep_override():
             # spelled as on the command line (true, not Python's True), whatever the YAML said
-            swept[key] = [{"True": "true", "False": "false"}.get(str(v), str(v))
-                          for v in override.sweep_string_iterator()]
+            swept[key] = [
+                {"True": "true", "False": "false"}.get(str(v), str(v)) for v in override.sweep_string_iterator()
+            ]
         else:
             fixed.append(text)
     return fixed, swept
@@ -139,8 +140,13 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
         for combo in itertools.product(*axes.values()) if axes else [()]:
             swept = dict(zip(axes, combo))
             values = {**case_values, **swept}
-            overrides = [f"study={study.name}", *fixed, *user, *(f"{k}={v}" for k, v in values.items()),
-                         f"study.size={size}"]
+            overrides = [
+                f"study={study.name}",
+                *fixed,
+                *user,
+                *(f"{k}={v}" for k, v in values.items()),
+                f"study.size={size}",
+            ]
             job_cfg = composer(overrides)
             validate(job_cfg)
             parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]

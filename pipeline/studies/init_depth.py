@@ -39,7 +39,6 @@ def of_pair(runs: list[StudyRun], pair: str) -> list[StudyRun]:
     return [r for r in runs if pair_of(r) == pair]
 
 
-
 def hidden(run: StudyRun, prefix: str) -> np.ndarray:
     """The hidden layers' values of prefix/layer_XX (the output layer, logged last, dropped)."""
     return np.array(run.layer_values(prefix)[:-1], dtype=float)  # (depth,)
@@ -61,7 +60,6 @@ def last_over_first(values: np.ndarray) -> float:  # values: (layers,)
 def act_ratio(run: StudyRun) -> float:
     """Act std of the last hidden layer over the first's: < 1 when the forward signal shrinks with depth."""
     return last_over_first(hidden(run, "act_std"))
-
 
 
 def falling_share(run: StudyRun) -> float:
@@ -108,19 +106,49 @@ def checks(runs: list[StudyRun], cfg) -> list[Check]:
     ratio = {pair: per_seed(of_pair(runs, pair), act_ratio) for pair in PAIRS}
     depth = max((len(hidden(r, "act_std")) for r in finished(runs)), default=0)
     return [
-        compare(f"tanh + standard: activations shrink, act std last/first hidden (depth {depth})",
-                ratio["tanh standard"], "<", lim["shrunk"], scale="log"),
-        compare("tanh + standard: ... layer by layer (share of layer steps where the act std falls)",
-                per_seed(of_pair(runs, "tanh standard"), falling_share), ">=", lim["shrink_steps"]),
-        compare("tanh + xavier keeps its variance: act std last/first hidden", ratio["tanh xavier"], ">",
-                lim["tanh_kept"], scale="log"),
-        compare(f"relu + xavier halves the variance per layer, so the activations vanish at depth {depth}: act std "
-                "last/first hidden", ratio["relu xavier"], "<", lim["vanished"], scale="log"),
-        compare("relu + he keeps it: act std last/first hidden near 1 (shown: the factor it is off 1, max(r, 1/r))",
-                {seed: off_one(v) for seed, v in ratio["relu he"].items()}, "<", lim["near_one"], scale="log"),
-        compare("the measurement follows the mean-field prediction: largest factor measured vs predicted act std "
-                "over every hidden layer and pair", worst_theory_gap(runs), "<=", lim["theory_factor"],
-                scale="log"),
+        compare(
+            f"tanh + standard: activations shrink, act std last/first hidden (depth {depth})",
+            ratio["tanh standard"],
+            "<",
+            lim["shrunk"],
+            scale="log",
+        ),
+        compare(
+            "tanh + standard: ... layer by layer (share of layer steps where the act std falls)",
+            per_seed(of_pair(runs, "tanh standard"), falling_share),
+            ">=",
+            lim["shrink_steps"],
+        ),
+        compare(
+            "tanh + xavier keeps its variance: act std last/first hidden",
+            ratio["tanh xavier"],
+            ">",
+            lim["tanh_kept"],
+            scale="log",
+        ),
+        compare(
+            f"relu + xavier halves the variance per layer, so the activations vanish at depth {depth}: act std "
+            "last/first hidden",
+            ratio["relu xavier"],
+            "<",
+            lim["vanished"],
+            scale="log",
+        ),
+        compare(
+            "relu + he keeps it: act std last/first hidden near 1 (shown: the factor it is off 1, max(r, 1/r))",
+            {seed: off_one(v) for seed, v in ratio["relu he"].items()},
+            "<",
+            lim["near_one"],
+            scale="log",
+        ),
+        compare(
+            "the measurement follows the mean-field prediction: largest factor measured vs predicted act std "
+            "over every hidden layer and pair",
+            worst_theory_gap(runs),
+            "<=",
+            lim["theory_factor"],
+            scale="log",
+        ),
     ]
 
 
@@ -134,8 +162,11 @@ def profile(runs: list[StudyRun], values_of) -> tuple[np.ndarray, np.ndarray, np
     stack = np.ma.masked_invalid(np.where(stack > 0, stack, np.nan))  # a layer where no seed has a value: nan
     mean = np.exp(np.ma.log(stack).mean(axis=0))
     lo, hi = stack.min(axis=0), stack.max(axis=0)
-    return (np.ma.filled(mean.astype(float), np.nan), np.ma.filled(lo.astype(float), np.nan),
-            np.ma.filled(hi.astype(float), np.nan))
+    return (
+        np.ma.filled(mean.astype(float), np.nan),
+        np.ma.filled(lo.astype(float), np.nan),
+        np.ma.filled(hi.astype(float), np.nan),
+    )
 
 
 def plot_pairs(ax, runs: list[StudyRun], values_of, with_theory: bool) -> None:
@@ -159,10 +190,18 @@ def figure(runs: list[StudyRun]) -> Figure:
     act_ax, delta_ax = fig.subplots(1, 2)
     plot_pairs(act_ax, runs, lambda r: hidden(r, "act_std"), with_theory=True)
     plot_pairs(delta_ax, runs, lambda r: np.array(r.layer_values("grad_std"), dtype=float), with_theory=False)
-    act_ax.set(yscale="log", xlabel="hidden layer", ylabel="std of f(z) at init (seeds: geometric mean, range)",
-               title="activations: measured (o) and mean-field theory (--)")
-    delta_ax.set(yscale="log", xlabel="layer (last = output)", ylabel="std of dL/dz at init",
-                 title="back-propagated signal dL/dz")
+    act_ax.set(
+        yscale="log",
+        xlabel="hidden layer",
+        ylabel="std of f(z) at init (seeds: geometric mean, range)",
+        title="activations: measured (o) and mean-field theory (--)",
+    )
+    delta_ax.set(
+        yscale="log",
+        xlabel="layer (last = output)",
+        ylabel="std of dL/dz at init",
+        title="back-propagated signal dL/dz",
+    )
     for ax in (act_ax, delta_ax):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:  # no finished pair: no legend
@@ -170,19 +209,35 @@ def figure(runs: list[StudyRun]) -> Figure:
     return fig
 
 
-COLUMNS = ["pair", "seed", "depth", "act std L1", "act std last/first", "theory last/first", "falling share",
-           "max factor vs theory", "dL/dz std first/last", "verdict"]
+COLUMNS = [
+    "pair",
+    "seed",
+    "depth",
+    "act std L1",
+    "act std last/first",
+    "theory last/first",
+    "falling share",
+    "max factor vs theory",
+    "dL/dz std first/last",
+    "verdict",
+]
 
 
 def row(run: StudyRun) -> dict:
     """One run: the pair's scale at layer 1, its drift over depth, how far from the theory, the dL/dz drift."""
     acts = hidden(run, "act_std")
-    return {"pair": pair_of(run), "seed": run.seed, "depth": len(acts),
-            "act std L1": acts[0] if len(acts) else math.nan, "act std last/first": act_ratio(run),
-            "theory last/first": last_over_first(theory_std(run)), "falling share": falling_share(run),
-            "max factor vs theory": theory_gap(run), "dL/dz std first/last": delta_std_ratio(run),
-            "verdict": ",".join(run.verdict) or run.status}
-
+    return {
+        "pair": pair_of(run),
+        "seed": run.seed,
+        "depth": len(acts),
+        "act std L1": acts[0] if len(acts) else math.nan,
+        "act std last/first": act_ratio(run),
+        "theory last/first": last_over_first(theory_std(run)),
+        "falling share": falling_share(run),
+        "max factor vs theory": theory_gap(run),
+        "dL/dz std first/last": delta_std_ratio(run),
+        "verdict": ",".join(run.verdict) or run.status,
+    }
 
 
 def pair_metrics(runs: list[StudyRun]) -> dict[str, float]:
@@ -192,11 +247,13 @@ def pair_metrics(runs: list[StudyRun]) -> dict[str, float]:
         mine, key = finished(of_pair(runs, pair)), pair.replace(" ", "_")
         if not mine:
             continue
-        out |= {f"act_ratio/{key}": geo_mean([act_ratio(r) for r in mine]),
-                f"theory_ratio/{key}": geo_mean([last_over_first(theory_std(r)) for r in mine]),
-                f"falling_share/{key}": float(np.mean([falling_share(r) for r in mine])),
-                f"theory_gap/{key}": max(theory_gap(r) for r in mine),
-                f"delta_std_ratio/{key}": geo_mean([delta_std_ratio(r) for r in mine])}
+        out |= {
+            f"act_ratio/{key}": geo_mean([act_ratio(r) for r in mine]),
+            f"theory_ratio/{key}": geo_mean([last_over_first(theory_std(r)) for r in mine]),
+            f"falling_share/{key}": float(np.mean([falling_share(r) for r in mine])),
+            f"theory_gap/{key}": max(theory_gap(r) for r in mine),
+            f"delta_std_ratio/{key}": geo_mean([delta_std_ratio(r) for r in mine]),
+        }
     return out
 
 
@@ -207,16 +264,27 @@ def order(row_: dict) -> tuple:
 def findings(runs: list[StudyRun], cfg) -> Findings:
     per_run = sorted((row(r) for r in finished(runs)), key=order)
     columns, rows = seed_table(per_run, ["pair"], COLUMNS)
-    notes = [("Each row folds the seeds: mean (min..max). Every run is the `init` stage: one forward and one "
-              "backward pass of the probe batch through the freshly initialized net, no update. act std: std of "
-              "f(z) over the probe batch and the layer's units; last/first: the last hidden layer's over the "
-              "first's. falling share: the share of the layer-to-layer steps where it falls. theory: the "
-              "mean-field recursion Var[z_l] = fan_in Var[W] E[f(z_{l-1})^2] (analysis/theory.py); max factor "
-              "vs theory: the largest factor between measured and predicted act std over the hidden layers. "
-              "dL/dz std first/last: the std of the back-propagated signal dL/dz at the first hidden layer over "
-              "the last's (a ratio of stds of dL/dz, not of the weight-gradient norms ||dL/dW|| other studies "
-              "compare). A factor away from 1 counts either way: max(r, 1/r). The theory is the infinite-width "
-              "limit: one draw of a finite net drifts around it (a random walk in log act std whose spread grows "
-              "like sqrt(depth / width)), the reason for the width of conf/study/init_depth.yaml.")]
-    return Findings(checks(runs, cfg), columns, rows, pair_metrics(runs), {"init_depth.png": figure(runs)}, notes,
-                    {"runs.csv": per_run})
+    notes = [
+        (
+            "Each row folds the seeds: mean (min..max). Every run is the `init` stage: one forward and one "
+            "backward pass of the probe batch through the freshly initialized net, no update. act std: std of "
+            "f(z) over the probe batch and the layer's units; last/first: the last hidden layer's over the "
+            "first's. falling share: the share of the layer-to-layer steps where it falls. theory: the "
+            "mean-field recursion Var[z_l] = fan_in Var[W] E[f(z_{l-1})^2] (analysis/theory.py); max factor "
+            "vs theory: the largest factor between measured and predicted act std over the hidden layers. "
+            "dL/dz std first/last: the std of the back-propagated signal dL/dz at the first hidden layer over "
+            "the last's (a ratio of stds of dL/dz, not of the weight-gradient norms ||dL/dW|| other studies "
+            "compare). A factor away from 1 counts either way: max(r, 1/r). The theory is the infinite-width "
+            "limit: one draw of a finite net drifts around it (a random walk in log act std whose spread grows "
+            "like sqrt(depth / width)), the reason for the width of conf/study/init_depth.yaml."
+        )
+    ]
+    return Findings(
+        checks(runs, cfg),
+        columns,
+        rows,
+        pair_metrics(runs),
+        {"init_depth.png": figure(runs)},
+        notes,
+        {"runs.csv": per_run},
+    )

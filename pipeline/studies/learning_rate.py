@@ -26,8 +26,6 @@ def lr_of(run: StudyRun) -> float:
     return float(run.values.get("optimizer.lr", math.nan))
 
 
-
-
 def lrs(runs: list[StudyRun]) -> list[float]:
     """The grid's learning rates, ascending (whether or not their runs finished)."""
     return sorted({lr_of(r) for r in runs})
@@ -67,8 +65,7 @@ def best_run(runs: list[StudyRun], seed: str) -> StudyRun | None:
 
     Chosen on the validation split only: the test split never picks anything.
     """
-    candidates = [r for r in finished(runs) if r.seed == seed and not r.diverged
-                  and math.isfinite(r.get("val/acc"))]
+    candidates = [r for r in finished(runs) if r.seed == seed and not r.diverged and math.isfinite(r.get("val/acc"))]
     return max(candidates, key=validation_key, default=None)
 
 
@@ -100,8 +97,13 @@ def crawl_check(runs: list[StudyRun], lim: dict[str, float]) -> Check:
     low = lrs(runs)[0]
     mine = {s: at(runs, low, s) for s in seeds(runs)}
     drops = {seed_label(s): loss_drop(r) if r is not None and r.ok else math.nan for s, r in mine.items()}
-    check = compare(f"too small an lr crawls: the smallest lr ({low:g}) loses less than {lim['crawl_drop']:.0%} "
-                    "of its initial training loss", drops, "<", lim["crawl_drop"])
+    check = compare(
+        f"too small an lr crawls: the smallest lr ({low:g}) loses less than {lim['crawl_drop']:.0%} "
+        "of its initial training loss",
+        drops,
+        "<",
+        lim["crawl_drop"],
+    )
     gone = [seed_label(s) for s, r in mine.items() if r is not None and r.ok and r.diverged]
     if gone:  # a diverged run has no final loss: say why rather than "missing"
         check.why = f"diverged (not a crawl): {', '.join(gone)}"
@@ -114,18 +116,28 @@ def best_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim: dic
     low, high = grid[0], grid[-1]
     chosen = {seed_label(s): (lr_of(b) if b is not None else None) for s, b in best.items()}
     shown = ", ".join(f"{k}: {'-' if v is None else f'{v:g}'}" for k, v in chosen.items())
-    inside = every(f"a good lr lies between the extremes: the lr with the best val acc per seed is neither the "
-                   f"smallest ({low:g}) nor the largest ({high:g})",
-                   {k: (low < v < high if v is not None else None) for k, v in chosen.items()},
-                   measured=shown, expected="inside the grid on every seed")
+    inside = every(
+        f"a good lr lies between the extremes: the lr with the best val acc per seed is neither the "
+        f"smallest ({low:g}) nor the largest ({high:g})",
+        {k: (low < v < high if v is not None else None) for k, v in chosen.items()},
+        measured=shown,
+        expected="inside the grid on every seed",
+    )
     drops = {seed_label(s): loss_drop(b) if b is not None else math.nan for s, b in best.items()}
-    converges = compare(f"a good lr converges: the best lr on validation loses more than "
-                        f"{lim['converged_drop']:.0%} of its initial training loss", drops, ">",
-                        lim["converged_drop"])
+    converges = compare(
+        f"a good lr converges: the best lr on validation loses more than "
+        f"{lim['converged_drop']:.0%} of its initial training loss",
+        drops,
+        ">",
+        lim["converged_drop"],
+    )
     accs = ", ".join(f"{b.get('test/acc'):.2f}" if b is not None else "-" for b in best.values())
-    learns = every("... and learns (not `not_learning`)", {seed_label(s): (b.learned if b is not None else None)
-                                                            for s, b in best.items()},
-                   measured=f"test acc {accs}", expected="learns on every seed")
+    learns = every(
+        "... and learns (not `not_learning`)",
+        {seed_label(s): (b.learned if b is not None else None) for s, b in best.items()},
+        measured=f"test acc {accs}",
+        expected="learns on every seed",
+    )
     return [inside, converges, learns]
 
 
@@ -161,10 +173,13 @@ def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim
     high = lrs(runs)[-1]
     top = {s: at(runs, high, s) for s in seeds(runs)}
     how = counted(outcome_of(r, best[s], jump) for s, r in top.items())
-    largest = every(f"too large an lr fails: the largest lr ({high:g}) diverges to NaN, or its dead ReLU share "
-                    f"ends >= the best lr's + {jump:g} and it does not learn",
-                    {seed_label(s): failure(r, best[s], jump) for s, r in top.items()},
-                    measured=how, expected="on every seed")
+    largest = every(
+        f"too large an lr fails: the largest lr ({high:g}) diverges to NaN, or its dead ReLU share "
+        f"ends >= the best lr's + {jump:g} and it does not learn",
+        {seed_label(s): failure(r, best[s], jump) for s, r in top.items()},
+        measured=how,
+        expected="on every seed",
+    )
     flags: dict[str, bool | None] = {}
     failing: list[str] = []
     for s in seeds(runs):
@@ -176,18 +191,26 @@ def too_large_checks(runs: list[StudyRun], best: dict[str, StudyRun | None], lim
         bad = [r for r in above if not r.ok or r.diverged or not r.learned]
         flags[seed_label(s)] = None if any(not r.ok for r in bad) else all(failure(r, b, jump) for r in bad)
         failing += [f"lr {lr_of(r):g} {outcome_of(r, b, jump)}" for r in bad]
-    mechanism = every("every lr above the best that does not learn failed by one of the two: diverged, or its "
-                      f"dead ReLU share jumped by >= {jump:g}", flags,
-                      measured=counted(sorted(failing, key=lambda t: float(t.split()[1]))) or "none failed",
-                      expected="on every seed")
+    mechanism = every(
+        "every lr above the best that does not learn failed by one of the two: diverged, or its "
+        f"dead ReLU share jumped by >= {jump:g}",
+        flags,
+        measured=counted(sorted(failing, key=lambda t: float(t.split()[1]))) or "none failed",
+        expected="on every seed",
+    )
     return [largest, mechanism]
 
 
 def checks(runs: list[StudyRun], lim: dict[str, float]) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/learning_rate.yaml)."""
     if len(lrs(runs)) < 3:
-        return [missing("crawl, converge, diverge or kill", "at least three learning rates",
-                        f"this size runs {len(lrs(runs))} learning rate(s)")]
+        return [
+            missing(
+                "crawl, converge, diverge or kill",
+                "at least three learning rates",
+                f"this size runs {len(lrs(runs))} learning rate(s)",
+            )
+        ]
     best = {s: best_run(runs, s) for s in seeds(runs)}
     return [crawl_check(runs, lim), *best_checks(runs, best, lim), *too_large_checks(runs, best, lim)]
 
@@ -212,8 +235,19 @@ def row(run: StudyRun, best: StudyRun | None, lim: dict[str, float]) -> dict:
     }
 
 
-COLUMNS = ["lr", "seed", "final train loss", "loss drop", "val acc", "test acc", "dead share", "diverged at step",
-           "best on val", "regime", "verdict"]
+COLUMNS = [
+    "lr",
+    "seed",
+    "final train loss",
+    "loss drop",
+    "val acc",
+    "test acc",
+    "dead share",
+    "diverged at step",
+    "best on val",
+    "regime",
+    "verdict",
+]
 
 
 def per_lr(runs: list[StudyRun], measure) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
@@ -243,15 +277,22 @@ def _summary_axes(ax, runs: list[StudyRun], best: dict[str, StudyRun | None]) ->
     top_edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in lr, y in axes fraction
     for i, lr in enumerate(lr for lr in lrs(runs) if any(r.diverged for r in finished(runs) if lr_of(r) == lr)):
         mine = [r for r in finished(runs) if lr_of(r) == lr]
-        ax.plot([lr], [0.95], "x", color="red", ms=10, mew=2, transform=top_edge,
-                label="diverged (NaN)" if i == 0 else None)
-        ax.annotate(f"{sum(r.diverged for r in mine)} of {len(mine)} seeds", (lr, 0.95), xycoords=top_edge,
-                    xytext=(0, -14 - 10 * (i % 2)), textcoords="offset points", ha="center", fontsize=7,
-                    color="red")  # neighbours staggered
+        ax.plot(
+            [lr], [0.95], "x", color="red", ms=10, mew=2, transform=top_edge, label="diverged (NaN)" if i == 0 else None
+        )
+        ax.annotate(
+            f"{sum(r.diverged for r in mine)} of {len(mine)} seeds",
+            (lr, 0.95),
+            xycoords=top_edge,
+            xytext=(0, -14 - 10 * (i % 2)),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+            color="red",
+        )  # neighbours staggered
     chosen = [lr_of(b) for b in best.values() if b is not None]
     for i, lr in enumerate(sorted(set(chosen))):
-        ax.axvline(lr, color="green", ls="--", lw=1, alpha=0.6,
-                   label="best on validation" if i == 0 else None)
+        ax.axvline(lr, color="green", ls="--", lw=1, alpha=0.6, label="best on validation" if i == 0 else None)
     dead_ax = ax.twinx()
     x, mean, lo, hi = per_lr(runs, dead_share)
     dead_ax.semilogx(x, mean, "s--", color="C1", label="dead ReLU share (final)")
@@ -275,8 +316,11 @@ def _curves_axes(ax, runs: list[StudyRun]) -> None:
         steps, loss = run.series("train/loss")
         ok = np.isfinite(loss) & (loss > 0)
         colour = cmap(0.9 * i / max(1, len(shown) - 1))  # 0.9: the lightest yellow is unreadable
-        text = f"lr={lr_of(run):g}" + (f" (diverged at step {int(run.get('diverged_at_step'))})"
-                                       if run.diverged and math.isfinite(run.get("diverged_at_step")) else "")
+        text = f"lr={lr_of(run):g}" + (
+            f" (diverged at step {int(run.get('diverged_at_step'))})"
+            if run.diverged and math.isfinite(run.get("diverged_at_step"))
+            else ""
+        )
         ax.semilogy(steps[ok], loss[ok], color=colour, label=text)
         if run.diverged and ok.any():
             ax.plot(steps[ok][-1], loss[ok][-1], "x", color="red", ms=8, mew=2)
@@ -310,14 +354,18 @@ def metrics_of(runs: list[StudyRun], best: dict[str, StudyRun | None]) -> dict[s
     return out
 
 
-NOTES = [("Each row folds the seeds: mean (min..max), labels counted. loss drop: 1 - train/final_loss / "
-         "train/initial_loss, both over the whole training set (before the first step and after the last); a "
-         "diverged run has none. The best lr of a seed is the one with the highest final val acc among its runs "
-         "that did not diverge (ties: the lower val loss): the test split never chooses. dead share: share of "
-         "hidden ReLU units with z <= 0 on every example of the probe batch, at the last measurement; ReLUs count "
-         "as killed when it ends at least `dead_jump` above the best lr's of the same seed. regime: diverged, dead "
-         "(killed and not learning), crawl (loss drop < `crawl_drop`), converged (> `converged_drop`), else "
-         "partial. " + NOT_LEARNING_RULE)]
+NOTES = [
+    (
+        "Each row folds the seeds: mean (min..max), labels counted. loss drop: 1 - train/final_loss / "
+        "train/initial_loss, both over the whole training set (before the first step and after the last); a "
+        "diverged run has none. The best lr of a seed is the one with the highest final val acc among its runs "
+        "that did not diverge (ties: the lower val loss): the test split never chooses. dead share: share of "
+        "hidden ReLU units with z <= 0 on every example of the probe batch, at the last measurement; ReLUs count "
+        "as killed when it ends at least `dead_jump` above the best lr's of the same seed. regime: diverged, dead "
+        "(killed and not learning), crawl (loss drop < `crawl_drop`), converged (> `converged_drop`), else "
+        "partial. " + NOT_LEARNING_RULE
+    )
+]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
@@ -325,5 +373,12 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
     best = {s: best_run(runs, s) for s in seeds(runs)}
     per_run = [row(r, best.get(r.seed), lim) for r in sorted(finished(runs), key=lambda r: (lr_of(r), r.seed))]
     columns, rows = seed_table(per_run, ["lr"], COLUMNS)
-    return Findings(checks(runs, lim), columns, rows, metrics_of(runs, best),
-                    {"learning_rate.png": figure(runs, best)}, NOTES, {"runs.csv": per_run})
+    return Findings(
+        checks(runs, lim),
+        columns,
+        rows,
+        metrics_of(runs, best),
+        {"learning_rate.png": figure(runs, best)},
+        NOTES,
+        {"runs.csv": per_run},
+    )

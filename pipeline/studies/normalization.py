@@ -19,8 +19,11 @@ from pipeline.studies.measures import grad_norm_ratio, signal_ratio_at_init, thr
 
 VARIANTS = ("plain", "bn", "res", "bn+res")
 # each cure as the checks name it, with its verb
-CURES = {"bn": "batch norm makes", "res": "residual connections make",
-         "bn+res": "batch norm with residual connections makes"}
+CURES = {
+    "bn": "batch norm makes",
+    "res": "residual connections make",
+    "bn+res": "batch norm with residual connections makes",
+}
 LIMITS = ("min_gain",)
 
 Condition = tuple[str, int]  # (case, depth)
@@ -50,8 +53,6 @@ def described(run: StudyRun) -> str:
     init, gain = run.values.get("init"), run.values.get("init.gain")
     how = ", ".join(str(p) for p in (init, f"gain {gain}" if gain is not None else None) if p is not None)
     return f"{run.values.get('model.activation', case_of(run))}" + (f" ({how})" if how else "")
-
-
 
 
 def conditions(runs: list[StudyRun]) -> list[Condition]:
@@ -85,11 +86,13 @@ def learning_flags(by_seed: dict[str, StudyRun | None], learned: bool) -> dict[s
 
 
 def accuracies(by_seed: dict[str, StudyRun | None]) -> str:
-    """"test acc 0.10, 0.93, diverged" in seed order."""
+    """ "test acc 0.10, 0.93, diverged" in seed order."""
+
     def text(r: StudyRun | None) -> str:
         if r is None or not r.ok:
             return "missing" if r is None else r.status
         return "diverged" if r.diverged else f"{r.get('test/acc'):.2f}"
+
     return "test acc " + ", ".join(text(r) for _, r in sorted(by_seed.items()))
 
 
@@ -105,21 +108,47 @@ def condition_checks(runs: list[StudyRun], cond: Condition, min_gain: float) -> 
     net = f"{cond[1]}-layer {described(some)} net"
     present = [name for name in CURES if any(r is not None for r in cells[name].values())]
     if not any(r is not None for r in cells["plain"].values()):
-        return [missing(f"plain, the {net} does not learn; the cures make it learn", "a plain net per seed",
-                        "this size runs no plain net")]
-    out = [every(f"plain, the {net} does not learn", learning_flags(cells["plain"], False),
-                 measured=accuracies(cells["plain"]), expected="not_learning on every seed")]
+        return [
+            missing(
+                f"plain, the {net} does not learn; the cures make it learn",
+                "a plain net per seed",
+                "this size runs no plain net",
+            )
+        ]
+    out = [
+        every(
+            f"plain, the {net} does not learn",
+            learning_flags(cells["plain"], False),
+            measured=accuracies(cells["plain"]),
+            expected="not_learning on every seed",
+        )
+    ]
     for name, cure in CURES.items():
         if name not in present:
             out.append(missing(f"{cure} the {net} learn", "learns on every seed", f"this size runs no {name} net"))
             continue
-        out.append(every(f"{cure} the {net} learn", learning_flags(cells[name], True),
-                         measured=accuracies(cells[name]), expected="learns on every seed"))
+        out.append(
+            every(
+                f"{cure} the {net} learn",
+                learning_flags(cells[name], True),
+                measured=accuracies(cells[name]),
+                expected="learns on every seed",
+            )
+        )
     if present:
-        gains = {seed_label(s): weakest([accuracy(cells[name][s]) for name in present]) - accuracy(r)
-                 for s, r in cells["plain"].items()}
-        out.append(compare(f"... well above chance: the weakest cure's test acc ({', '.join(present)}) minus the "
-                           f"plain net's, {net}", gains, ">=", min_gain))
+        gains = {
+            seed_label(s): weakest([accuracy(cells[name][s]) for name in present]) - accuracy(r)
+            for s, r in cells["plain"].items()
+        }
+        out.append(
+            compare(
+                f"... well above chance: the weakest cure's test acc ({', '.join(present)}) minus the "
+                f"plain net's, {net}",
+                gains,
+                ">=",
+                min_gain,
+            )
+        )
     return out
 
 
@@ -127,26 +156,47 @@ def checks(runs: list[StudyRun], cfg) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/normalization.yaml)."""
     lim = thresholds(cfg, *LIMITS)
     if not runs:
-        return [missing("plain deep nets do not learn; batch norm and residual connections make them learn",
-                        "runs", "no run")]
+        return [
+            missing(
+                "plain deep nets do not learn; batch norm and residual connections make them learn", "runs", "no run"
+            )
+        ]
     return [c for cond in conditions(runs) for c in condition_checks(runs, cond, lim["min_gain"])]
 
 
 # --- table, figure, metrics --------------------------------------------------------------------------
 
 
-COLUMNS = ["case", "depth", "variant", "seed", "test acc", "initial loss", "final loss / constant's",
-           "signal ratio at init", "grad ratio first/last", "learned", "verdict"]
+COLUMNS = [
+    "case",
+    "depth",
+    "variant",
+    "seed",
+    "test acc",
+    "initial loss",
+    "final loss / constant's",
+    "signal ratio at init",
+    "grad ratio first/last",
+    "learned",
+    "verdict",
+]
 
 
 def row(run: StudyRun) -> dict:
     """One finished run's measures (see the notes)."""
-    return {"case": described(run), "depth": depth_of(run), "variant": variant(run), "seed": run.seed,
-            "test acc": accuracy(run), "initial loss": run.get("train/initial_loss"),
-            "final loss / constant's": loss_share(run),
-            "signal ratio at init": signal_ratio_at_init(run) if variant(run) == "plain" else math.nan,
-            "grad ratio first/last": grad_norm_ratio(run), "learned": run.learned,
-            "verdict": ",".join(run.verdict) or run.status}
+    return {
+        "case": described(run),
+        "depth": depth_of(run),
+        "variant": variant(run),
+        "seed": run.seed,
+        "test acc": accuracy(run),
+        "initial loss": run.get("train/initial_loss"),
+        "final loss / constant's": loss_share(run),
+        "signal ratio at init": signal_ratio_at_init(run) if variant(run) == "plain" else math.nan,
+        "grad ratio first/last": grad_norm_ratio(run),
+        "learned": run.learned,
+        "verdict": ",".join(run.verdict) or run.status,
+    }
 
 
 def band(group: list[StudyRun], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -173,15 +223,25 @@ def figure(runs: list[StudyRun]) -> Figure:
         # (conditions,) each; rounding can put a mean of equal values an ulp outside them
         low = np.array([max(mean[k] - min(a), 0.0) if a else 0.0 for k, a in enumerate(accs)])
         high = np.array([max(max(a) - mean[k], 0.0) if a else 0.0 for k, a in enumerate(accs)])
-        bars.bar(np.arange(len(conds)) + (i - 1.5) * width, mean, width, yerr=[low, high], capsize=2, label=name,
-                 color=f"C{i}")
+        bars.bar(
+            np.arange(len(conds)) + (i - 1.5) * width,
+            mean,
+            width,
+            yerr=[low, high],
+            capsize=2,
+            label=name,
+            color=f"C{i}",
+        )
     chance = [r.get("data/chance_acc") for r in done if math.isfinite(r.get("data/chance_acc"))]
     if chance:
         bars.axhline(float(np.mean(chance)), color="k", ls=":", lw=1, label="chance")
     names = {case_of(r): described(r) for r in done}
     bars.set_xticks(range(len(conds)), [f"{names[c]}\ndepth {d}" for c, d in conds], fontsize=8)
-    bars.set(ylabel="test accuracy (mean, min..max over seeds; diverged = chance)", title="which deep nets learn",
-             ylim=(0, 1))
+    bars.set(
+        ylabel="test accuracy (mean, min..max over seeds; diverged = chance)",
+        title="which deep nets learn",
+        ylim=(0, 1),
+    )
     bars.legend(fontsize=8)
     for ax, case in zip(curves, cases):
         for cond in (c for c in conds if c[0] == case):
@@ -191,10 +251,18 @@ def figure(runs: list[StudyRun]) -> Figure:
                 if not len(steps):
                     continue
                 diverged = sum(r.diverged for r in group)
-                colour, dashes = f"C{VARIANTS.index(name)}", "-" if cond[1] == min(d for c, d in conds if c == case) \
-                    else "--"
-                ax.semilogy(steps, mean, color=colour, ls=dashes, lw=1.2,
-                            label=f"{name}, depth {cond[1]}" + (f" ({diverged} diverged)" if diverged else ""))
+                colour, dashes = (
+                    f"C{VARIANTS.index(name)}",
+                    "-" if cond[1] == min(d for c, d in conds if c == case) else "--",
+                )
+                ax.semilogy(
+                    steps,
+                    mean,
+                    color=colour,
+                    ls=dashes,
+                    lw=1.2,
+                    label=f"{name}, depth {cond[1]}" + (f" ({diverged} diverged)" if diverged else ""),
+                )
                 ax.fill_between(steps, low, high, color=colour, alpha=0.2, lw=0)
         constant = [r.get("data/chance_loss") for r in done if case_of(r) == case]
         if constant and math.isfinite(constant[0]):
@@ -221,18 +289,20 @@ def flat_metrics(runs: list[StudyRun]) -> dict[str, float]:
     return out
 
 
-NOTES = ["Each row folds the seeds: mean (min..max). test acc: on the test split; a diverged run counts as "
-         "chance. initial loss: the whole training set's loss before any step (a residual sigmoid net starts "
-         "high: each block adds its output, about 0.5 per unit, onto the stream). final loss / constant's: the "
-         "training set's loss at the end (eval mode) over a constant predictor's (the labels' entropy, ln 10 "
-         "here). signal ratio at init (plain nets): the last hidden layer's activation std over the first's, "
-         "before any update, on the probe batch (not shown with batch norm, whose eval-mode running statistics "
-         "are still the identity at step 0, nor with residual blocks, whose activation is the branch, not the "
-         "stream). grad ratio first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over the "
-         "probe measurements (0: the first layer's gradient underflowed). A run is `not_learning` (learned "
-         "false) when its final training loss is >= 0.99 x the constant predictor's or its test accuracy stays "
-         "within a quarter of the way from chance to 1 (README, \"Verdicts\"); a diverged run did not learn "
-         "either."]
+NOTES = [
+    "Each row folds the seeds: mean (min..max). test acc: on the test split; a diverged run counts as "
+    "chance. initial loss: the whole training set's loss before any step (a residual sigmoid net starts "
+    "high: each block adds its output, about 0.5 per unit, onto the stream). final loss / constant's: the "
+    "training set's loss at the end (eval mode) over a constant predictor's (the labels' entropy, ln 10 "
+    "here). signal ratio at init (plain nets): the last hidden layer's activation std over the first's, "
+    "before any update, on the probe batch (not shown with batch norm, whose eval-mode running statistics "
+    "are still the identity at step 0, nor with residual blocks, whose activation is the branch, not the "
+    "stream). grad ratio first/last: ||dL/dW_1|| / ||dL/dW_out||, log-averaged over the "
+    "probe measurements (0: the first layer's gradient underflowed). A run is `not_learning` (learned "
+    "false) when its final training loss is >= 0.99 x the constant predictor's or its test accuracy stays "
+    'within a quarter of the way from chance to 1 (README, "Verdicts"); a diverged run did not learn '
+    "either."
+]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
@@ -240,5 +310,12 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
     order = {c: i for i, c in enumerate(dict.fromkeys(r["case"] for r in per_run))}
     per_run.sort(key=lambda x: (order[x["case"]], x["depth"], VARIANTS.index(x["variant"]), x["seed"]))
     columns, rows = seed_table(per_run, ["case", "depth", "variant"], COLUMNS)
-    return Findings(checks(runs, cfg), columns, rows, flat_metrics(runs), {"normalization.png": figure(runs)},
-                    list(NOTES), {"runs.csv": per_run})
+    return Findings(
+        checks(runs, cfg),
+        columns,
+        rows,
+        flat_metrics(runs),
+        {"normalization.png": figure(runs)},
+        list(NOTES),
+        {"runs.csv": per_run},
+    )

@@ -35,7 +35,6 @@ def lr_of(run: StudyRun) -> float:
     return float(value) if value is not None else run.get("lr")
 
 
-
 def per_epoch(run: StudyRun, key: str) -> np.ndarray:
     """A metric's value at each epoch's last step, in epoch order: (epochs,)."""
     epoch_steps = {s for s, _ in run.history.get("epoch", [])}
@@ -141,7 +140,6 @@ def at_pick(runs: list[StudyRun], tuning: Tuning) -> list[StudyRun]:
     return [r for r in runs if rule(r) == tuning.rule and tuning.pick is not None and lr_of(r) == tuning.pick]
 
 
-
 def untuned(check: Check, *tunings: Tuning) -> Check:
     """The check made undecided when a rule it compares is not tuned (no pick, or a pick at its grid's edge)."""
     problems = [t.problem for t in tunings if t.problem]
@@ -156,8 +154,9 @@ def checks(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
     all_seeds = seeds(runs)
 
     def epochs(name: str) -> dict[str, float]:
-        return per_seed(at_pick(runs, tunings[name]), lambda r: epochs_to(per_epoch(r, "train/loss"), lim["target_loss"]),
-                        all_seeds)
+        return per_seed(
+            at_pick(runs, tunings[name]), lambda r: epochs_to(per_epoch(r, "train/loss"), lim["target_loss"]), all_seeds
+        )
 
     def decay(name: str) -> dict[str, float]:
         return per_seed(at_pick(runs, tunings[name]), lambda r: step_decay(r, lim["step_window"]), all_seeds)
@@ -166,27 +165,55 @@ def checks(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
     for name in FASTER:
         title = f"{name} reaches training loss <= {lim['target_loss']:g} in fewer epochs than sgd, both tuned"
         if name not in tunings or "sgd" not in tunings:
-            out.append(missing(title, "fewer epochs than sgd on every seed",
-                               f"this size runs no {name if name not in tunings else 'sgd'} case"))
+            out.append(
+                missing(
+                    title,
+                    "fewer epochs than sgd on every seed",
+                    f"this size runs no {name if name not in tunings else 'sgd'} case",
+                )
+            )
             continue
         lrs = f" (lr {fmt_lr(tunings[name].pick)} vs {fmt_lr(tunings['sgd'].pick)})"
-        out.append(untuned(compare(title + lrs, epochs(name), "<", epochs("sgd"), limit_name="sgd's epochs"),
-                           tunings[name], tunings["sgd"]))
+        out.append(
+            untuned(
+                compare(title + lrs, epochs(name), "<", epochs("sgd"), limit_name="sgd's epochs"),
+                tunings[name],
+                tunings["sgd"],
+            )
+        )
     title = f"adagrad's effective step decays over training: late/early < {lim['decay_max']:g}"
     if "adagrad" not in tunings:
         return out + [missing(title, f"< {lim['decay_max']:g}", "this size runs no adagrad case")]
     ada = decay("adagrad")
-    out.append(untuned(compare(title + f" (lr {fmt_lr(tunings['adagrad'].pick)})", ada, "<", lim["decay_max"],
-                               scale="log"), tunings["adagrad"]))
-    title = (f"adagrad's late/early ends below {lim['decay_share']:g} x the lower of rmsprop's and adam's "
-             "(which forget old gradients)")
+    out.append(
+        untuned(
+            compare(title + f" (lr {fmt_lr(tunings['adagrad'].pick)})", ada, "<", lim["decay_max"], scale="log"),
+            tunings["adagrad"],
+        )
+    )
+    title = (
+        f"adagrad's late/early ends below {lim['decay_share']:g} x the lower of rmsprop's and adam's "
+        "(which forget old gradients)"
+    )
     if not all(n in tunings for n in FORGETTING):
         return out + [missing(title, "both in the grid", "this size runs no rmsprop or adam case")]
     others = {n: decay(n) for n in FORGETTING}
     lower = {k: min(others["rmsprop"][k], others["adam"][k]) for k in ada}  # nan stays nan: missing
-    out.append(untuned(compare(title, ada, "<", lower, times=lim["decay_share"], scale="log",
-                               limit_name="the lower of rmsprop's and adam's"),
-                       tunings["adagrad"], *(tunings[n] for n in FORGETTING)))
+    out.append(
+        untuned(
+            compare(
+                title,
+                ada,
+                "<",
+                lower,
+                times=lim["decay_share"],
+                scale="log",
+                limit_name="the lower of rmsprop's and adam's",
+            ),
+            tunings["adagrad"],
+            *(tunings[n] for n in FORGETTING),
+        )
+    )
     return out
 
 
@@ -194,22 +221,45 @@ def checks(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
 
 
 def columns(lim: dict[str, float]) -> list[str]:
-    return ["optimizer", "lr", "picked", "seed", f"epochs to val loss <= {lim['target_val_loss']:g}",
-            "best val loss", f"epochs to train loss <= {lim['target_loss']:g}",
-            f"epochs to val acc >= {lim['target_acc']:g}", "final train loss", "test acc", "step late / early",
-            "verdict"]
+    return [
+        "optimizer",
+        "lr",
+        "picked",
+        "seed",
+        f"epochs to val loss <= {lim['target_val_loss']:g}",
+        "best val loss",
+        f"epochs to train loss <= {lim['target_loss']:g}",
+        f"epochs to val acc >= {lim['target_acc']:g}",
+        "final train loss",
+        "test acc",
+        "step late / early",
+        "verdict",
+    ]
 
 
 def row(run: StudyRun, lim: dict[str, float], picked: bool) -> dict:
     """One finished run's numbers (a column per measure of `columns`)."""
     cols = columns(lim)
     loss = per_epoch(run, "train/loss")
-    return dict(zip(cols, [
-        rule(run), lr_of(run), "picked" if picked else "", run.seed, epochs_to_val(run, lim["target_val_loss"]),
-        best_val_loss(run), epochs_to(loss, lim["target_loss"]),
-        epochs_to(per_epoch(run, "val/acc"), lim["target_acc"], below=False),
-        float(loss[-1]) if len(loss) else math.nan, run.get("test/acc"), step_decay(run, lim["step_window"]),
-        ",".join(run.verdict) or run.status]))
+    return dict(
+        zip(
+            cols,
+            [
+                rule(run),
+                lr_of(run),
+                "picked" if picked else "",
+                run.seed,
+                epochs_to_val(run, lim["target_val_loss"]),
+                best_val_loss(run),
+                epochs_to(loss, lim["target_loss"]),
+                epochs_to(per_epoch(run, "val/acc"), lim["target_acc"], below=False),
+                float(loss[-1]) if len(loss) else math.nan,
+                run.get("test/acc"),
+                step_decay(run, lim["step_window"]),
+                ",".join(run.verdict) or run.status,
+            ],
+        )
+    )
 
 
 def order_key(name: str) -> int:
@@ -252,11 +302,19 @@ def figure(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
             step_ax.fill_between(steps, lo, hi, color=colour, alpha=0.2, lw=0)
     loss_ax.axhline(lim["target_loss"], color="k", ls=":", lw=1, label=f"target {lim['target_loss']:g}")
     acc_ax.axhline(lim["target_acc"], color="k", ls=":", lw=1, label=f"{lim['target_acc']:g}")
-    loss_ax.set(xlabel="epoch", ylabel="training loss (epoch mean; log)", yscale="log",
-                title="loss at each rule's tuned lr (seeds: mean, min..max)")
+    loss_ax.set(
+        xlabel="epoch",
+        ylabel="training loss (epoch mean; log)",
+        yscale="log",
+        title="loss at each rule's tuned lr (seeds: mean, min..max)",
+    )
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy", ylim=(0, 1))
-    step_ax.set(xlabel="step", ylabel="||dW|| / ||dL/dW|| (geo. mean over layers; log)", yscale="log",
-                title="effective step size (= lr for SGD)")
+    step_ax.set(
+        xlabel="step",
+        ylabel="||dW|| / ||dL/dW|| (geo. mean over layers; log)",
+        yscale="log",
+        title="effective step size (= lr for SGD)",
+    )
     for ax in (loss_ax, acc_ax, step_ax):
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
@@ -266,9 +324,18 @@ def figure(runs: list[StudyRun], tunings: dict[str, Tuning], lim: dict[str, floa
 
 def tuning_rows(tunings: dict[str, Tuning], lim: dict[str, float]) -> list[dict]:
     """Each rule's grid with its scores and the pick, for tuning.csv."""
-    return [{"optimizer": t.rule, "lr": lr, f"mean epochs to val loss <= {lim['target_val_loss']:g}": ep,
-             "mean best val loss": best, "picked": lr == t.pick, "problem": t.problem if lr == t.pick else ""}
-            for t in sorted(tunings.values(), key=lambda t: order_key(t.rule)) for lr, (ep, best) in t.scores.items()]
+    return [
+        {
+            "optimizer": t.rule,
+            "lr": lr,
+            f"mean epochs to val loss <= {lim['target_val_loss']:g}": ep,
+            "mean best val loss": best,
+            "picked": lr == t.pick,
+            "problem": t.problem if lr == t.pick else "",
+        }
+        for t in sorted(tunings.values(), key=lambda t: order_key(t.rule))
+        for lr, (ep, best) in t.scores.items()
+    ]
 
 
 def metrics(tunings: dict[str, Tuning], per_run: list[dict], lim: dict[str, float]) -> dict:
@@ -291,35 +358,58 @@ def notes(tunings: dict[str, Tuning], found: dict, lim: dict[str, float]) -> lis
     picks = ", ".join(f"{t.rule} {fmt_lr(t.pick)}" for t in sorted(tunings.values(), key=lambda t: order_key(t.rule)))
     accs = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in found.items() if k.startswith("test_acc/"))
     return [
-        ("- Each row folds the seeds of one rule and lr: mean (min..max). Tuning (validation data only, never test): "
-        f"per rule, the lr of its grid with the fewest epochs to val loss <= {lim['target_val_loss']:g}, mean over "
-        "the seeds (a seed that never gets there, failed or diverged rules the lr out), ties to the lower mean "
-        f"best val loss; `picked` marks it. Tuned lrs: {picks}. A pick at the edge of its grid makes that rule's "
-        "checks undecided (the optimum may lie outside); tuning.csv has every lr's score."),
-        (f"- Epochs to train loss <= {lim['target_loss']:g}: the first epoch whose mean training loss is at most the "
-        "target (inf: never). The sigmoid net starts on a plateau near 2.3; this target marks leaving it. The "
-        "checks compare each rule with tuned sgd seed by seed (seed s against seed s)."),
-        ("- Effective step = ||dW|| / ||dL/dW|| per layer (update_ratio x weight_norm / grad_norm at the same step), "
-        "geometric mean over layers; it equals lr for plain SGD, which checks the measure. late / early: its mean "
-        f"over the last {lim['step_window']:.0%} of the measurements over its mean over the first "
-        f"{lim['step_window']:.0%}. Adagrad divides by the running sum of squared gradients, so each weight's "
-        "step can only shrink; RMSprop and Adam divide by moving averages, so their steps grow back as the "
-        "gradients shrink."),
-        (f"- Faster is not better: test accuracy at the tuned lrs (mean over seeds) is {accs or '-'}. Momentum at lr "
-        "p (momentum 0.9) moves like SGD at p / (1 - 0.9) once its velocity builds up: it beats sgd here because "
-        "its largest stable step is larger than sgd's, not because the two differ at small steps."),
+        (
+            "- Each row folds the seeds of one rule and lr: mean (min..max). Tuning (validation data "
+            "only, never test): "
+            f"per rule, the lr of its grid with the fewest epochs to val loss <= {lim['target_val_loss']:g}, mean over "
+            "the seeds (a seed that never gets there, failed or diverged rules the lr out), ties to the lower mean "
+            f"best val loss; `picked` marks it. Tuned lrs: {picks}. A pick at the edge of its grid makes that rule's "
+            "checks undecided (the optimum may lie outside); tuning.csv has every lr's score."
+        ),
+        (
+            f"- Epochs to train loss <= {lim['target_loss']:g}: the first epoch whose mean training "
+            "loss is at most the "
+            "target (inf: never). The sigmoid net starts on a plateau near 2.3; this target marks leaving it. The "
+            "checks compare each rule with tuned sgd seed by seed (seed s against seed s)."
+        ),
+        (
+            "- Effective step = ||dW|| / ||dL/dW|| per layer (update_ratio x weight_norm / grad_norm "
+            "at the same step), "
+            "geometric mean over layers; it equals lr for plain SGD, which checks the measure. late / early: its mean "
+            f"over the last {lim['step_window']:.0%} of the measurements over its mean over the first "
+            f"{lim['step_window']:.0%}. Adagrad divides by the running sum of squared gradients, so each weight's "
+            "step can only shrink; RMSprop and Adam divide by moving averages, so their steps grow back as the "
+            "gradients shrink."
+        ),
+        (
+            f"- Faster is not better: test accuracy at the tuned lrs (mean over seeds) is {accs or '-'}. "
+            "Momentum at lr "
+            "p (momentum 0.9) moves like SGD at p / (1 - 0.9) once its velocity builds up: it beats sgd here because "
+            "its largest stable step is larger than sgd's, not because the two differ at small steps."
+        ),
     ]
 
 
 def findings(runs: list[StudyRun], cfg) -> Findings:
     lim = thresholds(cfg, *LIMITS)
     all_seeds = seeds(runs)
-    tunings = {name: tune(runs, name, lim["target_val_loss"], all_seeds)
-               for name in sorted({rule(r) for r in runs}, key=order_key)}
+    tunings = {
+        name: tune(runs, name, lim["target_val_loss"], all_seeds)
+        for name in sorted({rule(r) for r in runs}, key=order_key)
+    }
     picked = {id(r) for t in tunings.values() for r in at_pick(runs, t)}
-    per_run = sorted((row(r, lim, id(r) in picked) for r in finished(runs)),
-                     key=lambda x: (order_key(x["optimizer"]), x["lr"], int(x["seed"]) if x["seed"].isdigit() else 0))
+    per_run = sorted(
+        (row(r, lim, id(r) in picked) for r in finished(runs)),
+        key=lambda x: (order_key(x["optimizer"]), x["lr"], int(x["seed"]) if x["seed"].isdigit() else 0),
+    )
     cols, rows = seed_table(per_run, ["optimizer", "lr", "picked"], columns(lim))
     found = metrics(tunings, per_run, lim)
-    return Findings(checks(runs, tunings, lim), cols, rows, found, {"optimizers.png": figure(runs, tunings, lim)},
-                    notes(tunings, found, lim), {"runs.csv": per_run, "tuning.csv": tuning_rows(tunings, lim)})
+    return Findings(
+        checks(runs, tunings, lim),
+        cols,
+        rows,
+        found,
+        {"optimizers.png": figure(runs, tunings, lim)},
+        notes(tunings, found, lim),
+        {"runs.csv": per_run, "tuning.csv": tuning_rows(tunings, lim)},
+    )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.harness.paths import CONF_DIR
 from pipeline.probes.weights import SPARSE_BELOW
@@ -35,6 +35,7 @@ LIMITS = ("l1_sparse_min", "l2_share_of_l1_max", "help_gain_min", "hurt_loss_min
 
 # --- what a run regularizes with ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Setting:
     """What a run regularizes with: optimizer family, method and its strength λ."""
@@ -48,7 +49,10 @@ class Setting:
 def _group_default(group: str, option: str, key: str, fallback: float) -> float:
     """A key's value in conf/<group>/<option>.yaml (the option's own default)."""
     path = CONF_DIR / group / f"{option}.yaml"
-    return float(OmegaConf.load(path).get(key, fallback)) if path.exists() else fallback
+    if not path.exists():
+        return fallback
+    loaded = OmegaConf.load(path)
+    return float(loaded.get(key, fallback)) if isinstance(loaded, DictConfig) else fallback
 
 
 def _number(text, fallback: float) -> float:
@@ -64,8 +68,9 @@ def _chosen(run: StudyRun, cfg, group: str, key: str) -> tuple[str, float]:
     base = OmegaConf.select(cfg, group, default=None) if cfg is not None else None
     base_name = str(base.get("name")) if base is not None else ("sgd" if group == "optimizer" else "none")
     name = str(run.values.get(group, base_name))
-    fallback = _number(base.get(key), 0.0) if base is not None and name == base_name else \
-        _group_default(group, name, key, 0.0)
+    fallback = (
+        _number(base.get(key), 0.0) if base is not None and name == base_name else _group_default(group, name, key, 0.0)
+    )
     return name, _number(run.values.get(f"{group}.{key}"), fallback)
 
 
@@ -91,6 +96,7 @@ def setting(run: StudyRun, cfg=None) -> Setting:
 
 
 # --- per-run measures ------------------------------------------------------------------------------------------
+
 
 def weight_norm(run: StudyRun) -> float:
     """Frobenius norm of all weight matrices together, at the end."""
@@ -141,7 +147,6 @@ def conditions(runs: list[StudyRun], cfg) -> Conditions:
     return out
 
 
-
 def strengths(conds: Conditions, family: str, method: str) -> list[float]:
     """The strengths a method ran with in a family, ascending."""
     return sorted(s.strength for s in conds if s.family == family and s.method == method)
@@ -166,8 +171,9 @@ def tuned(conds: Conditions, family: str, method: str, seed: str) -> tuple[float
     """The method's strength for one seed chosen on validation, never test: the highest val acc, then the lowest
     val loss, then the weaker λ. (nan, None) while one of its strengths did not finish or has no val numbers."""
     lams = strengths(conds, family, method)
-    runs = [at(conds, family, method, lam, seed) for lam in lams]
-    if not runs or any(r is None or not r.ok for r in runs):
+    found = [at(conds, family, method, lam, seed) for lam in lams]
+    runs = [r for r in found if r is not None and r.ok]
+    if not found or len(runs) < len(found):
         return math.nan, None
     scores = [(accuracy(r, "val"), -val_loss(r)) for r in runs]
     if any(math.isnan(acc) for acc, _ in scores):
@@ -191,6 +197,7 @@ def sparse_strength(conds: Conditions) -> float:
 
 
 # --- the claim, check by check ---------------------------------------------------------------------------------
+
 
 def l1_zeros(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Check:
     """L1's share of weights at zero, at its strongest strength whose zeros can be seen."""
@@ -227,14 +234,18 @@ def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
     lams = strengths(conds, PENALTIES_UNDER, "l2")
     name = "SGD: l2 shrinks without zeroing: share of |w| < 1e-3 at the weight norm l1 ends at"
     if math.isnan(lam) or not lams:
-        return missing(name, f"< {number(lim['l2_share_of_l1_max'])} x l1's share",
-                       "needs sgd l1 with lr·λ <= 1e-3 and sgd l2 runs")
+        return missing(
+            name,
+            f"< {number(lim['l2_share_of_l1_max'])} x l1's share",
+            "needs sgd l1 with lr·λ <= 1e-3 and sgd l2 runs",
+        )
     short = []
 
     def share(seed: str) -> float:
         target = finished_value(at(conds, PENALTIES_UNDER, "l1", lam, seed), weight_norm)
-        runs = l2_path(conds, seed)
-        if math.isnan(target) or any(r is None or not r.ok for r in runs):
+        path = l2_path(conds, seed)
+        runs = [r for r in path if r is not None and r.ok]
+        if math.isnan(target) or len(runs) < len(path):
             return math.nan
         value = sparsity_at_norm([(weight_norm(r), sparsity(r)) for r in runs], target)
         if math.isnan(value):
@@ -242,8 +253,15 @@ def l2_dense(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
         return value
 
     l1_share = by_seed(seeds, lambda s: finished_value(at(conds, PENALTIES_UNDER, "l1", lam, s), sparsity))
-    check = compare(f"{name} (l1 at λ={lam:g}; l2 interpolated between its strengths)", by_seed(seeds, share), "<",
-                    l1_share, times=lim["l2_share_of_l1_max"], scale="log", limit_name="l1's share")
+    check = compare(
+        f"{name} (l1 at λ={lam:g}; l2 interpolated between its strengths)",
+        by_seed(seeds, share),
+        "<",
+        l1_share,
+        times=lim["l2_share_of_l1_max"],
+        scale="log",
+        limit_name="l1's share",
+    )
     if short:  # not a missing run: the grid's l2 strengths do not reach l1's weight norm
         check.why = f"the l2 strengths do not bracket l1's weight norm on seed {', '.join(short)}"
     return check
@@ -258,13 +276,17 @@ def l2_shrinks(conds: Conditions, seeds: list[str]) -> Check:
     if len(lams) + has_base < 2:
         return missing(name, expected, "needs two sgd l2 strengths, or one and no penalty")
     norms = {s: [finished_value(r, weight_norm) for r in l2_path(conds, s)] for s in seeds}  # seed -> along λ
-    flags = {seed_label(s): None if any(math.isnan(v) for v in n) else all(b < a for a, b in itertools.pairwise(n))
-             for s, n in norms.items()}
-    means = [float(np.nanmean(col)) if not all(math.isnan(v) for v in col) else math.nan
-             for col in zip(*norms.values())]
+    flags = {
+        seed_label(s): None if any(math.isnan(v) for v in n) else all(b < a for a, b in itertools.pairwise(n))
+        for s, n in norms.items()
+    }
+    means = [
+        float(np.nanmean(col)) if not all(math.isnan(v) for v in col) else math.nan for col in zip(*norms.values())
+    ]
     steps = ", ".join(["none"] * has_base + [f"{x:g}" for x in lams])
-    return every(f"{name} (λ = {steps})", flags, measured="mean norm " + " -> ".join(number(m) for m in means),
-                 expected=expected)
+    return every(
+        f"{name} (λ = {steps})", flags, measured="mean norm " + " -> ".join(number(m) for m in means), expected=expected
+    )
 
 
 def helps(conds: Conditions, seeds: list[str], lim: dict[str, float], method: str) -> Check:
@@ -276,8 +298,12 @@ def helps(conds: Conditions, seeds: list[str], lim: dict[str, float], method: st
         chosen[seed] = lam
         return accuracy(best, "test") - accuracy(baseline(conds, PENALTIES_UNDER, seed), "test")
 
-    check = compare(f"SGD: {method} helps at its own best strength (chosen on validation): test acc gain over no "
-                    "penalty", by_seed(seeds, gain), ">", lim["help_gain_min"])
+    check = compare(
+        f"SGD: {method} helps at its own best strength (chosen on validation): test acc gain over no penalty",
+        by_seed(seeds, gain),
+        ">",
+        lim["help_gain_min"],
+    )
     check.measured += "; λ chosen " + ", ".join(number(chosen[s]) for s in seeds)
     return check
 
@@ -289,8 +315,13 @@ def hurts(conds: Conditions, seeds: list[str], lim: dict[str, float], method: st
     if not lams:
         return missing(name, f"> {number(lim['hurt_loss_min'])}", f"no sgd {method} run")
     top = lams[-1]
-    lost = by_seed(seeds, lambda s: accuracy(baseline(conds, PENALTIES_UNDER, s), "test")
-                   - accuracy(at(conds, PENALTIES_UNDER, method, top, s), "test"))
+    lost = by_seed(
+        seeds,
+        lambda s: (
+            accuracy(baseline(conds, PENALTIES_UNDER, s), "test")
+            - accuracy(at(conds, PENALTIES_UNDER, method, top, s), "test")
+        ),
+    )
     return compare(f"{name}={top:g}", lost, ">", lim["hurt_loss_min"])
 
 
@@ -311,8 +342,10 @@ def sgd_same(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Chec
 
 def adam_differs(conds: Conditions, seeds: list[str], lim: dict[str, float]) -> Check:
     """Under Adam an l2 penalty λ and AdamW's decoupled decay λ end elsewhere, where Adam + l2 is tuned to."""
-    name = ("Adam: an l2 penalty λ and AdamW's decoupled weight_decay=λ end at different weights: relative "
-            "weight-norm difference at Adam + l2's best λ (chosen on validation)")
+    name = (
+        "Adam: an l2 penalty λ and AdamW's decoupled weight_decay=λ end at different weights: relative "
+        "weight-norm difference at Adam + l2's best λ (chosen on validation)"
+    )
     expected = f"> {number(lim['differ_rel_min'])}"
     if not strengths(conds, DECAY_UNDER, "l2") or not strengths(conds, DECAY_UNDER, "decay"):
         return missing(name, expected, "needs adam + l2 and adamw runs")
@@ -333,34 +366,69 @@ def checks(runs: list[StudyRun], cfg) -> list[Check]:
     """The claim, check by check (thresholds from study.checks in conf/study/regularization.yaml)."""
     lim = thresholds(cfg, *LIMITS)
     conds, every = conditions(runs, cfg), seeds(runs)
-    return [l1_zeros(conds, every, lim), l2_dense(conds, every, lim), l2_shrinks(conds, every),
-            helps(conds, every, lim, "l1"), helps(conds, every, lim, "l2"),
-            hurts(conds, every, lim, "l1"), hurts(conds, every, lim, "l2"),
-            sgd_same(conds, every, lim), adam_differs(conds, every, lim)]
+    return [
+        l1_zeros(conds, every, lim),
+        l2_dense(conds, every, lim),
+        l2_shrinks(conds, every),
+        helps(conds, every, lim, "l1"),
+        helps(conds, every, lim, "l2"),
+        hurts(conds, every, lim, "l1"),
+        hurts(conds, every, lim, "l2"),
+        sgd_same(conds, every, lim),
+        adam_differs(conds, every, lim),
+    ]
 
 
 # --- the table, figure and flat metrics ------------------------------------------------------------------------
+
 
 def row(run: StudyRun, cfg) -> dict:
     """A table row for one finished run."""
     s = setting(run, cfg)
     train, test = accuracy(run, "train"), accuracy(run, "test")
-    return {"optimizer": optimizer_of(run, cfg), "method": s.method, "λ": s.strength, "seed": run.seed,
-            "train acc": train, "val acc": accuracy(run, "val"), "test acc": test,
-            "gap": train - test if math.isfinite(train) and math.isfinite(test) else math.nan,
-            "weight norm": weight_norm(run), "sparsity": sparsity(run), "verdict": ",".join(run.verdict) or run.status}
+    return {
+        "optimizer": optimizer_of(run, cfg),
+        "method": s.method,
+        "λ": s.strength,
+        "seed": run.seed,
+        "train acc": train,
+        "val acc": accuracy(run, "val"),
+        "test acc": test,
+        "gap": train - test if math.isfinite(train) and math.isfinite(test) else math.nan,
+        "weight norm": weight_norm(run),
+        "sparsity": sparsity(run),
+        "verdict": ",".join(run.verdict) or run.status,
+    }
 
 
 def _row_order(r: dict) -> tuple:
     """SGD rows first, then by optimizer, method, strength and seed."""
     family = FAMILY_OF.get(r["optimizer"], r["optimizer"])
     seed = int(r["seed"]) if str(r["seed"]).lstrip("-").isdigit() else 0
-    return (family != "sgd", family, r["optimizer"], METHODS.index(r["method"]) if r["method"] in METHODS else 99,
-            r["λ"], seed, str(r["seed"]))
+    return (
+        family != "sgd",
+        family,
+        r["optimizer"],
+        METHODS.index(r["method"]) if r["method"] in METHODS else 99,
+        r["λ"],
+        seed,
+        str(r["seed"]),
+    )
 
 
-COLUMNS = ["optimizer", "method", "λ", "seed", "train acc", "val acc", "test acc", "gap", "weight norm", "sparsity",
-           "verdict"]
+COLUMNS = [
+    "optimizer",
+    "method",
+    "λ",
+    "seed",
+    "train acc",
+    "val acc",
+    "test acc",
+    "gap",
+    "weight norm",
+    "sparsity",
+    "verdict",
+]
 PANELS = ("test acc", "gap", "weight norm", "sparsity")  # the figure's columns, keys of `row`
 
 
@@ -369,7 +437,7 @@ def spread(rows: list[dict]) -> dict[Setting, dict[str, tuple[float, float, floa
     groups: dict[Setting, list[dict]] = {}
     for r in rows:
         groups.setdefault(Setting(FAMILY_OF.get(r["optimizer"], r["optimizer"]), r["method"], r["λ"]), []).append(r)
-    out = {}
+    out: dict[Setting, dict] = {}
     for s, group in groups.items():
         out[s] = {}
         for key in PANELS:
@@ -384,8 +452,13 @@ def families(stats: dict[Setting, dict]) -> list[str]:
     return [f for f in ("sgd", "adam") if f in present] + sorted(present - {"sgd", "adam"})
 
 
-COLOURS = {"l1": "tab:green", "l2": "tab:red", "elastic": "tab:orange", "decay": "tab:blue",
-           "coupled decay": "tab:purple"}
+COLOURS = {
+    "l1": "tab:green",
+    "l2": "tab:red",
+    "elastic": "tab:orange",
+    "decay": "tab:blue",
+    "coupled decay": "tab:purple",
+}
 
 
 def _method_label(family: str, method: str) -> str:
@@ -397,16 +470,28 @@ def _method_label(family: str, method: str) -> str:
 
 def _panel(ax, stats: dict[Setting, dict], family: str, key: str, lr: float) -> None:
     """One quantity against λ: a line per method (mean, min..max band over seeds), no penalty as a level."""
-    methods = sorted({s.method for s in stats if s.family == family} - {"none"},
-                     key=lambda m: (METHODS.index(m) if m in METHODS else 99, m))
+    methods = sorted(
+        {s.method for s in stats if s.family == family} - {"none"},
+        key=lambda m: (METHODS.index(m) if m in METHODS else 99, m),
+    )
     lams = []
     for method in methods:  # decay dashed: under SGD it lies exactly on l2
-        pts = sorted((s.strength, *v[key]) for s, v in stats.items()
-                     if s.family == family and s.method == method and s.strength > 0 and math.isfinite(v[key][0]))
+        pts = sorted(
+            (s.strength, *v[key])
+            for s, v in stats.items()
+            if s.family == family and s.method == method and s.strength > 0 and math.isfinite(v[key][0])
+        )
         if pts:
             lam, mean, lo, hi = (np.array(c) for c in zip(*pts))  # (strengths,) each
-            ax.plot(lam, mean, "--" if "decay" in method else "-", marker="o", ms=4, color=COLOURS.get(method),
-                    label=_method_label(family, method))
+            ax.plot(
+                lam,
+                mean,
+                "--" if "decay" in method else "-",
+                marker="o",
+                ms=4,
+                color=COLOURS.get(method),
+                label=_method_label(family, method),
+            )
             ax.fill_between(lam, lo, hi, color=COLOURS.get(method), alpha=0.15, lw=0)
             lams += list(lam)
     base = stats.get(Setting(family, "none", 0.0), {}).get(key)
@@ -414,8 +499,9 @@ def _panel(ax, stats: dict[Setting, dict], family: str, key: str, lr: float) -> 
         ax.axhline(base[0], color="grey", ls=":", label="none")
         ax.axhspan(base[1], base[2], color="grey", alpha=0.1, lw=0)
     if key == "sparsity" and family == PENALTIES_UNDER and math.isfinite(lr) and lr > 0:
-        limit = ax.axvline(SPARSE_BELOW / lr, color="k", lw=0.8, ls="-.",
-                           label="lr·λ = 1e-3: l1 zeros counted left of it")
+        limit = ax.axvline(
+            SPARSE_BELOW / lr, color="k", lw=0.8, ls="-.", label="lr·λ = 1e-3: l1 zeros counted left of it"
+        )
         ax.legend(handles=[limit], fontsize=7, loc="center right")
     if lams:  # limits set first: one λ alone would give a zero-width log axis
         ax.set_xlim(min(lams) / 2, max(lams) * 2)
@@ -435,15 +521,25 @@ def figure(rows: list[dict], lr: float) -> Figure:
             _panel(ax, stats, family, key, lr)
         if ax_row[0].get_legend_handles_labels()[0]:
             ax_row[0].legend(fontsize=7)
-    fig.suptitle("regularization strength: accuracy, train/test gap, weight norm, sparsity (|w| < 1e-3); "
-                 "lines: mean over seeds, bands: min..max")
+    fig.suptitle(
+        "regularization strength: accuracy, train/test gap, weight norm, sparsity (|w| < 1e-3); "
+        "lines: mean over seeds, bands: min..max"
+    )
     return fig
 
 
 # flat metric names of the checks' mean values, in the order `checks` returns them
-CHECK_METRICS = ("l1_sparsity/sgd", "l2_sparsity_matched/sgd", "l2_norm_falls/sgd", "gain/sgd/l1", "gain/sgd/l2",
-                 "loss_strongest/sgd/l1", "loss_strongest/sgd/l2", "l2_vs_decay_norm_diff/sgd",
-                 "l2_vs_adamw_norm_diff/adam")
+CHECK_METRICS = (
+    "l1_sparsity/sgd",
+    "l2_sparsity_matched/sgd",
+    "l2_norm_falls/sgd",
+    "gain/sgd/l1",
+    "gain/sgd/l2",
+    "loss_strongest/sgd/l1",
+    "loss_strongest/sgd/l2",
+    "l2_vs_decay_norm_diff/sgd",
+    "l2_vs_adamw_norm_diff/adam",
+)
 
 
 def flat_metrics(rows: list[dict], found: list[Check]) -> dict[str, float]:
@@ -460,26 +556,34 @@ def flat_metrics(rows: list[dict], found: list[Check]) -> dict[str, float]:
 
 
 NOTES = [
-    ("Each row folds the seeds: mean (min..max). train, val and test acc are measured on the whole split at the "
-     "end; gap = train acc - test acc. weight norm: the Frobenius norm of all weight matrices together; sparsity: "
-     f"the share of weights with |w| < {SPARSE_BELOW:g}. The strength λ is regularizer.strength for a penalty and "
-     "optimizer.weight_decay for decay (coupled in sgd, where it is the l2 step; decoupled in adamw, "
-     "w -= lr·λ·w)."),
-    ("The penalty parts are decided under plain SGD. Subgradient L1 leaves a zeroed weight jittering within about "
-     f"lr·λ of zero, so its zeros are counted at its strongest λ with lr·λ <= {SPARSE_BELOW:g} (left of the "
-     "dash-dotted line). L2's share is read where it has shrunk the weight norm exactly as far as that L1 run: "
-     "interpolated in log(norm) between the two L2 strengths around L1's norm (no penalty counts as λ = 0), on "
-     "the same seed. L2 multiplies every weight by (1 - lr·λ) a step, so a weight the data does not hold up "
-     "also falls below 1e-3 in a long run, but it never reaches 0 while L1's do: the check asks for far fewer "
-     "of them, not none."),
-    ("Helps: per seed, each penalty at the strength with the best validation accuracy (ties: lower validation "
-     "loss, then the weaker λ) against the unregularized run of the same seed, on the test split; it holds only "
-     "when every seed gains more than the margin and the mean gain exceeds the seeds' spread. A λ chosen at the "
-     "weak end of the grid may lie above the best one: the gain is then a lower bound. Hurts: the same "
-     "difference at the grid's strongest λ. A diverged run counts as a total loss."),
-    ("Adam vs AdamW: at the strength Adam + l2 is tuned to on validation (per seed), AdamW with weight_decay of "
-     "the same λ. Adam divides the l2 term by its running gradient scale, AdamW shrinks every weight by lr·λ "
-     "per step; under SGD the two updates are one (the control check)."),
+    (
+        "Each row folds the seeds: mean (min..max). train, val and test acc are measured on the whole split at the "
+        "end; gap = train acc - test acc. weight norm: the Frobenius norm of all weight matrices together; sparsity: "
+        f"the share of weights with |w| < {SPARSE_BELOW:g}. The strength λ is regularizer.strength for a penalty and "
+        "optimizer.weight_decay for decay (coupled in sgd, where it is the l2 step; decoupled in adamw, "
+        "w -= lr·λ·w)."
+    ),
+    (
+        "The penalty parts are decided under plain SGD. Subgradient L1 leaves a zeroed weight jittering within about "
+        f"lr·λ of zero, so its zeros are counted at its strongest λ with lr·λ <= {SPARSE_BELOW:g} (left of the "
+        "dash-dotted line). L2's share is read where it has shrunk the weight norm exactly as far as that L1 run: "
+        "interpolated in log(norm) between the two L2 strengths around L1's norm (no penalty counts as λ = 0), on "
+        "the same seed. L2 multiplies every weight by (1 - lr·λ) a step, so a weight the data does not hold up "
+        "also falls below 1e-3 in a long run, but it never reaches 0 while L1's do: the check asks for far fewer "
+        "of them, not none."
+    ),
+    (
+        "Helps: per seed, each penalty at the strength with the best validation accuracy (ties: lower validation "
+        "loss, then the weaker λ) against the unregularized run of the same seed, on the test split; it holds only "
+        "when every seed gains more than the margin and the mean gain exceeds the seeds' spread. A λ chosen at the "
+        "weak end of the grid may lie above the best one: the gain is then a lower bound. Hurts: the same "
+        "difference at the grid's strongest λ. A diverged run counts as a total loss."
+    ),
+    (
+        "Adam vs AdamW: at the strength Adam + l2 is tuned to on validation (per seed), AdamW with weight_decay of "
+        "the same λ. Adam divides the l2 term by its running gradient scale, AdamW shrinks every weight by lr·λ "
+        "per step; under SGD the two updates are one (the control check)."
+    ),
 ]
 
 
@@ -489,5 +593,12 @@ def findings(runs: list[StudyRun], cfg) -> Findings:
     found = checks(runs, cfg)
     lrs = [r.get("lr") for r in runs if r.ok and FAMILY_OF.get(optimizer_of(r, cfg)) == PENALTIES_UNDER]
     lr = max((x for x in lrs if math.isfinite(x)), default=math.nan)
-    return Findings(found, columns, rows, flat_metrics(per_run, found), {"regularization.png": figure(per_run, lr)},
-                    NOTES, {"runs.csv": per_run})
+    return Findings(
+        found,
+        columns,
+        rows,
+        flat_metrics(per_run, found),
+        {"regularization.png": figure(per_run, lr)},
+        NOTES,
+        {"runs.csv": per_run},
+    )

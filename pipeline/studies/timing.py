@@ -35,8 +35,10 @@ class Timing:
     blas_threads: int = 1
 
     def describe(self) -> str:
-        return (f"best of {self.repeats} interleaved samples of ~{1e3 * self.sample_seconds:g} ms each, "
-                f"{self.blas_threads} BLAS thread{'s' if self.blas_threads != 1 else ''}, in the report's process")
+        return (
+            f"best of {self.repeats} interleaved samples of ~{1e3 * self.sample_seconds:g} ms each, "
+            f"{self.blas_threads} BLAS thread{'s' if self.blas_threads != 1 else ''}, in the report's process"
+        )
 
 
 def settings(cfg) -> Timing:
@@ -44,11 +46,15 @@ def settings(cfg) -> Timing:
     found = OmegaConf.select(cfg, "study.timing", default=None) if cfg is not None else None
     if found is None:
         raise ConfigError("study.timing: missing; allowed: {repeats: >= 15, sample_seconds: > 0, blas_threads: >= 1}")
-    timing = Timing(int(found.get("repeats", MIN_REPEATS)), float(found.get("sample_seconds", 0.002)),
-                    int(found.get("blas_threads", 1)))
+    timing = Timing(
+        int(found.get("repeats", MIN_REPEATS)),
+        float(found.get("sample_seconds", 0.002)),
+        int(found.get("blas_threads", 1)),
+    )
     if timing.repeats < MIN_REPEATS or timing.sample_seconds <= 0 or timing.blas_threads < 1:
-        raise ConfigError(f"study.timing: got {dict(found)}; allowed: repeats >= {MIN_REPEATS}, "
-                          "sample_seconds > 0, blas_threads >= 1")
+        raise ConfigError(
+            f"study.timing: got {dict(found)}; allowed: repeats >= {MIN_REPEATS}, sample_seconds > 0, blas_threads >= 1"
+        )
     return timing
 
 
@@ -59,8 +65,9 @@ def _seconds_per_call(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def best_of_interleaved(fns: dict[str, Callable[[], object]], timing: Timing,
-                        reset: dict[str, Callable[[], None]] | None = None) -> dict[str, float]:
+def best_of_interleaved(
+    fns: dict[str, Callable[[], object]], timing: Timing, reset: dict[str, Callable[[], None]] | None = None
+) -> dict[str, float]:
     """Seconds per call of each zero-argument `fns[name]`: the minimum over `timing.repeats` rounds.
 
     Each round runs every name once, in an order rotated by one per round; a sample is as many calls as

@@ -19,7 +19,23 @@ from pipeline.tracking.store import (
 )
 
 __all__ = [
-    "DEFAULT_EXPERIMENT", "PARENT_RUN_ENV", "NullRun", "Terminated", "TrackedRun", "artifact_location", "child_runs",
-    "client", "default_uri", "download_json", "end_running_children", "end_stale_active_run", "ensure_experiment",
-    "find_runs", "flatten", "install_signal_handlers", "resolve_uri", "seconds_in_mlflow", "ui_command",
+    "DEFAULT_EXPERIMENT",
+    "PARENT_RUN_ENV",
+    "NullRun",
+    "Terminated",
+    "TrackedRun",
+    "artifact_location",
+    "child_runs",
+    "client",
+    "default_uri",
+    "download_json",
+    "end_running_children",
+    "end_stale_active_run",
+    "ensure_experiment",
+    "find_runs",
+    "flatten",
+    "install_signal_handlers",
+    "resolve_uri",
+    "seconds_in_mlflow",
+    "ui_command",
 ]

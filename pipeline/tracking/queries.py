@@ -17,8 +17,9 @@ def find_runs(uri: str, experiment: str, tags: dict[str, str]) -> list:
     if found is None:
         return []
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return _retry(store.search_runs, [found.experiment_id], query, max_results=50000,
-                  order_by=["attributes.start_time DESC"])
+    return _retry(
+        store.search_runs, [found.experiment_id], query, max_results=50000, order_by=["attributes.start_time DESC"]
+    )
 
 
 def download_json(uri: str, run_id: str, artifact_file: str):

@@ -75,9 +75,15 @@ def end_stale_active_run() -> None:
 class TrackedRun:
     """One MLflow run with buffered metrics; a context manager that always ends the run."""
 
-    def __init__(self, uri: str, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
-                 tags: dict[str, str] | None = None, parent_run_id: str | None = None,
-                 flush_every: int = 1000) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str = DEFAULT_EXPERIMENT,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        flush_every: int = 1000,
+    ) -> None:
         self.uri = resolve_uri(uri)
         self.experiment = experiment
         self.run_name = run_name
@@ -141,8 +147,9 @@ class TrackedRun:
         """Log params now, in batches of MLflow's 100-param limit."""
         items = [Param(key, str(value)[:_MAX_PARAM_VALUE]) for key, value in params.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
-            self._call(self._store.log_batch, self.run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH],
-                       synchronous=True)
+            self._call(
+                self._store.log_batch, self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH], synchronous=True
+            )
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         """Buffer one metric value; written on flush (one synchronous log_metric costs ~3-5 ms)."""
@@ -160,8 +167,9 @@ class TrackedRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set tags now (not buffered), all in one call."""
         if tags:
-            self._call(self._store.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
-                       synchronous=True)
+            self._call(
+                self._store.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
+            )
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Save a matplotlib figure as an artifact, then close it to free its memory."""
@@ -198,7 +206,7 @@ class TrackedRun:
         while self._buffer:
             chunk = self._buffer[:_MAX_METRICS_PER_BATCH]
             self._call(self._store.log_batch, self.run_id, metrics=chunk, synchronous=True)
-            del self._buffer[:len(chunk)]
+            del self._buffer[: len(chunk)]
 
     def end(self, status: str = "FINISHED") -> None:
         """Flush, then mark the run ended with status; later calls do nothing."""

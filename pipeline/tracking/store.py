@@ -193,5 +193,7 @@ def ui_command(uri: str) -> str:
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     # as `make ui`: no GenAI job runner (seconds of start-up), and UI-made experiments keep artifacts here
     root = artifact_location(uri).removeprefix("file://")
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_cli} ui --backend-store-uri {uri} "
-            f"--default-artifact-root {root} --host 127.0.0.1 --port 5000 --workers 1")
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_cli} ui --backend-store-uri {uri} "
+        f"--default-artifact-root {root} --host 127.0.0.1 --port 5000 --workers 1"
+    )

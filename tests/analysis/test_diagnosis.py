@@ -9,8 +9,16 @@ from pipeline.engine import MLP, make_activation, make_initializer
 
 
 def net_of(activation="relu", depth=2, width=4, in_dim=3, out_dim=2, init="he_normal", seed=0, dtype=np.float64):
-    return MLP(in_dim, out_dim, depth, width, make_activation(activation), make_initializer(init),
-               np.random.default_rng(seed), dtype)
+    return MLP(
+        in_dim,
+        out_dim,
+        depth,
+        width,
+        make_activation(activation),
+        make_initializer(init),
+        np.random.default_rng(seed),
+        dtype,
+    )
 
 
 def test_verdicts():
@@ -25,20 +33,27 @@ def test_verdicts():
     assert diagnose({}, net, diverged=True)[0] == "diverged"
 
 
-
-TRAINED = {"train/initial_loss": 2.60, "train/final_loss": 0.20, "test/acc": 0.93, "data/chance_acc": 0.10,
-           "data/chance_loss": 2.3026}
+TRAINED = {
+    "train/initial_loss": 2.60,
+    "train/final_loss": 0.20,
+    "test/acc": 0.93,
+    "data/chance_acc": 0.10,
+    "data/chance_loss": 2.3026,
+}
 
 
 def test_a_run_that_learned_is_healthy():
     assert learned(TRAINED) and diagnose(TRAINED, net_of("tanh")) == ["healthy"]
 
 
-@pytest.mark.parametrize("change", [
-    {"train/final_loss": 2.29, "test/acc": 0.36},  # a constant predictor's loss, a lucky argmax: learned nothing
-    {"test/acc": 0.10},  # at chance, whatever the loss did (a flat, overconfident net can lower it a little)
-    {"test/acc": 0.32},  # within a quarter of the way from chance (0.1) to 1: 0.325
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"train/final_loss": 2.29, "test/acc": 0.36},  # a constant predictor's loss, a lucky argmax: learned nothing
+        {"test/acc": 0.10},  # at chance, whatever the loss did (a flat, overconfident net can lower it a little)
+        {"test/acc": 0.32},  # within a quarter of the way from chance (0.1) to 1: 0.325
+    ],
+)
 def test_a_run_at_chance_or_with_a_flat_loss_is_not_learning_and_never_healthy(change):
     latest = {**TRAINED, **change}
     assert not learned(latest)

@@ -28,7 +28,7 @@ def test_max_grad_bounds_the_derivative(name):
 def test_sigmoid_constants_behind_the_vanishing_gradient_lesson():
     s = make_activation("sigmoid")
     assert s.grad(np.array([0.0]))[0] == 0.25 == s.grad_at_zero == s.max_grad
-    assert s.grad_at_zero ** 10 == pytest.approx(9.5367e-7, rel=1e-4)  # the 0.25^10 of a 10-layer chain
+    assert s.grad_at_zero**10 == pytest.approx(9.5367e-7, rel=1e-4)  # the 0.25^10 of a 10-layer chain
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,12 +12,36 @@ from pipeline.engine.gradcheck import away_from_kinks, check_gradients, nudge_fr
 TOL = 1e-6
 
 
-def worst_error(activation="tanh", loss="cross_entropy", regularizer="none", strength=0.05, depth=3, width=6,
-                in_dim=4, n_classes=3, batch=12, batch_norm=False, residual=False, seed=0, init="xavier_normal",
-                bias=0.1):
+def worst_error(
+    activation="tanh",
+    loss="cross_entropy",
+    regularizer="none",
+    strength=0.05,
+    depth=3,
+    width=6,
+    in_dim=4,
+    n_classes=3,
+    batch=12,
+    batch_norm=False,
+    residual=False,
+    seed=0,
+    init="xavier_normal",
+    bias=0.1,
+):
     rng = np.random.default_rng(seed)
-    net = MLP(in_dim, n_classes, depth, width, make_activation(activation, slope=0.1, alpha=0.6),
-              make_initializer(init), rng, np.float64, batch_norm=batch_norm, residual=residual, bias_value=bias)
+    net = MLP(
+        in_dim,
+        n_classes,
+        depth,
+        width,
+        make_activation(activation, slope=0.1, alpha=0.6),
+        make_initializer(init),
+        rng,
+        np.float64,
+        batch_norm=batch_norm,
+        residual=residual,
+        bias_value=bias,
+    )
     x = rng.standard_normal((batch, in_dim))
     y = rng.integers(0, n_classes, batch)
     lossf, reg = make_loss(loss), make_regularizer(regularizer, strength)
@@ -27,8 +51,12 @@ def worst_error(activation="tanh", loss="cross_entropy", regularizer="none", str
 
 
 architectures = dict(
-    depth=st.integers(0, 4), width=st.integers(2, 7), in_dim=st.integers(1, 5), n_classes=st.integers(2, 4),
-    batch=st.integers(6, 14), seed=st.integers(0, 2**16),
+    depth=st.integers(0, 4),
+    width=st.integers(2, 7),
+    in_dim=st.integers(1, 5),
+    n_classes=st.integers(2, 4),
+    batch=st.integers(6, 14),
+    seed=st.integers(0, 2**16),
 )
 
 
@@ -53,8 +81,12 @@ def test_every_regularizer(regularizer, strength, **shape):
 bn_architectures = dict(architectures, width=st.integers(3, 6), in_dim=st.integers(6, 8))
 
 
-@given(activation=st.sampled_from(list(ACTIVATIONS)), regularizer=st.sampled_from(["none", "l1", "l2", "elastic"]),
-       loss=st.sampled_from(["cross_entropy", "mse", "hinge"]), **bn_architectures)
+@given(
+    activation=st.sampled_from(list(ACTIVATIONS)),
+    regularizer=st.sampled_from(["none", "l1", "l2", "elastic"]),
+    loss=st.sampled_from(["cross_entropy", "mse", "hinge"]),
+    **bn_architectures,
+)
 def test_batch_norm_in_train_mode(activation, regularizer, loss, **shape):
     assert worst_error(activation=activation, regularizer=regularizer, loss=loss, batch_norm=True, **shape) < TOL
 
@@ -77,6 +109,7 @@ def test_the_check_fails_on_a_wrong_derivative(monkeypatch):
 
 def test_the_check_fails_on_a_missing_penalty_gradient(monkeypatch):
     from pipeline.engine.regularizers import L2
+
     monkeypatch.setattr(L2, "grad", lambda self, w: 0.0 * w)
     assert worst_error(regularizer="l2", strength=0.5) > 1e-3
 

@@ -10,15 +10,18 @@ def draw(name, fan_in=1000, fan_out=1000, dtype=np.float64, **params):
     return make_initializer(name, **params)(fan_in, fan_out, np.random.default_rng(0), dtype)
 
 
-@pytest.mark.parametrize("name,expected_std", [
-    ("he_normal", math.sqrt(2 / 1000)),
-    ("he_uniform", math.sqrt(2 / 1000)),
-    ("xavier_normal", math.sqrt(2 / 2000)),
-    ("xavier_uniform", math.sqrt(2 / 2000)),
-    ("lecun_normal", math.sqrt(1 / 1000)),
-    ("standard", math.sqrt(1 / 3000)),  # U[-a, a] has variance a^2 / 3, a = 1/sqrt(fan_in)
-    ("orthogonal", math.sqrt(1 / 1000)),
-])
+@pytest.mark.parametrize(
+    "name,expected_std",
+    [
+        ("he_normal", math.sqrt(2 / 1000)),
+        ("he_uniform", math.sqrt(2 / 1000)),
+        ("xavier_normal", math.sqrt(2 / 2000)),
+        ("xavier_uniform", math.sqrt(2 / 2000)),
+        ("lecun_normal", math.sqrt(1 / 1000)),
+        ("standard", math.sqrt(1 / 3000)),  # U[-a, a] has variance a^2 / 3, a = 1/sqrt(fan_in)
+        ("orthogonal", math.sqrt(1 / 1000)),
+    ],
+)
 def test_std_within_3_percent_of_the_formula(name, expected_std):
     w = draw(name)
     assert w.shape == (1000, 1000)

@@ -47,11 +47,14 @@ def test_unknown_loss():
 W = np.array([[0.5, -2.0], [0.0, 1.0]])
 
 
-@pytest.mark.parametrize("name,penalty,grad", [
-    ("l1", 0.1 * 3.5, 0.1 * np.sign(W)),
-    ("l2", 0.05 * 5.25, 0.1 * W),
-    ("elastic", 0.1 * (0.5 * 3.5 + 0.25 * 5.25), 0.1 * (0.5 * np.sign(W) + 0.5 * W)),
-])
+@pytest.mark.parametrize(
+    "name,penalty,grad",
+    [
+        ("l1", 0.1 * 3.5, 0.1 * np.sign(W)),
+        ("l2", 0.05 * 5.25, 0.1 * W),
+        ("elastic", 0.1 * (0.5 * 3.5 + 0.25 * 5.25), 0.1 * (0.5 * np.sign(W) + 0.5 * W)),
+    ],
+)
 def test_penalties_and_gradients(name, penalty, grad):
     reg = make_regularizer(name, 0.1)
     assert reg.penalty([W]) == pytest.approx(penalty)

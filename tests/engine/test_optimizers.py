@@ -21,26 +21,33 @@ def steps(name, n, **params):
     return w["W"]
 
 
-@pytest.mark.parametrize("name,n,params,expected", [
-    ("sgd", 1, {}, W0 - LR * G),
-    ("sgd", 1, {"weight_decay": 0.1}, W0 - LR * (G + 0.1 * W0)),
-    ("momentum", 1, {"momentum": 0.9}, W0 - LR * G),  # the buffer starts as g
-    ("momentum", 2, {"momentum": 0.9}, W0 - LR * G - LR * 1.9 * G),
-    ("momentum", 2, {"momentum": 0.9, "dampening": 0.5}, W0 - LR * G - LR * (0.9 + 0.5) * G),
-    ("nesterov", 1, {"momentum": 0.9}, W0 - LR * 1.9 * G),  # g + mu * buf
-    ("nesterov", 2, {"momentum": 0.9}, W0 - LR * 1.9 * G - LR * (1 + 0.9 * 1.9) * G),
-    ("adagrad", 1, {"eps": 0.0}, W0 - LR * SIGN),
-    ("adagrad", 2, {"eps": 0.0}, W0 - LR * SIGN - LR / math.sqrt(2) * SIGN),
-    ("adagrad", 2, {"eps": 0.0, "lr_decay": 0.5}, W0 - LR * SIGN - LR / 1.5 / math.sqrt(2) * SIGN),
-    ("rmsprop", 1, {"eps": 0.0, "alpha": 0.99}, W0 - LR * G / np.sqrt(0.01 * G**2)),
-    ("rmsprop", 2, {"eps": 0.0, "alpha": 0.9}, W0 - LR * G / np.sqrt(0.1 * G**2) - LR * G / np.sqrt(0.19 * G**2)),
-    ("rmsprop", 2, {"eps": 0.0, "alpha": 0.9, "momentum": 0.5},
-     W0 - LR * G / np.sqrt(0.1 * G**2) - LR * (0.5 * G / np.sqrt(0.1 * G**2) + G / np.sqrt(0.19 * G**2))),
-    ("adam", 1, {"eps": 0.0}, W0 - LR * SIGN),  # bias correction makes the first step lr * sign(g)
-    ("adam", 2, {"eps": 0.0}, W0 - 2 * LR * SIGN),  # constant g: m_hat = g, v_hat = g^2 again
-    ("adam", 1, {"eps": 0.0, "weight_decay": 0.1}, W0 - LR * np.sign(G + 0.1 * W0)),
-    ("adamw", 1, {"eps": 0.0, "weight_decay": 0.1}, W0 * (1 - LR * 0.1) - LR * SIGN),
-])
+@pytest.mark.parametrize(
+    "name,n,params,expected",
+    [
+        ("sgd", 1, {}, W0 - LR * G),
+        ("sgd", 1, {"weight_decay": 0.1}, W0 - LR * (G + 0.1 * W0)),
+        ("momentum", 1, {"momentum": 0.9}, W0 - LR * G),  # the buffer starts as g
+        ("momentum", 2, {"momentum": 0.9}, W0 - LR * G - LR * 1.9 * G),
+        ("momentum", 2, {"momentum": 0.9, "dampening": 0.5}, W0 - LR * G - LR * (0.9 + 0.5) * G),
+        ("nesterov", 1, {"momentum": 0.9}, W0 - LR * 1.9 * G),  # g + mu * buf
+        ("nesterov", 2, {"momentum": 0.9}, W0 - LR * 1.9 * G - LR * (1 + 0.9 * 1.9) * G),
+        ("adagrad", 1, {"eps": 0.0}, W0 - LR * SIGN),
+        ("adagrad", 2, {"eps": 0.0}, W0 - LR * SIGN - LR / math.sqrt(2) * SIGN),
+        ("adagrad", 2, {"eps": 0.0, "lr_decay": 0.5}, W0 - LR * SIGN - LR / 1.5 / math.sqrt(2) * SIGN),
+        ("rmsprop", 1, {"eps": 0.0, "alpha": 0.99}, W0 - LR * G / np.sqrt(0.01 * G**2)),
+        ("rmsprop", 2, {"eps": 0.0, "alpha": 0.9}, W0 - LR * G / np.sqrt(0.1 * G**2) - LR * G / np.sqrt(0.19 * G**2)),
+        (
+            "rmsprop",
+            2,
+            {"eps": 0.0, "alpha": 0.9, "momentum": 0.5},
+            W0 - LR * G / np.sqrt(0.1 * G**2) - LR * (0.5 * G / np.sqrt(0.1 * G**2) + G / np.sqrt(0.19 * G**2)),
+        ),
+        ("adam", 1, {"eps": 0.0}, W0 - LR * SIGN),  # bias correction makes the first step lr * sign(g)
+        ("adam", 2, {"eps": 0.0}, W0 - 2 * LR * SIGN),  # constant g: m_hat = g, v_hat = g^2 again
+        ("adam", 1, {"eps": 0.0, "weight_decay": 0.1}, W0 - LR * np.sign(G + 0.1 * W0)),
+        ("adamw", 1, {"eps": 0.0, "weight_decay": 0.1}, W0 * (1 - LR * 0.1) - LR * SIGN),
+    ],
+)
 def test_closed_form(name, n, params, expected):
     np.testing.assert_allclose(steps(name, n, **params), expected, rtol=1e-12, atol=1e-12)
 
@@ -82,12 +89,15 @@ def test_caller_gradient_is_not_modified_by_coupled_decay():
     np.testing.assert_array_equal(g, G)
 
 
-@pytest.mark.parametrize("name,params,message", [
-    ("sgd", {"lr": -1.0}, "lr must be >= 0"),
-    ("adam", {"weight_decay": -0.1}, "weight_decay must be >= 0"),
-    ("momentum", {"momentum": 1.5}, "momentum must be in"),
-    ("lion", {}, "unknown optimizer 'lion'"),
-])
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("sgd", {"lr": -1.0}, "lr must be >= 0"),
+        ("adam", {"weight_decay": -0.1}, "weight_decay must be >= 0"),
+        ("momentum", {"momentum": 1.5}, "momentum must be in"),
+        ("lion", {}, "unknown optimizer 'lion'"),
+    ],
+)
 def test_bad_parameters_are_named(name, params, message):
     with pytest.raises(ValueError, match=message):
         make_optimizer(name, **params)

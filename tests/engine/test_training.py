@@ -17,15 +17,30 @@ from pipeline.engine import (
 from pipeline.harness.seeding import rng_for
 
 
-def make_net(seed=0, activation="relu", init="he_normal", depth=2, width=16, in_dim=8, out_dim=3,
-             dtype=np.float32, **kw):
-    return MLP(in_dim, out_dim, depth, width, make_activation(activation), make_initializer(init),
-               rng_for(seed, "init"), dtype, **kw)
+def make_net(
+    seed=0, activation="relu", init="he_normal", depth=2, width=16, in_dim=8, out_dim=3, dtype=np.float32, **kw
+):
+    return MLP(
+        in_dim,
+        out_dim,
+        depth,
+        width,
+        make_activation(activation),
+        make_initializer(init),
+        rng_for(seed, "init"),
+        dtype,
+        **kw,
+    )
 
 
 def make_trainer(net, optimizer="sgd", regularizer=None, clipper=None, **opt):
-    return Trainer(net, make_loss("cross_entropy"), make_optimizer(optimizer, decay_keys=net.weight_keys, **opt),
-                   regularizer, clipper or GradientClipper())
+    return Trainer(
+        net,
+        make_loss("cross_entropy"),
+        make_optimizer(optimizer, decay_keys=net.weight_keys, **opt),
+        regularizer,
+        clipper or GradientClipper(),
+    )
 
 
 def toy_batch(n=32, in_dim=8, classes=3, dtype=np.float32, seed=1):
@@ -87,8 +102,12 @@ def test_adam_l2_differs_from_adamw():
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"])
 def test_float32_throughout_a_step(optimizer):
     net = make_net(batch_norm=True)
-    trainer = make_trainer(net, optimizer, regularizer=make_regularizer("elastic", 0.01),
-                           clipper=GradientClipper(max_norm=1.0, max_value=0.5))
+    trainer = make_trainer(
+        net,
+        optimizer,
+        regularizer=make_regularizer("elastic", 0.01),
+        clipper=GradientClipper(max_norm=1.0, max_value=0.5),
+    )
     x, y = toy_batch()
     trainer.step(x, y)
     for layer in net.layers:
@@ -143,7 +162,7 @@ def test_digits_reaches_95_percent_within_30_epochs():
     net = MLP(64, 10, 2, 128, make_activation("relu"), make_initializer("he_normal"), rng_for(0, "init"))
     trainer = make_trainer(net, "adam", lr=1e-3)
     batches = rng_for(0, "batches")
-    for epoch in range(30):
+    for _ in range(30):
         for idx in minibatches(len(data.y_train), 64, batches):
             trainer.step(data.x_train[idx], data.y_train[idx])
     _, acc = trainer.evaluate(data.x_test, data.y_test)

@@ -10,8 +10,17 @@ from tests.helpers import config
 
 
 def trainer_of(activation="relu", depth=3, width=8, in_dim=4, seed=0, bias=0.0):
-    net = MLP(in_dim, 3, depth, width, make_activation(activation), make_initializer("he_normal"),
-              np.random.default_rng(seed), np.float32, bias_value=bias)
+    net = MLP(
+        in_dim,
+        3,
+        depth,
+        width,
+        make_activation(activation),
+        make_initializer("he_normal"),
+        np.random.default_rng(seed),
+        np.float32,
+        bias_value=bias,
+    )
     return Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", lr=0.1))
 
 
@@ -30,8 +39,7 @@ def test_train_batch_source_describes_the_steps_own_forward():
     assert not forwards  # nothing ran through the network: the step's caches were read
     for i, a in enumerate(cached, 1):
         assert m[f"act_std/layer_{i:02d}"] == pytest.approx(float(np.std(a.astype(np.float64))), rel=1e-5)
-        assert m[f"act_mean/layer_{i:02d}"] == pytest.approx(float(np.mean(a.astype(np.float64))), rel=1e-4,
-                                                             abs=1e-6)
+        assert m[f"act_mean/layer_{i:02d}"] == pytest.approx(float(np.mean(a.astype(np.float64))), rel=1e-4, abs=1e-6)
     z1 = cached[0]  # tanh output; saturation = share with 1 - a^2 < 0.1
     assert m["saturation/layer_01"] == pytest.approx(np.mean(1 - z1.astype(np.float64) ** 2 < 0.1))
 
@@ -55,7 +63,7 @@ def test_pure_sgd_does_not_make_every_silent_unit_look_dead():
     probes.measure(before_training=True)
     shares = []
     for i in range(200):
-        trainer.step(x[i:i + 1], y[i:i + 1], track_updates=True)
+        trainer.step(x[i : i + 1], y[i : i + 1], track_updates=True)
         shares.append(probes.measure()["dead_relu/total"])
     single_example = np.mean([np.all(layer.cache["z"] <= 0, axis=0).mean() for layer in trainer.net.hidden])
     assert single_example > 0.2  # what "silent on the batch" would report with batch size 1

@@ -14,8 +14,16 @@ from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 
 def net_of(activation="relu", depth=2, width=4, in_dim=3, out_dim=2, init="he_normal", seed=0, dtype=np.float64):
-    return MLP(in_dim, out_dim, depth, width, make_activation(activation), make_initializer(init),
-               np.random.default_rng(seed), dtype)
+    return MLP(
+        in_dim,
+        out_dim,
+        depth,
+        width,
+        make_activation(activation),
+        make_initializer(init),
+        np.random.default_rng(seed),
+        dtype,
+    )
 
 
 def test_dead_units_exact_share():
@@ -61,8 +69,9 @@ def stepped(activation="tanh", clip=None):
     from pipeline.engine import GradientClipper
 
     net = net_of(activation, depth=3, width=5)
-    trainer = Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", lr=0.5),
-                      clipper=GradientClipper(max_norm=clip))
+    trainer = Trainer(
+        net, make_loss("cross_entropy"), make_optimizer("sgd", lr=0.5), clipper=GradientClipper(max_norm=clip)
+    )
     rng = np.random.default_rng(2)
     trainer.step(rng.standard_normal((16, 3)), rng.integers(0, 2, 16), track_updates=True)
     return net, trainer
@@ -85,8 +94,9 @@ def test_grad_std_and_update_ratio():
     expected = np.linalg.norm(net.layers[1].params["W"] - w0) / np.linalg.norm(w0)
     assert m["update_ratio/layer_02"] == pytest.approx(expected)
     # plain SGD: the update is lr * gradient
-    assert m["update_ratio/layer_02"] == pytest.approx(0.5 * np.linalg.norm(net.grads["layer_02.W"]) /
-                                                       np.linalg.norm(w0))
+    assert m["update_ratio/layer_02"] == pytest.approx(
+        0.5 * np.linalg.norm(net.grads["layer_02.W"]) / np.linalg.norm(w0)
+    )
 
 
 def test_spectral_norm_power_iteration_matches_svd():
@@ -116,8 +126,17 @@ def test_weight_norm_and_sparsity():
 
 
 def test_activation_stats_on_the_probe_batch_in_eval_mode():
-    net = MLP(3, 2, 1, 4, make_activation("relu"), make_initializer("he_normal"), np.random.default_rng(0),
-              np.float64, batch_norm=True)
+    net = MLP(
+        3,
+        2,
+        1,
+        4,
+        make_activation("relu"),
+        make_initializer("he_normal"),
+        np.random.default_rng(0),
+        np.float64,
+        batch_norm=True,
+    )
     x = np.random.default_rng(3).standard_normal((20, 3))
     running = net.layers[0].norm.running_mean.copy()
     m = ActivationStats().measure(ProbeContext(net, probe_x=x))
@@ -136,8 +155,10 @@ def test_probes_return_every_documented_key_per_layer():
     assert all(0.0 <= m[k] <= 1.0 for k in m if k.startswith(("dead_relu", "sparsity")))
 
 
-@pytest.mark.parametrize("activation,init", [("relu", "xavier_normal"), ("relu", "he_normal"),
-                                             ("tanh", "xavier_normal"), ("sigmoid", "standard")])
+@pytest.mark.parametrize(
+    "activation,init",
+    [("relu", "xavier_normal"), ("relu", "he_normal"), ("tanh", "xavier_normal"), ("sigmoid", "standard")],
+)
 def test_theory_predicts_the_measured_activation_scale(activation, init):
     """Mean over initializations; one 6-layer, 512-wide draw (3 seeds) stays within 15% of it."""
     ratios = []
@@ -160,8 +181,17 @@ def test_the_configured_instruments_and_only_they_are_measured():
     m = ProbeSet(net, trainer, x, instruments=["grad_norm", "dead_units"]).measure()
     assert {k.split("/")[0] for k in m} == {"grad_norm", "dead_relu"}
     every = ProbeSet(net, trainer, x).measure()
-    assert {k.split("/")[0] for k in every} >= {"grad_norm", "grad_std", "update_ratio", "weight_norm",
-                                                 "spectral_norm", "sparsity", "act_mean", "act_std", "dead_relu"}
+    assert {k.split("/")[0] for k in every} >= {
+        "grad_norm",
+        "grad_std",
+        "update_ratio",
+        "weight_norm",
+        "spectral_norm",
+        "sparsity",
+        "act_mean",
+        "act_std",
+        "dead_relu",
+    }
     with pytest.raises(ValueError, match="unknown probes"):
         ProbeSet(net, trainer, x, instruments=["grad_nrom"])
 

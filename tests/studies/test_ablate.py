@@ -24,9 +24,16 @@ def test_bad_ablate_values_are_named():
 
 
 def test_a_small_ablation_runs_and_reports(tmp_path):
-    cfg = config("study.size=smoke", f"tracking.uri={tmp_store(tmp_path)}", f"+study.reports_dir={tmp_path}",
-                 "ablate.optimizers=[sgd,adam]", "ablate.penalties=[l2]", "ablate.strengths=[0.01]",
-                 name="ablate", hydra=True)
+    cfg = config(
+        "study.size=smoke",
+        f"tracking.uri={tmp_store(tmp_path)}",
+        f"+study.reports_dir={tmp_path}",
+        "ablate.optimizers=[sgd,adam]",
+        "ablate.penalties=[l2]",
+        "ablate.strengths=[0.01]",
+        name="ablate",
+        hydra=True,
+    )
     result = ablate.run(cfg)
     assert result["study"] == "regularization" and result["runs"] == 6 and result["failed"] == 0
     metrics = json.loads((tmp_path / "regularization" / "metrics.json").read_text())

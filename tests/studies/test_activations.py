@@ -18,8 +18,13 @@ SEEDS = ("0", "1", "2")
 EPOCHS = 10
 LAYERS = 6  # 5 hidden layers and the output layer
 # per activation: (first/last gradient ratio, hidden mean activation, test acc, epoch val acc first >= 0.9)
-TEXTBOOK = {"sigmoid": (2.5e-3, 0.50, 0.10, None), "tanh": (2.5, 0.0, 0.96, 2), "relu": (1.1, 0.87, 0.94, 5),
-            "leaky_relu": (1.1, 0.86, 0.94, 4), "elu": (1.8, 0.29, 0.96, 2)}
+TEXTBOOK = {
+    "sigmoid": (2.5e-3, 0.50, 0.10, None),
+    "tanh": (2.5, 0.0, 0.96, 2),
+    "relu": (1.1, 0.87, 0.94, 5),
+    "leaky_relu": (1.1, 0.86, 0.94, 4),
+    "elu": (1.8, 0.29, 0.96, 2),
+}
 JITTER = (1.0, 1.1, 0.92)  # per seed, on the gradient ratio and the mean activation
 
 
@@ -31,19 +36,31 @@ def cfg():
 @pytest.fixture(autouse=True)
 def costs(monkeypatch):
     """The report's controlled costs, fabricated: timing is not what these tests check."""
-    table = {"activation": {"sigmoid": 15e-6, "tanh": 4e-6, "relu": 20e-6, "leaky_relu": 36e-6, "elu": 39e-6},
-             "step": {"sigmoid": 240e-6, "tanh": 175e-6, "relu": 270e-6, "leaky_relu": 370e-6, "elu": 370e-6}}
+    table = {
+        "activation": {"sigmoid": 15e-6, "tanh": 4e-6, "relu": 20e-6, "leaky_relu": 36e-6, "elu": 39e-6},
+        "step": {"sigmoid": 240e-6, "tanh": 175e-6, "relu": 270e-6, "leaky_relu": 370e-6, "elu": 370e-6},
+    }
     monkeypatch.setattr(activations, "controlled_costs", lambda runs, cfg: table)
     return table
 
 
-def fake(name: str, seed: str, ratio: float, mean: float, acc: float, hits: int | None, learned: bool = True,
-         status: str = "FINISHED") -> StudyRun:
+def fake(
+    name: str,
+    seed: str,
+    ratio: float,
+    mean: float,
+    acc: float,
+    hits: int | None,
+    learned: bool = True,
+    status: str = "FINISHED",
+) -> StudyRun:
     """A run logged like the train stage: gradient norms per layer (first/last = ratio), epoch-end val acc."""
     at = [20 * e for e in range(1, EPOCHS + 1)]
-    history = {"epoch": [(s, float(e)) for e, s in enumerate(at, 1)],
-               "val/acc": [(s, 0.95 if hits is not None and e >= hits else 0.3) for e, s in enumerate(at, 1)],
-               "grad_norm/layer_01": [(s, ratio) for s in at]}
+    history = {
+        "epoch": [(s, float(e)) for e, s in enumerate(at, 1)],
+        "val/acc": [(s, 0.95 if hits is not None and e >= hits else 0.3) for e, s in enumerate(at, 1)],
+        "grad_norm/layer_01": [(s, ratio) for s in at],
+    }
     history.update({f"grad_norm/layer_{i:02d}": [(s, 1.0) for s in at] for i in range(2, LAYERS + 1)})
     metrics = {k: v[-1][1] for k, v in history.items()}
     metrics.update({f"act_mean/layer_{i:02d}": mean for i in range(1, LAYERS + 1)})
@@ -51,8 +68,15 @@ def fake(name: str, seed: str, ratio: float, mean: float, acc: float, hits: int 
     labels = ["healthy"] if learned else ["not_learning"]
     if status != "FINISHED":
         history, metrics, labels = {}, {}, []
-    return StudyRun(f"model.activation={name} seed={seed}", {"model.activation": name, "seed": seed}, status, "id",
-                    labels, metrics, history)
+    return StudyRun(
+        f"model.activation={name} seed={seed}",
+        {"model.activation": name, "seed": seed},
+        status,
+        "id",
+        labels,
+        metrics,
+        history,
+    )
 
 
 def textbook(**changes) -> list[StudyRun]:
@@ -104,24 +128,39 @@ def test_a_sigmoid_net_that_learns_fails_the_learning_and_accuracy_checks(cfg):
 
 
 def test_nothing_as_claimed_is_not_supported(cfg):
-    found = activations.findings(textbook(sigmoid=(2.0, 0.0, 0.95, 2, True), tanh=(2.5, 0.6, 0.1, None, False),
-                                          relu=(1.1, 0.87, 0.1, None, False), leaky_relu=(1.1, 0.86, 0.1, None, False),
-                                          elu=(1.8, 0.29, 0.1, None, False)), cfg)
+    found = activations.findings(
+        textbook(
+            sigmoid=(2.0, 0.0, 0.95, 2, True),
+            tanh=(2.5, 0.6, 0.1, None, False),
+            relu=(1.1, 0.87, 0.1, None, False),
+            leaky_relu=(1.1, 0.86, 0.1, None, False),
+            elu=(1.8, 0.29, 0.1, None, False),
+        ),
+        cfg,
+    )
     assert set(outcomes(found)) == {FAILS}
     assert verdict(found.checks).verdict == NOT_SUPPORTED
 
 
 def test_a_relu_seed_that_did_not_learn_leaves_the_learning_check_undecided(cfg):
     runs = textbook()
-    runs = [r if not (r.values["model.activation"] == "relu" and r.seed == "1") else
-            fake("relu", "1", 1.1, 0.87, 0.12, None, learned=False) for r in runs]
+    runs = [
+        r
+        if not (r.values["model.activation"] == "relu" and r.seed == "1")
+        else fake("relu", "1", 1.1, 0.87, 0.12, None, learned=False)
+        for r in runs
+    ]
     found = activations.findings(runs, cfg)
     assert outcomes(found)[4] == UNDECIDED and found.checks[4].why == "not on relu seed 1"
 
 
 def test_a_missing_run_leaves_its_checks_undecided(cfg):
-    runs = [r if not (r.values["model.activation"] == "tanh" and r.seed == "2") else
-            fake("tanh", "2", 0, 0, 0, None, status="FAILED") for r in textbook()]
+    runs = [
+        r
+        if not (r.values["model.activation"] == "tanh" and r.seed == "2")
+        else fake("tanh", "2", 0, 0, 0, None, status="FAILED")
+        for r in textbook()
+    ]
     found = activations.findings(runs, cfg)
     assert outcomes(found) == [HOLDS, HOLDS, UNDECIDED, HOLDS, UNDECIDED, HOLDS]
     assert found.checks[2].why == "runs missing: seed 2"

@@ -30,22 +30,37 @@ def cfg():
     return config("study=batch_size", hydra=True)
 
 
-def fake(batch: int | None, seed: str, rate: float, noise_scale: float = 60.0, noise_power: float = 1.0,
-         status: str = "FINISHED") -> StudyRun:
+def fake(
+    batch: int | None,
+    seed: str,
+    rate: float,
+    noise_scale: float = 60.0,
+    noise_power: float = 1.0,
+    status: str = "FINISHED",
+) -> StudyRun:
     """A run logged like the train stage (every 20 steps and at epoch ends): loss 3 exp(-rate step), grad noise
     noise_scale / B^noise_power."""
     per_epoch = 1 if batch is None else math.ceil(N_TRAIN / batch)
     steps = sorted(set(range(20, per_epoch * EPOCHS + 1, 20)) | {per_epoch * e for e in range(1, EPOCHS + 1)})
-    history = {"train/loss": [(s, 3.0 * math.exp(-rate * s)) for s in steps],
-               "epoch": [(per_epoch * e, float(e)) for e in range(1, EPOCHS + 1)]}
+    history = {
+        "train/loss": [(s, 3.0 * math.exp(-rate * s)) for s in steps],
+        "epoch": [(per_epoch * e, float(e)) for e in range(1, EPOCHS + 1)],
+    }
     if batch is not None:
-        history["grad_noise/relative"] = [(s, noise_scale / batch ** noise_power) for s in steps]
+        history["grad_noise/relative"] = [(s, noise_scale / batch**noise_power) for s in steps]
     metrics = {k: v[-1][1] for k, v in history.items()}
     metrics.update({"test/acc": 0.9, "val/loss": metrics["train/loss"]})
     value = "null" if batch is None else str(batch)
     history = history if status == "FINISHED" else {}
-    return StudyRun(f"train.batch_size={value} seed={seed}", {"train.batch_size": value, "seed": seed}, status,
-                    "id", ["healthy"], metrics, history)
+    return StudyRun(
+        f"train.batch_size={value} seed={seed}",
+        {"train.batch_size": value, "seed": seed},
+        status,
+        "id",
+        ["healthy"],
+        metrics,
+        history,
+    )
 
 
 def world(rate: dict | None = None, step_us: dict | None = None, **kw) -> tuple[list[StudyRun], dict]:
@@ -114,8 +129,10 @@ def test_cheap_epochs_for_pure_sgd_fail_the_epoch_cost_check(monkeypatch, cfg):
 
 def test_a_missing_run_leaves_its_checks_undecided(monkeypatch, cfg):
     runs, times = world()
-    runs = [r if not (batch_size.batch_of(r) == 64 and r.seed == "1") else fake(64, "1", 0.002, status="FAILED")
-            for r in runs]
+    runs = [
+        r if not (batch_size.batch_of(r) == 64 and r.seed == "1") else fake(64, "1", 0.002, status="FAILED")
+        for r in runs
+    ]
     found = decide(monkeypatch, cfg, runs, times)
     assert outcomes(found)[:4] == [UNDECIDED] * 4
     assert found.checks[0].why == "runs missing: seed 1"

@@ -8,7 +8,16 @@ import pytest
 from pipeline.studies import render
 from pipeline.studies.base import Findings, StudyRun, seed_table
 from pipeline.studies.checks import (
-    FAILS, HOLDS, NOT_SUPPORTED, PARTLY, SUPPORTED, UNDECIDED, Check, compare, every, verdict,
+    FAILS,
+    HOLDS,
+    NOT_SUPPORTED,
+    PARTLY,
+    SUPPORTED,
+    UNDECIDED,
+    Check,
+    compare,
+    every,
+    verdict,
 )
 
 
@@ -71,13 +80,16 @@ def test_every_holds_fails_or_names_the_exceptions():
     assert mixed.outcome == UNDECIDED and mixed.why == "not on b"
 
 
-@pytest.mark.parametrize("outcomes, expected", [
-    ([HOLDS, HOLDS], SUPPORTED),
-    ([HOLDS, FAILS, UNDECIDED], PARTLY),
-    ([FAILS, UNDECIDED], NOT_SUPPORTED),
-    ([UNDECIDED, UNDECIDED], UNDECIDED),
-    ([], UNDECIDED),
-])
+@pytest.mark.parametrize(
+    "outcomes, expected",
+    [
+        ([HOLDS, HOLDS], SUPPORTED),
+        ([HOLDS, FAILS, UNDECIDED], PARTLY),
+        ([FAILS, UNDECIDED], NOT_SUPPORTED),
+        ([UNDECIDED, UNDECIDED], UNDECIDED),
+        ([], UNDECIDED),
+    ],
+)
 def test_the_verdict_follows_from_the_checks_alone(outcomes, expected):
     v = verdict([Check(f"c{i}", o, "", "") for i, o in enumerate(outcomes)])
     assert v.verdict == expected
@@ -86,14 +98,18 @@ def test_the_verdict_follows_from_the_checks_alone(outcomes, expected):
 
 
 def fabricated_runs() -> list[StudyRun]:
-    return [StudyRun(f"r{s}", {"seed": str(s), "x": "a"}, "FINISHED", f"id{s}", ["healthy"], {"test/acc": 0.9})
-            for s in range(3)] + [StudyRun("r3", {"seed": "0", "x": "b"}, "KILLED", "id3", [], {})]
+    return [
+        StudyRun(f"r{s}", {"seed": str(s), "x": "a"}, "FINISHED", f"id{s}", ["healthy"], {"test/acc": 0.9})
+        for s in range(3)
+    ] + [StudyRun("r3", {"seed": "0", "x": "b"}, "KILLED", "id3", [], {})]
 
 
 def test_the_report_shows_the_checks_before_the_runs_and_writes_summary_json(tmp_path):
-    checks = [compare("holds", seeds(0.9, 0.91, 0.92), ">", 0.5),
-              compare("fails", seeds(0.1, 0.11, 0.12), ">", 0.5),
-              compare("undecided", {"seed 0": math.nan}, ">", 0.5)]
+    checks = [
+        compare("holds", seeds(0.9, 0.91, 0.92), ">", 0.5),
+        compare("fails", seeds(0.1, 0.11, 0.12), ">", 0.5),
+        compare("undecided", {"seed 0": math.nan}, ">", 0.5),
+    ]
     found = Findings(checks, ["x", "seed", "acc"], [{"x": "a", "seed": "0", "acc": 0.9}])
     files = render.write("toy", "a claim", "default", found, fabricated_runs(), 1.0, tmp_path)
     md = (tmp_path / "summary.md").read_text()
@@ -111,8 +127,10 @@ def test_the_report_shows_the_checks_before_the_runs_and_writes_summary_json(tmp
 
 
 def test_seed_table_folds_seeds_into_mean_and_range():
-    rows = [{"case": "a", "seed": str(s), "acc": acc, "verdict": v}
-            for s, (acc, v) in enumerate([(0.8, "healthy"), (0.9, "healthy"), (0.1, "not_learning")])]
+    rows = [
+        {"case": "a", "seed": str(s), "acc": acc, "verdict": v}
+        for s, (acc, v) in enumerate([(0.8, "healthy"), (0.9, "healthy"), (0.1, "not_learning")])
+    ]
     columns, folded = seed_table(rows, ["case"], ["case", "seed", "acc", "verdict"])
     assert columns == ["case", "seeds", "acc", "verdict"]
     assert folded == [{"case": "a", "seeds": 3, "acc": "0.6 (0.1..0.9)", "verdict": "healthy x2, not_learning x1"}]

@@ -40,9 +40,16 @@ def applied(pre: np.ndarray, max_norm: float | None, max_value: float | None) ->
     return post
 
 
-def fake(max_norm: float | None = None, max_value: float | None = None, *, diverge_at: int | None = None,
-         final_loss: float = 0.05, post: np.ndarray | None = None, status: str = "FINISHED",
-         seed: int = 0) -> StudyRun:
+def fake(
+    max_norm: float | None = None,
+    max_value: float | None = None,
+    *,
+    diverge_at: int | None = None,
+    final_loss: float = 0.05,
+    post: np.ndarray | None = None,
+    status: str = "FINISHED",
+    seed: int = 0,
+) -> StudyRun:
     """A run with per-step histories: loss, pre-clip norms, and the update ratios plain SGD would log."""
     values = {"seed": str(seed)}
     if max_norm is not None:
@@ -53,15 +60,16 @@ def fake(max_norm: float | None = None, max_value: float | None = None, *, diver
     post = applied(pre, max_norm, max_value) if post is None else post
     n = STEPS if diverge_at is None else diverge_at
     weights = 10.0 + np.arange(STEPS + 1)[:, None] * np.ones(len(LAYER_SIZES))  # (steps + 1, layers): W(t)
-    history = {"train/loss": [(t, float(v)) for t, v in zip(range(1, n + 1), np.geomspace(60, final_loss, n))],
-               "grad_norm/total": [(t, float(np.linalg.norm(pre[t - 1]))) for t in range(1, n + 1)],
-               "lr": [(t, LR) for t in range(10, n + 1, 10)]}
+    history = {
+        "train/loss": [(t, float(v)) for t, v in zip(range(1, n + 1), np.geomspace(60, final_loss, n))],
+        "grad_norm/total": [(t, float(np.linalg.norm(pre[t - 1]))) for t in range(1, n + 1)],
+        "lr": [(t, LR) for t in range(10, n + 1, 10)],
+    }
     for i in range(len(LAYER_SIZES)):
         name = f"layer_{i + 1:02d}"
         history[f"grad_norm/{name}"] = [(t, float(pre[t - 1, i])) for t in range(1, n + 1)]
         history[f"weight_norm/{name}"] = [(t, float(weights[t, i])) for t in range(1, n + 1)]
-        history[f"update_ratio/{name}"] = [(t, float(LR * post[t - 1, i] / weights[t - 1, i]))
-                                           for t in range(1, n + 1)]
+        history[f"update_ratio/{name}"] = [(t, float(LR * post[t - 1, i] / weights[t - 1, i])) for t in range(1, n + 1)]
     if diverge_at is not None:
         history["train/loss"].append((n, math.inf))
         history["grad_norm/total"].append((n, math.inf))
@@ -73,20 +81,29 @@ def fake(max_norm: float | None = None, max_value: float | None = None, *, diver
         metrics["diverged_at_step"] = float(diverge_at)
     if status != "FINISHED":
         history, metrics = {}, {}
-    return StudyRun(" ".join(f"{k}={v}" for k, v in values.items()), values, status, verdict=verdict,
-                    metrics=metrics, history=history)
+    return StudyRun(
+        " ".join(f"{k}={v}" for k, v in values.items()),
+        values,
+        status,
+        verdict=verdict,
+        metrics=metrics,
+        history=history,
+    )
 
 
-def fake_l2(l2: bool, seed: int, weight_end: float, grad_end: float, acc: float | None,
-            status: str = "FINISHED") -> StudyRun:
+def fake_l2(
+    l2: bool, seed: int, weight_end: float, grad_end: float, acc: float | None, status: str = "FINISHED"
+) -> StudyRun:
     """A momentum run, `momentum L2` or `momentum no L2`: its total weight norm goes geometrically from 28 at step 0
     to weight_end x that, its gradient norm from 4 at step 1 to grad_end x that; acc None = diverged after."""
     values = {**MOMENTUM, **({"regularizer": "l2", "regularizer.strength": "0.01"} if l2 else {}), "seed": str(seed)}
     n = STEPS
     steps = np.arange(n + 1)  # (steps + 1,): 0 is the network before any update
     weights = 28.0 * weight_end ** (steps / n)  # (steps + 1,)
-    history = {f"weight_norm/layer_{i + 1:02d}": [(int(t), float(w / math.sqrt(3))) for t, w in zip(steps, weights)]
-               for i in range(3)}  # three equal layers: the total is `weights`
+    history = {
+        f"weight_norm/layer_{i + 1:02d}": [(int(t), float(w / math.sqrt(3))) for t, w in zip(steps, weights)]
+        for i in range(3)
+    }  # three equal layers: the total is `weights`
     history["grad_norm/total"] = [(int(t), float(4.0 * grad_end ** ((t - 1) / (n - 1)))) for t in steps[1:]]
     history["train/loss"] = [(int(t), 2.3) for t in steps[1:]]
     metrics = {"data/chance_acc": CHANCE_ACC, "data/chance_loss": CHANCE_LOSS}
@@ -98,23 +115,32 @@ def fake_l2(l2: bool, seed: int, weight_end: float, grad_end: float, acc: float 
     name = "momentum L2" if l2 else "momentum no L2"
     if status != "FINISHED":
         history, metrics = {}, {}
-    return StudyRun(f"{name} seed={seed}", values, status, "id", diagnose(metrics, None, acc is None), metrics,
-                    history, case=name)
+    return StudyRun(
+        f"{name} seed={seed}", values, status, "id", diagnose(metrics, None, acc is None), metrics, history, case=name
+    )
 
 
 def clipping_runs(seeds=SEEDS) -> list[StudyRun]:
     """The clipping settings as the claim has them: unclipped diverges, the lowest max_norm is slow."""
-    return [run for s in seeds for run in (
-        fake(diverge_at=5 + s, seed=s), fake(max_norm=0.1, final_loss=10.0, seed=s),
-        fake(max_norm=1, final_loss=0.1, seed=s), fake(max_norm=10, final_loss=0.01, seed=s),
-        fake(max_value=0.01, final_loss=0.5, seed=s), fake(max_value=0.1, final_loss=0.01, seed=s))]
+    return [
+        run
+        for s in seeds
+        for run in (
+            fake(diverge_at=5 + s, seed=s),
+            fake(max_norm=0.1, final_loss=10.0, seed=s),
+            fake(max_norm=1, final_loss=0.1, seed=s),
+            fake(max_norm=10, final_loss=0.01, seed=s),
+            fake(max_value=0.01, final_loss=0.5, seed=s),
+            fake(max_value=0.1, final_loss=0.01, seed=s),
+        )
+    ]
 
 
 def l2_runs(seeds=SEEDS) -> list[StudyRun]:
     """Without L2 the norms grow and the run diverges or collapses to chance; with L2 they stay bounded, it learns."""
     out = []
     for s in seeds:
-        out.append(fake_l2(False, s, weight_end=400.0 * 10 ** s, grad_end=3e3 * 10 ** s, acc=0.10 if s == 1 else None))
+        out.append(fake_l2(False, s, weight_end=400.0 * 10**s, grad_end=3e3 * 10**s, acc=0.10 if s == 1 else None))
         out.append(fake_l2(True, s, weight_end=0.4, grad_end=1.2 + s, acc=0.93 + 0.01 * s))
     return out
 
@@ -142,8 +168,10 @@ def outcome(found, start: str) -> str:
 
 def replaced(runs: list[StudyRun], new: list[StudyRun]) -> list[StudyRun]:
     """`runs` with each run of the same setting and seed as one of `new` swapped for it."""
+
     def key(r: StudyRun) -> tuple:
         return r.case, r.values.get("train.clip.max_norm"), r.values.get("train.clip.max_value"), r.seed
+
     swap = {key(r): r for r in new}
     return [swap.get(key(r), r) for r in runs]
 
@@ -188,8 +216,11 @@ def test_a_step_above_max_norm_fails_the_bound(cfg):
 
 
 def test_value_clipping_that_keeps_the_direction_fails_that_part(cfg):
-    same = [fake(max_value=v, final_loss=loss, post=applied(raw_gradients(s), 1, None), seed=s)  # scaled as by norm
-            for s in SEEDS for v, loss in ((0.01, 0.5), (0.1, 0.01))]
+    same = [
+        fake(max_value=v, final_loss=loss, post=applied(raw_gradients(s), 1, None), seed=s)  # scaled as by norm
+        for s in SEEDS
+        for v, loss in ((0.01, 0.5), (0.1, 0.01))
+    ]
     found = clip.findings(replaced(textbook(), same), cfg)
     assert outcome(found, "value clipping turns the update") == FAILS
     assert outcome(found, "norm clipping keeps the update's direction") == HOLDS
@@ -202,8 +233,9 @@ def test_a_low_threshold_that_is_not_slower_fails_that_part(cfg):
 
 
 def test_l2_that_does_not_bound_the_weights_fails_its_parts(cfg, lim):
-    grown = [fake_l2(True, s, weight_end=10 * lim["weight_grown"], grad_end=10 * lim["grad_grown"], acc=None)
-             for s in SEEDS]
+    grown = [
+        fake_l2(True, s, weight_end=10 * lim["weight_grown"], grad_end=10 * lim["grad_grown"], acc=None) for s in SEEDS
+    ]
     found = clip.findings(replaced(textbook(), grown), cfg)
     assert outcome(found, "with L2 the weight norm stays bounded") == FAILS
     assert outcome(found, "... so does the gradient norm") == FAILS
@@ -227,8 +259,9 @@ def test_seeds_that_disagree_leave_it_undecided(cfg):
 
 
 def test_missing_and_failed_runs_leave_their_checks_undecided(cfg):
-    runs = replaced(textbook(), [fake(max_value=0.1, status="FAILED", seed=1), fake_l2(True, 2, 0.4, 2, 0.9,
-                                                                                          status="KILLED")])
+    runs = replaced(
+        textbook(), [fake(max_value=0.1, status="FAILED", seed=1), fake_l2(True, 2, 0.4, 2, 0.9, status="KILLED")]
+    )
     found = clip.findings(runs, cfg)
     assert outcome(found, "every value-clipped run survives") == UNDECIDED
     assert outcome(found, "value clipping turns the update") == UNDECIDED

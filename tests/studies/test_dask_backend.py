@@ -60,17 +60,30 @@ def test_dask_on_an_existing_scheduler(tmp_path):
     assert all(k.info.status == "FINISHED" for k in kids.values())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("study.backend=ray", "error: study.backend: got 'ray'; allowed: one of loky, dask"),
-    ("study.dask_address=nowhere", "error: study.dask_address: got 'nowhere'; allowed: null (a LocalCluster)"),
-    ("study.dask_address=tcp://127.0.0.1:1", "error: study.dask_address: no scheduler answers at tcp://127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("study.backend=ray", "error: study.backend: got 'ray'; allowed: one of loky, dask"),
+        ("study.dask_address=nowhere", "error: study.dask_address: got 'nowhere'; allowed: null (a LocalCluster)"),
+        (
+            "study.dask_address=tcp://127.0.0.1:1",
+            "error: study.dask_address: no scheduler answers at tcp://127.0.0.1:1",
+        ),
+    ],
+)
 def test_bad_backend_settings_give_one_line_and_no_run(tmp_path, override, message):
     if "dask_address" in override:
         pytest.importorskip("distributed", reason="needs the [dist] extra: pip install -e '.[dist]'")
     store = tmp_store(tmp_path)
-    proc = cli("study", "study=dead_relu", "study.size=smoke", "study.backend=dask", override,
-               f"tracking.uri={store}", f"+study.reports_dir={tmp_path}/reports")
+    proc = cli(
+        "study",
+        "study=dead_relu",
+        "study.size=smoke",
+        "study.backend=dask",
+        override,
+        f"tracking.uri={store}",
+        f"+study.reports_dir={tmp_path}/reports",
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "mlruns").exists()  # nothing ran, no store, no half-made run
@@ -78,9 +91,13 @@ def test_bad_backend_settings_give_one_line_and_no_run(tmp_path, override, messa
 
 def test_missing_distributed_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    cfg = config("study=dead_relu", "study.size=smoke", "study.backend=dask", f"tracking.uri={tmp_store(tmp_path)}",
-                 hydra=True)
-    with pytest.raises(ConfigError, match=r"^study\.backend: dask needs the `distributed` package.*"
-                                          r"pip install -e '\.\[dist\]'$"):
+    cfg = config(
+        "study=dead_relu", "study.size=smoke", "study.backend=dask", f"tracking.uri={tmp_store(tmp_path)}", hydra=True
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^study\.backend: dask needs the `distributed` package.*"
+        r"pip install -e '\.\[dist\]'$",
+    ):
         study.run(cfg)
     assert not (tmp_path / "mlruns").exists()

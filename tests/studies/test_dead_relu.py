@@ -41,28 +41,54 @@ def case_values(cfg):
     return {c.name: {k: str(v) for k, v in c.items() if k != "name"} for c in cfg.study.cases}
 
 
-def fake(case: str, seed: int, dead: list[float], acc: float, values: dict[str, str], diverged: bool = False,
-         status: str = "FINISHED") -> StudyRun:
+def fake(
+    case: str,
+    seed: int,
+    dead: list[float],
+    acc: float,
+    values: dict[str, str],
+    diverged: bool = False,
+    status: str = "FINISHED",
+) -> StudyRun:
     """A run of `case` whose dead share was probed at steps 0, 100, 200... (two hidden layers), labelled as
     analysis.diagnosis labels real runs; its training loss fell far when it learned, barely when not."""
     hist = [(100 * i, v) for i, v in enumerate(dead)]
-    metrics = {"train/initial_loss": 1.1, "data/chance_acc": CHANCE, "dead_relu/total": dead[-1],
-               "dead_relu/layer_01": dead[-1] / 2, "dead_relu/layer_02": min(1.0, 1.5 * dead[-1])}
+    metrics = {
+        "train/initial_loss": 1.1,
+        "data/chance_acc": CHANCE,
+        "dead_relu/total": dead[-1],
+        "dead_relu/layer_01": dead[-1] / 2,
+        "dead_relu/layer_02": min(1.0, 1.5 * dead[-1]),
+    }
     if diverged:
         metrics["diverged_at_step"] = 100.0 * len(dead)
     else:
         metrics.update({"train/final_loss": 1.1 * (0.4 if acc > 0.6 else 0.95), "test/acc": acc})
-    history = {"dead_relu/total": hist, "dead_relu/layer_01": [(s, v / 2) for s, v in hist],
-               "dead_relu/layer_02": [(s, min(1.0, 1.5 * v)) for s, v in hist]}
-    return StudyRun(f"{case} seed={seed}", {**values, "seed": str(seed)}, status, f"id-{case}-{seed}",
-                    diagnose(metrics, None, diverged), metrics, history, case=case)
+    history = {
+        "dead_relu/total": hist,
+        "dead_relu/layer_01": [(s, v / 2) for s, v in hist],
+        "dead_relu/layer_02": [(s, min(1.0, 1.5 * v)) for s, v in hist],
+    }
+    return StudyRun(
+        f"{case} seed={seed}",
+        {**values, "seed": str(seed)},
+        status,
+        f"id-{case}-{seed}",
+        diagnose(metrics, None, diverged),
+        metrics,
+        history,
+        case=case,
+    )
 
 
 def textbook(case_values, **override: tuple[list[float], float]) -> list[StudyRun]:
     """Every case on every seed; `override` (case with + written __) replaces a case's numbers on every seed."""
     numbers = {**TEXTBOOK, **{k.replace("__", "+"): v for k, v in override.items()}}
-    return [fake(case, s, dead[:-1] + [dead[-1] + 0.01 * s], acc - 0.01 * s, case_values[case])
-            for case, (dead, acc) in numbers.items() for s in SEEDS]
+    return [
+        fake(case, s, dead[:-1] + [dead[-1] + 0.01 * s], acc - 0.01 * s, case_values[case])
+        for case, (dead, acc) in numbers.items()
+        for s in SEEDS
+    ]
 
 
 def replaced(runs: list[StudyRun], *new: StudyRun) -> list[StudyRun]:
@@ -116,8 +142,9 @@ def test_an_optimizer_that_revives_units_dead_from_the_start_contradicts_the_lim
 
 
 def test_leaky_nets_that_learn_no_better_than_relu_fail(cfg, case_values):
-    runs = textbook(case_values, neg_bias__leaky=([0.42, 0.35, 0.3], 0.50),
-                    high_lr__leaky=([0.08, 0.8, 0.8], CHANCE + 0.02))
+    runs = textbook(
+        case_values, neg_bias__leaky=([0.42, 0.35, 0.3], 0.50), high_lr__leaky=([0.08, 0.8, 0.8], CHANCE + 0.02)
+    )
     found = dead_relu.findings(runs, cfg)
     for cause in ("neg_bias", "high_lr"):
         assert check(found, f"leaky_relu keeps learning under {cause}").outcome == FAILS
@@ -133,12 +160,19 @@ def test_seeds_that_disagree_leave_the_check_undecided(cfg, case_values):
 
 
 def test_a_missing_run_leaves_its_checks_undecided(cfg, case_values):
-    runs = replaced(textbook(case_values),
-                    fake("neg_bias", 1, [0.42], 0.0, case_values["neg_bias"], status="FAILED"),
-                    fake("large_init+leaky", 2, [0.08], 0.0, case_values["large_init+leaky"], status="KILLED"))
+    runs = replaced(
+        textbook(case_values),
+        fake("neg_bias", 1, [0.42], 0.0, case_values["neg_bias"], status="FAILED"),
+        fake("large_init+leaky", 2, [0.08], 0.0, case_values["large_init+leaky"], status="KILLED"),
+    )
     found = dead_relu.findings(runs, cfg)
-    for name in ("neg_bias (", "... for good: neg_bias", "... and neg_bias's net",
-                 "leaky_relu keeps learning under neg_bias", "adam does not help units dead from the start"):
+    for name in (
+        "neg_bias (",
+        "... for good: neg_bias",
+        "... and neg_bias's net",
+        "leaky_relu keeps learning under neg_bias",
+        "adam does not help units dead from the start",
+    ):
         assert check(found, name).outcome == UNDECIDED and check(found, name).why == "runs missing: seed 1", name
     assert check(found, "... and leaky_relu under large_init learns").why == "runs missing: seed 2"
     assert check(found, "high_lr (").outcome == HOLDS
@@ -154,8 +188,10 @@ def test_the_smoke_size_decides_what_its_cases_allow_and_names_the_rest(cfg, cas
 
 
 def test_a_diverged_run_counts_at_chance_with_its_last_dead_share(cfg, case_values):
-    runs = replaced(textbook(case_values), *[fake("high_lr", s, [0.08, 0.7], 0.0, case_values["high_lr"],
-                                                  diverged=True) for s in SEEDS])
+    runs = replaced(
+        textbook(case_values),
+        *[fake("high_lr", s, [0.08, 0.7], 0.0, case_values["high_lr"], diverged=True) for s in SEEDS],
+    )
     found = dead_relu.findings(runs, cfg)
     assert check(found, "... and high_lr's net learns clearly worse").outcome == HOLDS
     assert check(found, "high_lr (").outcome == HOLDS

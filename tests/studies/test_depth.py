@@ -17,15 +17,23 @@ TEXTBOOK = {"sigmoid": (0.25, 0.9), "tanh": (0.95, 0.9), "relu": (1.0, 0.71), "r
 def fake(case: str, depth: int, seed: int, grad_factor: float, signal_factor: float, learned: bool) -> StudyRun:
     """A finished run whose first-layer gradient is grad_factor^depth of the output layer's."""
     layers = depth + 1
-    history = {f"grad_norm/layer_{i:02d}": [(10, 1.0 if i == layers else grad_factor ** depth)]
-               for i in range(1, layers + 1)}
+    history = {
+        f"grad_norm/layer_{i:02d}": [(10, 1.0 if i == layers else grad_factor**depth)] for i in range(1, layers + 1)
+    }
     history |= {f"act_std/layer_{i:02d}": [(0, signal_factor ** (i - 1))] for i in range(1, layers + 1)}
     labels = ["healthy"] if learned else ["not_learning"]
     metrics = {"test/acc": 0.9 if learned else 0.1, "data/chance_acc": 0.1}
     activation = "relu" if case.startswith("relu") else case
-    return StudyRun(f"{case} d{depth} s{seed}", {"model.activation": activation, "model.depth": str(depth),
-                                                 "seed": str(seed)}, "FINISHED", "id", labels, metrics, history,
-                    case=case)
+    return StudyRun(
+        f"{case} d{depth} s{seed}",
+        {"model.activation": activation, "model.depth": str(depth), "seed": str(seed)},
+        "FINISHED",
+        "id",
+        labels,
+        metrics,
+        history,
+        case=case,
+    )
 
 
 def runs(overrides: dict | None = None, seeds=(0, 1, 2)) -> list[StudyRun]:
@@ -34,8 +42,11 @@ def runs(overrides: dict | None = None, seeds=(0, 1, 2)) -> list[StudyRun]:
     for case, (g, s) in TEXTBOOK.items():
         for d in DEPTHS:
             for seed in seeds:
-                args = {"grad_factor": g * (1 + 0.01 * seed), "signal_factor": s,
-                        "learned": not (d == max(DEPTHS) and case in ("sigmoid", "relu"))}
+                args = {
+                    "grad_factor": g * (1 + 0.01 * seed),
+                    "signal_factor": s,
+                    "learned": not (d == max(DEPTHS) and case in ("sigmoid", "relu")),
+                }
                 args.update((overrides or {}).get((case, d, seed), {}))
                 out.append(fake(case, d, seed, **args))
     return out
@@ -86,8 +97,10 @@ def test_a_missing_run_makes_its_checks_undecided(cfg):
 def test_a_sigmoid_gradient_that_does_not_shrink_fails(cfg):
     flat = {("sigmoid", d, s): {"grad_factor": 0.97} for d in DEPTHS for s in range(3)}
     found = study.findings(runs(flat), cfg)
-    assert outcomes(found)["sigmoid's first-layer gradient shrinks geometrically with depth (bound 0.25 per "
-                            "layer)"] == FAILS
+    assert (
+        outcomes(found)["sigmoid's first-layer gradient shrinks geometrically with depth (bound 0.25 per layer)"]
+        == FAILS
+    )
 
 
 def test_smoke_study_end_to_end(tmp_path):

@@ -16,8 +16,15 @@ DEPTH = 8
 SEEDS = ("0", "1", "2")
 JITTER = (1.0, 1.01, 0.99)  # per seed, on the per-layer act std factor: a seed spread
 STEPS = (10, 20, 30)  # probe measurements after the step-0 one
-INITS = {"zeros": "zeros", "constant": "constant", "normal 0.01": "normal", "normal 1.0": "normal",
-         "standard": "standard", "xavier": "xavier_normal", "he": "he_normal"}
+INITS = {
+    "zeros": "zeros",
+    "constant": "constant",
+    "normal 0.01": "normal",
+    "normal 1.0": "normal",
+    "standard": "standard",
+    "xavier": "xavier_normal",
+    "he": "he_normal",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +32,23 @@ def cfg():
     return config("study=init", hydra=True)
 
 
-def fake(act: str, case: str, seed: str, factor: float, first: float = 0.5, saturation: float = 0.0,
-         grad: float = 1.0, acc: float = 0.95, loss: tuple[float, float] = (2.3, 0.05),
-         labels: tuple[str, ...] = ("healthy",), status: str = "FINISHED") -> StudyRun:
+def fake(
+    act: str,
+    case: str,
+    seed: str,
+    factor: float,
+    first: float = 0.5,
+    saturation: float = 0.0,
+    grad: float = 1.0,
+    acc: float = 0.95,
+    loss: tuple[float, float] = (2.3, 0.05),
+    labels: tuple[str, ...] = ("healthy",),
+    status: str = "FINISHED",
+) -> StudyRun:
     """A train-stage run: act std `first` at layer 1 changing by `factor` per hidden layer at step 0, weight
     gradients of size `grad`, losses (initial, final) over the training set; acc None = diverged (no test acc)."""
     hidden = [f"layer_{i:02d}" for i in range(1, DEPTH + 1)]
-    acts = [first * factor ** i for i in range(DEPTH)] + [1.0]  # the hidden layers, then the output
+    acts = [first * factor**i for i in range(DEPTH)] + [1.0]  # the hidden layers, then the output
     history = {f"act_std/layer_{i:02d}": [(0, a)] + [(s, 0.5) for s in STEPS] for i, a in enumerate(acts, 1)}
     if act == "tanh":  # the saturation probe only measures activations that saturate, hidden layers only
         history |= {f"saturation/{k}": [(0, saturation)] + [(s, 0.0) for s in STEPS] for k in hidden}
@@ -55,14 +72,18 @@ TEXTBOOK = {  # (activation, case) -> how it behaves, as measured
     ("relu", "zeros"): {**ZERO, "labels": ("not_learning", "dead", "symmetric")},
     ("tanh", "constant"): dict(factor=1.0, first=0.13, acc=0.23, loss=(2.3, 1.7), labels=("not_learning", "symmetric")),
     ("relu", "constant"): dict(factor=1.0, first=0.09, acc=0.24, loss=(2.3, 1.9), labels=("not_learning", "symmetric")),
-    ("tanh", "normal 0.01"): dict(factor=0.08, first=0.08, grad=1e-3, acc=0.1, loss=(2.3, 2.3),
-                                  labels=("not_learning", "vanishing")),
-    ("relu", "normal 0.01"): dict(factor=0.057, first=0.05, grad=1e-4, acc=0.1, loss=(2.3, 2.3),
-                                  labels=("not_learning", "vanishing")),
-    ("tanh", "normal 1.0"): dict(factor=1.0, first=0.94, saturation=0.81, acc=0.43, loss=(11.0, 2.7),
-                                 labels=("saturated",)),
-    ("relu", "normal 1.0"): dict(factor=5.66, first=4.6, grad=math.inf, acc=None, loss=(7.8e6, math.inf),
-                                 labels=("diverged", "exploding")),
+    ("tanh", "normal 0.01"): dict(
+        factor=0.08, first=0.08, grad=1e-3, acc=0.1, loss=(2.3, 2.3), labels=("not_learning", "vanishing")
+    ),
+    ("relu", "normal 0.01"): dict(
+        factor=0.057, first=0.05, grad=1e-4, acc=0.1, loss=(2.3, 2.3), labels=("not_learning", "vanishing")
+    ),
+    ("tanh", "normal 1.0"): dict(
+        factor=1.0, first=0.94, saturation=0.81, acc=0.43, loss=(11.0, 2.7), labels=("saturated",)
+    ),
+    ("relu", "normal 1.0"): dict(
+        factor=5.66, first=4.6, grad=math.inf, acc=None, loss=(7.8e6, math.inf), labels=("diverged", "exploding")
+    ),
     ("tanh", "standard"): dict(factor=0.58, first=0.43, acc=0.5, loss=(2.3, 1.4)),
     ("relu", "standard"): dict(factor=0.45, first=0.33, acc=0.14, loss=(2.3, 2.3), labels=("not_learning",)),
     ("tanh", "xavier"): dict(factor=0.89, first=0.59, saturation=0.007, acc=0.96, loss=(2.3, 0.04)),
@@ -77,8 +98,9 @@ def world(**changes: dict) -> list[StudyRun]:
     runs = []
     for (act, case), kw in TEXTBOOK.items():
         kw = {**kw, **changes.get(f"{act}_{case}".replace(" ", "_").replace(".", ""), {})}
-        runs += [fake(act, case, seed, **{**kw, "factor": kw["factor"] * jitter})
-                 for seed, jitter in zip(SEEDS, JITTER)]
+        runs += [
+            fake(act, case, seed, **{**kw, "factor": kw["factor"] * jitter}) for seed, jitter in zip(SEEDS, JITTER)
+        ]
     return runs
 
 
@@ -106,19 +128,24 @@ def test_textbook_numbers_support_the_claim(cfg):
     assert found.metrics["learned/relu_he"] == 1.0 and found.metrics["learned/relu_zeros"] == 0.0
 
 
-@pytest.mark.parametrize("change, failing", [
-    ({"relu_he": {"factor": 0.6}}, "he keeps relu's activation scale"),  # He letting ReLU's scale vanish
-    ({"tanh_xavier": {"factor": 0.5}}, "xavier keeps tanh's activation scale"),  # Xavier shrinking like standard
-    ({"relu_he": {"acc": 0.1, "loss": (2.3, 2.3), "labels": ("not_learning",)}}, "the relu net learns"),
-    ({"tanh_xavier": {"acc": 0.1, "loss": (2.3, 2.3), "labels": ("not_learning",)}}, "the tanh net learns"),
-    ({"relu_zeros": {"grad": 1e-3}}, "no weight ever gets a gradient"),  # a zeros + ReLU net that gets gradients
-    ({"relu_zeros": {"acc": 0.9, "loss": (2.3, 0.1), "labels": ("symmetric",)}}, "zeros + relu never learns"),
-    ({"tanh_constant": {"labels": ("healthy",)}, "relu_constant": {"labels": ("healthy",)}}, "constant leaves"),
-    ({"tanh_normal_001": {"factor": 0.9}}, "too small (normal 0.01) makes tanh's"),  # too small, yet kept
-    ({"tanh_normal_10": {"saturation": 0.1}}, "saturates tanh"),
-    ({"relu_normal_10": {"factor": 1.0, "grad": 1.0, "acc": 0.9, "loss": (2.3, 0.1), "labels": ("healthy",)}},
-     "explodes relu"),
-])
+@pytest.mark.parametrize(
+    "change, failing",
+    [
+        ({"relu_he": {"factor": 0.6}}, "he keeps relu's activation scale"),  # He letting ReLU's scale vanish
+        ({"tanh_xavier": {"factor": 0.5}}, "xavier keeps tanh's activation scale"),  # Xavier shrinking like standard
+        ({"relu_he": {"acc": 0.1, "loss": (2.3, 2.3), "labels": ("not_learning",)}}, "the relu net learns"),
+        ({"tanh_xavier": {"acc": 0.1, "loss": (2.3, 2.3), "labels": ("not_learning",)}}, "the tanh net learns"),
+        ({"relu_zeros": {"grad": 1e-3}}, "no weight ever gets a gradient"),  # a zeros + ReLU net that gets gradients
+        ({"relu_zeros": {"acc": 0.9, "loss": (2.3, 0.1), "labels": ("symmetric",)}}, "zeros + relu never learns"),
+        ({"tanh_constant": {"labels": ("healthy",)}, "relu_constant": {"labels": ("healthy",)}}, "constant leaves"),
+        ({"tanh_normal_001": {"factor": 0.9}}, "too small (normal 0.01) makes tanh's"),  # too small, yet kept
+        ({"tanh_normal_10": {"saturation": 0.1}}, "saturates tanh"),
+        (
+            {"relu_normal_10": {"factor": 1.0, "grad": 1.0, "acc": 0.9, "loss": (2.3, 0.1), "labels": ("healthy",)}},
+            "explodes relu",
+        ),
+    ],
+)
 def test_numbers_that_contradict_a_part_fail_that_check(cfg, change, failing):
     found = study.findings(world(**change), cfg)
     assert check(found, failing).outcome == FAILS

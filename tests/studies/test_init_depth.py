@@ -16,8 +16,12 @@ DEPTH = 30
 SEEDS = ("0", "1", "2")
 JITTER = (1.0, 1.002, 0.998)  # per seed, on the per-layer factor: a seed spread (~6% at layer 30)
 # per pair: (activation, init, act std per-layer factor) as the papers describe them
-TEXTBOOK = {"tanh standard": ("tanh", "standard", 0.58), "tanh xavier": ("tanh", "xavier_normal", 0.96),
-            "relu xavier": ("relu", "xavier_normal", 0.707), "relu he": ("relu", "he_normal", 1.0)}
+TEXTBOOK = {
+    "tanh standard": ("tanh", "standard", 0.58),
+    "tanh xavier": ("tanh", "xavier_normal", 0.96),
+    "relu xavier": ("relu", "xavier_normal", 0.707),
+    "relu he": ("relu", "he_normal", 1.0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +29,14 @@ def cfg():
     return config("study=init_depth", hydra=True)
 
 
-def fake(pair: str, seed: str, factor: float, theory_factor: float | None = None, first: float = 0.5,
-         status: str = "FINISHED") -> StudyRun:
+def fake(
+    pair: str,
+    seed: str,
+    factor: float,
+    theory_factor: float | None = None,
+    first: float = 0.5,
+    status: str = "FINISHED",
+) -> StudyRun:
     """An init-stage run of `pair` whose act std changes by `factor` per hidden layer (the theory's by
     `theory_factor`, default the same); its dL/dz std shrinks toward the input as the acts do."""
     activation, init, _ = TEXTBOOK[pair]
@@ -38,9 +48,15 @@ def fake(pair: str, seed: str, factor: float, theory_factor: float | None = None
         metrics[f"theory_act_var/{key}"] = (first * theory_factor ** (i - 1)) ** 2
         metrics[f"grad_std/{key}"] = 1e-4 * factor ** (DEPTH - i)
     verdict = ["vanishing"] if factor ** (DEPTH - 1) < 1e-3 else ["healthy"]
-    return StudyRun(f"{pair} seed={seed}", {"model.activation": activation, "init": init, "seed": seed}, status,
-                    "id", verdict if status == "FINISHED" else [], metrics if status == "FINISHED" else {},
-                    case=pair)
+    return StudyRun(
+        f"{pair} seed={seed}",
+        {"model.activation": activation, "init": init, "seed": seed},
+        status,
+        "id",
+        verdict if status == "FINISHED" else [],
+        metrics if status == "FINISHED" else {},
+        case=pair,
+    )
 
 
 def textbook(**factors: float) -> list[StudyRun]:
@@ -66,19 +82,22 @@ def test_textbook_numbers_support_the_claim(cfg):
     found = study.findings(textbook(), cfg)
     assert set(outcomes(found).values()) == {HOLDS}, outcomes(found)
     assert verdict(found.checks).verdict == SUPPORTED and len(found.checks) == 6
-    assert found.metrics["act_ratio/relu_xavier"] == pytest.approx(0.707 ** 29, rel=0.05)
+    assert found.metrics["act_ratio/relu_xavier"] == pytest.approx(0.707**29, rel=0.05)
     assert found.metrics["theory_gap/relu_he"] == pytest.approx(1.0)
     assert len(found.rows) == 4 and [r["seeds"] for r in found.rows] == [3] * 4  # the seeds folded per pair
     assert len(found.series["runs.csv"]) == 12 and "init_depth.png" in found.figures
 
 
-@pytest.mark.parametrize("pair, factor, theory_factor, failing", [
-    ("relu he", 0.8, None, "relu + he keeps it"),  # He's init vanishing as well
-    ("relu xavier", 0.9, None, "relu + xavier halves"),  # Xavier's ReLU net barely shrinking
-    ("tanh standard", 0.9, None, "tanh + standard: activations shrink"),  # shrinking, but only to 0.9^29 ~ 0.05
-    ("tanh xavier", 0.8, None, "tanh + xavier keeps"),
-    ("relu he", 1.0, 0.95, "mean-field prediction"),  # off the theory by 0.95^-29 ~ 4x at the last layer
-])
+@pytest.mark.parametrize(
+    "pair, factor, theory_factor, failing",
+    [
+        ("relu he", 0.8, None, "relu + he keeps it"),  # He's init vanishing as well
+        ("relu xavier", 0.9, None, "relu + xavier halves"),  # Xavier's ReLU net barely shrinking
+        ("tanh standard", 0.9, None, "tanh + standard: activations shrink"),  # shrinking, but only to 0.9^29 ~ 0.05
+        ("tanh xavier", 0.8, None, "tanh + xavier keeps"),
+        ("relu he", 1.0, 0.95, "mean-field prediction"),  # off the theory by 0.95^-29 ~ 4x at the last layer
+    ],
+)
 def test_numbers_that_contradict_a_part_fail_that_check(cfg, pair, factor, theory_factor, failing):
     runs = [fake(r.case, r.seed, factor, theory_factor) if r.case == pair else r for r in textbook()]
     found = study.findings(runs, cfg)
@@ -94,8 +113,9 @@ def test_a_pair_that_grows_instead_of_keeping_fails_too(cfg):
 
 
 def test_a_failed_run_leaves_its_checks_undecided_and_names_the_seed(cfg):
-    runs = [fake("relu he", "1", 1.0, status="FAILED") if (r.case, r.seed) == ("relu he", "1") else r
-            for r in textbook()]
+    runs = [
+        fake("relu he", "1", 1.0, status="FAILED") if (r.case, r.seed) == ("relu he", "1") else r for r in textbook()
+    ]
     found = study.findings(runs, cfg)
     for words in ("relu + he keeps it", "mean-field prediction"):
         assert check(found, words).outcome == UNDECIDED and check(found, words).why == "runs missing: seed 1"

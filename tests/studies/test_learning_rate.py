@@ -27,14 +27,27 @@ def lim(cfg):
     return thresholds(cfg, *learning_rate.LIMITS)
 
 
-def fake(lr: float, seed: int, drop: float, val: float, test: float | None = None, dead: float = 0.0,
-         diverged_at: int | None = None, status: str = "FINISHED") -> StudyRun:
+def fake(
+    lr: float,
+    seed: int,
+    drop: float,
+    val: float,
+    test: float | None = None,
+    dead: float = 0.0,
+    diverged_at: int | None = None,
+    status: str = "FINISHED",
+) -> StudyRun:
     """A run at `lr` whose training loss lost `drop` of its initial value, with val/test accuracy and a final dead
     share; labelled as analysis.diagnosis labels real runs. A diverged run keeps the val acc of its last epoch."""
     start = 2.3 + 0.3 * seed  # one initial loss per seed: the same init whatever the lr
     end = start * (1 - drop)
-    metrics = {"train/initial_loss": start, "data/chance_acc": CHANCE, "val/acc": val, "val/loss": end + 0.1,
-               "dead_relu/total": dead}
+    metrics = {
+        "train/initial_loss": start,
+        "data/chance_acc": CHANCE,
+        "val/acc": val,
+        "val/loss": end + 0.1,
+        "dead_relu/total": dead,
+    }
     steps = [20 * i for i in range(1, 6)]
     losses = [start * (1 - drop * i / 5) for i in range(1, 6)]
     if diverged_at is None:
@@ -42,12 +55,12 @@ def fake(lr: float, seed: int, drop: float, val: float, test: float | None = Non
     else:
         metrics["diverged_at_step"] = float(diverged_at)
         steps, losses = steps[:1], [start * 3]
-    history = {"train/loss": list(zip(steps, losses)),
-               "dead_relu/total": [(0, 0.0)] + [(s, dead) for s in steps]}
+    history = {"train/loss": list(zip(steps, losses)), "dead_relu/total": [(0, 0.0)] + [(s, dead) for s in steps]}
     verdict_labels = diagnose(metrics, None, diverged_at is not None)
     values = {"optimizer.lr": f"{lr:g}", "seed": str(seed)}
-    return StudyRun(f"optimizer.lr={lr:g} seed={seed}", values, status, f"id-{lr}-{seed}", verdict_labels, metrics,
-                    history)
+    return StudyRun(
+        f"optimizer.lr={lr:g} seed={seed}", values, status, f"id-{lr}-{seed}", verdict_labels, metrics, history
+    )
 
 
 def textbook(lim: dict[str, float], seeds=SEEDS) -> list[StudyRun]:
@@ -56,12 +69,14 @@ def textbook(lim: dict[str, float], seeds=SEEDS) -> list[StudyRun]:
     runs = []
     for s in seeds:
         j = 0.01 * s
-        runs += [fake(1e-4, s, lim["crawl_drop"] / 5 + j, 0.12 + j),
-                 fake(1e-2, s, 0.75 + j, 0.80 + j),
-                 fake(0.1, s, 1 - (1 - lim["converged_drop"]) / 5 - j / 10, 0.95 + j / 2, test=0.94),
-                 fake(1.0, s, 1 - (1 - lim["converged_drop"]) / 10, 0.93 + j / 2, test=0.97, dead=0.02 + j),
-                 fake(3.0, s, 0.15 + j, 0.1, dead=0.02 + j + 2.5 * lim["dead_jump"]),
-                 fake(10.0, s, 0.0, 0.95, diverged_at=7 + s)]
+        runs += [
+            fake(1e-4, s, lim["crawl_drop"] / 5 + j, 0.12 + j),
+            fake(1e-2, s, 0.75 + j, 0.80 + j),
+            fake(0.1, s, 1 - (1 - lim["converged_drop"]) / 5 - j / 10, 0.95 + j / 2, test=0.94),
+            fake(1.0, s, 1 - (1 - lim["converged_drop"]) / 10, 0.93 + j / 2, test=0.97, dead=0.02 + j),
+            fake(3.0, s, 0.15 + j, 0.1, dead=0.02 + j + 2.5 * lim["dead_jump"]),
+            fake(10.0, s, 0.0, 0.95, diverged_at=7 + s),
+        ]
     return runs
 
 
@@ -154,8 +169,12 @@ def test_seeds_that_disagree_leave_the_check_undecided(cfg, lim):
 def test_an_effect_within_the_seed_spread_is_undecided(cfg, lim):
     # the smallest lr drops below the crawl limit on every seed, but one seed only just
     crawl = lim["crawl_drop"]
-    runs = replaced(textbook(lim), fake(1e-4, 0, crawl - 0.01, 0.12), fake(1e-4, 1, crawl - 0.02, 0.12),
-                    fake(1e-4, 2, crawl - 0.24, 0.12))
+    runs = replaced(
+        textbook(lim),
+        fake(1e-4, 0, crawl - 0.01, 0.12),
+        fake(1e-4, 1, crawl - 0.02, 0.12),
+        fake(1e-4, 2, crawl - 0.24, 0.12),
+    )
     assert "spread" in check(findings(runs, cfg), CRAWL).why
     assert check(findings(runs, cfg), CRAWL).outcome == UNDECIDED
 

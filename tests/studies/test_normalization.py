@@ -16,8 +16,10 @@ from tests.helpers import config, run_study
 
 SEEDS = (0, 1, 2)
 CHANCE_ACC, CHANCE_LOSS = 0.1, math.log(10)  # digits: ten balanced classes
-CASES = {"sigmoid": {"model.activation": "sigmoid", "init": "xavier_uniform"},
-         "relu": {"model.activation": "relu", "init": "he_normal", "init.gain": "0.4"}}
+CASES = {
+    "sigmoid": {"model.activation": "sigmoid", "init": "xavier_uniform"},
+    "relu": {"model.activation": "relu", "init": "he_normal", "init.gain": "0.4"},
+}
 VARIANTS = {"plain": (False, False), "bn": (True, False), "res": (False, True), "bn+res": (True, True)}
 
 
@@ -35,8 +37,13 @@ def fake(case: str, name: str, seed: int, acc: float | None, depth: int = 20, st
     """A run of one case and variant; acc None = diverged. Labelled as analysis.diagnosis labels real runs: the
     final loss follows the accuracy (at chance: the constant predictor's loss)."""
     bn, res = VARIANTS[name]
-    values = {**CASES[case], "model.depth": str(depth), "model.batch_norm": str(bn).lower(),
-              "model.residual": str(res).lower(), "seed": str(seed)}
+    values = {
+        **CASES[case],
+        "model.depth": str(depth),
+        "model.batch_norm": str(bn).lower(),
+        "model.residual": str(res).lower(),
+        "seed": str(seed),
+    }
     metrics = {"data/chance_acc": CHANCE_ACC, "data/chance_loss": CHANCE_LOSS, "train/initial_loss": 2.4}
     steps = [20 * i for i in range(1, 6)]
     if acc is None:
@@ -47,11 +54,14 @@ def fake(case: str, name: str, seed: int, acc: float | None, depth: int = 20, st
         end = CHANCE_LOSS * (1.0 if acc <= CHANCE_ACC + 0.05 else 1 - acc)
         metrics.update({"test/acc": acc, "train/final_loss": end})
         losses = [2.4 + (end - 2.4) * i / 5 for i in range(1, 6)]
-    history = {"train/loss": list(zip(steps, losses)),
-               "grad_norm/layer_01": [(s, 1e-9 if name == "plain" else 0.5) for s in steps],
-               f"grad_norm/layer_{depth + 1:02d}": [(s, 1.0) for s in steps],
-               "act_std/layer_01": [(0, 0.5)], f"act_std/layer_{depth:02d}": [(0, 0.5 * 0.28 ** depth)],
-               f"act_std/layer_{depth + 1:02d}": [(0, 1e-3)]}
+    history = {
+        "train/loss": list(zip(steps, losses)),
+        "grad_norm/layer_01": [(s, 1e-9 if name == "plain" else 0.5) for s in steps],
+        f"grad_norm/layer_{depth + 1:02d}": [(s, 1.0) for s in steps],
+        "act_std/layer_01": [(0, 0.5)],
+        f"act_std/layer_{depth:02d}": [(0, 0.5 * 0.28**depth)],
+        f"act_std/layer_{depth + 1:02d}": [(0, 1e-3)],
+    }
     labels = diagnose(metrics, None, acc is None)
     label = f"{case} model.depth={depth} model.batch_norm={bn} model.residual={res} seed={seed}"
     return StudyRun(label, values, status, "id", labels, metrics, history, case=case)

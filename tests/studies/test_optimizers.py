@@ -24,8 +24,13 @@ from tests.helpers import config, run_study
 EPOCHS = 12
 SEEDS = ("0", "1", "2")
 # each rule's grid (low, tuned, high) and the epoch its training loss leaves the plateau at the tuned lr, per seed
-GRIDS = {"sgd": (1.0, 3.0, 10.0), "momentum": (0.1, 0.3, 1.0), "adagrad": (0.03, 0.1, 0.3),
-         "rmsprop": (0.003, 0.01, 0.03), "adam": (0.01, 0.03, 0.1)}
+GRIDS = {
+    "sgd": (1.0, 3.0, 10.0),
+    "momentum": (0.1, 0.3, 1.0),
+    "adagrad": (0.03, 0.1, 0.3),
+    "rmsprop": (0.003, 0.01, 0.03),
+    "adam": (0.01, 0.03, 0.1),
+}
 FASTER_AND_ADAGRAD = ("momentum", "rmsprop", "adam", "adagrad")
 FAST = {"sgd": (9, 10, 9), "momentum": (6, 7, 6), "adagrad": (3, 3, 4), "rmsprop": (3, 3, 4), "adam": (3, 4, 3)}
 
@@ -49,21 +54,41 @@ def steps_of(rule: str, lr: float) -> list[float]:
     return [lr] * EPOCHS
 
 
-def fake(rule: str, lr: float, seed: str, train: list[float], val: list[float] | None = None,
-         steps: list[float] | None = None, status: str = "FINISHED") -> StudyRun:
+def fake(
+    rule: str,
+    lr: float,
+    seed: str,
+    train: list[float],
+    val: list[float] | None = None,
+    steps: list[float] | None = None,
+    status: str = "FINISHED",
+) -> StudyRun:
     """A run logged like the train stage: one probe point per epoch (20 steps); effective step = update_ratio x
     weight_norm / grad_norm."""
     val = train if val is None else val
     steps = steps_of(rule, lr) if steps is None else steps
     at = [20 * e for e in range(1, EPOCHS + 1)]
-    history = {"epoch": [(s, float(e)) for e, s in enumerate(at, 1)], "train/loss": list(zip(at, train)),
-               "val/loss": list(zip(at, val)), "val/acc": [(s, 0.95 if v < 1 else 0.1) for s, v in zip(at, val)],
-               "update_ratio/layer_01": [(s, e * 2.0 / 4.0) for s, e in zip(at, steps)],  # ||dW|| = e ||g||
-               "weight_norm/layer_01": [(s, 4.0) for s in at], "grad_norm/layer_01": [(s, 2.0) for s in at]}
+    history = {
+        "epoch": [(s, float(e)) for e, s in enumerate(at, 1)],
+        "train/loss": list(zip(at, train)),
+        "val/loss": list(zip(at, val)),
+        "val/acc": [(s, 0.95 if v < 1 else 0.1) for s, v in zip(at, val)],
+        "update_ratio/layer_01": [(s, e * 2.0 / 4.0) for s, e in zip(at, steps)],  # ||dW|| = e ||g||
+        "weight_norm/layer_01": [(s, 4.0) for s in at],
+        "grad_norm/layer_01": [(s, 2.0) for s in at],
+    }
     metrics = {k: v[-1][1] for k, v in history.items() if v}
     metrics.update({"test/acc": 0.95, "lr": lr})
-    return StudyRun(f"{rule} optimizer.lr={lr:g} seed={seed}", {"optimizer": rule, "optimizer.lr": f"{lr:g}",
-                    "seed": seed}, status, "id", ["healthy"], metrics, history, case=rule)
+    return StudyRun(
+        f"{rule} optimizer.lr={lr:g} seed={seed}",
+        {"optimizer": rule, "optimizer.lr": f"{lr:g}", "seed": seed},
+        status,
+        "id",
+        ["healthy"],
+        metrics,
+        history,
+        case=rule,
+    )
 
 
 def textbook(fast: dict | None = None, steps: dict | None = None) -> list[StudyRun]:
@@ -96,7 +121,8 @@ def test_textbook_numbers_hold_every_check(cfg):
     assert [c.outcome for c in found.checks] == [HOLDS] * 5, [(c.name, c.why) for c in found.checks]
     assert verdict(found.checks).verdict == SUPPORTED
     assert {k: v for k, v in found.metrics.items() if k.startswith("tuned_lr/")} == {
-        f"tuned_lr/{rule}": grid[1] for rule, grid in GRIDS.items()}
+        f"tuned_lr/{rule}": grid[1] for rule, grid in GRIDS.items()
+    }
     assert found.metrics["epochs_to_loss/momentum"] == pytest.approx(19 / 3)
     assert sum(r["picked"] == "picked" for r in found.rows) == len(GRIDS) and len(found.rows) == 3 * len(GRIDS)
     assert len(found.series["runs.csv"]) == 9 * len(GRIDS) and "optimizers.png" in found.figures
@@ -104,8 +130,13 @@ def test_textbook_numbers_hold_every_check(cfg):
 
 def test_momentum_no_faster_than_sgd_fails_its_check_only(cfg):
     found = optimizers.findings(textbook(fast={"momentum": (10, 11, 10)}), cfg)
-    assert outcomes(found) == {"momentum": FAILS, "rmsprop": HOLDS, "adam": HOLDS, "adagrad's": HOLDS,
-                               "adagrad's share": HOLDS}
+    assert outcomes(found) == {
+        "momentum": FAILS,
+        "rmsprop": HOLDS,
+        "adam": HOLDS,
+        "adagrad's": HOLDS,
+        "adagrad's share": HOLDS,
+    }
     assert verdict(found.checks).verdict == PARTLY
 
 
@@ -134,15 +165,22 @@ def test_a_pick_at_the_edge_of_its_grid_leaves_that_rules_checks_undecided(cfg):
     runs = [r for r in textbook() if not (r.case == "sgd" and r.values["optimizer.lr"] == "10")]
     runs += [fake("sgd", 10.0, s, plateau(5)) for s in SEEDS]
     found = optimizers.findings(runs, cfg)
-    assert outcomes(found) == {"momentum": UNDECIDED, "rmsprop": UNDECIDED, "adam": UNDECIDED, "adagrad's": HOLDS,
-                               "adagrad's share": HOLDS}
+    assert outcomes(found) == {
+        "momentum": UNDECIDED,
+        "rmsprop": UNDECIDED,
+        "adam": UNDECIDED,
+        "adagrad's": HOLDS,
+        "adagrad's share": HOLDS,
+    }
     assert "edge of its grid" in found.checks[0].why
 
 
 def test_a_missing_run_leaves_its_checks_undecided(cfg):
     # adam's seed 1 failed at every lr: no adam lr is measured on every seed
-    runs = [r if not (r.case == "adam" and r.seed == "1") else fake("adam", r.get("lr"), "1", [], status="FAILED")
-            for r in textbook()]
+    runs = [
+        r if not (r.case == "adam" and r.seed == "1") else fake("adam", r.get("lr"), "1", [], status="FAILED")
+        for r in textbook()
+    ]
     found = optimizers.findings(runs, cfg)
     assert outcomes(found)["adam"] == UNDECIDED and outcomes(found)["adagrad's share"] == UNDECIDED
     assert outcomes(found)["momentum"] == HOLDS and "no lr of adam" in found.checks[2].why

@@ -20,9 +20,21 @@ SGD_L2 = (0.01, 0.03, 0.1, 0.3, 1.0)
 ADAM = (0.001, 0.01)
 
 
-def fake(optimizer: str, penalty: str | None = None, lam: float | None = None, seed: str = "0", *,
-         train: float = 1.0, val: float = 0.70, val_loss: float = 1.0, test: float = 0.70, norm: float = 30.0,
-         sparsity: float = 0.01, status: str = "FINISHED", verdict: tuple[str, ...] = ("healthy",)) -> StudyRun:
+def fake(
+    optimizer: str,
+    penalty: str | None = None,
+    lam: float | None = None,
+    seed: str = "0",
+    *,
+    train: float = 1.0,
+    val: float = 0.70,
+    val_loss: float = 1.0,
+    test: float = 0.70,
+    norm: float = 30.0,
+    sparsity: float = 0.01,
+    status: str = "FINISHED",
+    verdict: tuple[str, ...] = ("healthy",),
+) -> StudyRun:
     """A run as the study reads it back: swept values with the seed, final metrics, verdict labels, history."""
     values = {"optimizer": optimizer}
     if penalty == "decay":
@@ -31,16 +43,33 @@ def fake(optimizer: str, penalty: str | None = None, lam: float | None = None, s
         values.update({"regularizer": penalty, "regularizer.strength": str(lam)})
     values["seed"] = seed
     layer = norm / math.sqrt(2)  # two weight matrices of equal norm: the total is `norm`
-    metrics = {"train/initial_loss": 1.1, "train/final_loss": 0.05, "train/final_acc": train, "val/acc": val,
-               "val/loss": val_loss, "test/acc": test, "sparsity/total": sparsity, "weight_norm/layer_01": layer,
-               "weight_norm/layer_02": layer, "lr": LR[optimizer], "data/chance_acc": 0.34}
+    metrics = {
+        "train/initial_loss": 1.1,
+        "train/final_loss": 0.05,
+        "train/final_acc": train,
+        "val/acc": val,
+        "val/loss": val_loss,
+        "test/acc": test,
+        "sparsity/total": sparsity,
+        "weight_norm/layer_01": layer,
+        "weight_norm/layer_02": layer,
+        "lr": LR[optimizer],
+        "data/chance_acc": 0.34,
+    }
     if "diverged" in verdict:  # a diverged run stops before its final evaluation
         metrics = {"train/initial_loss": 1.1, "val/acc": 0.5, "diverged_at_step": 3.0, "lr": LR[optimizer]}
     history = {k: [(0, v)] for k, v in metrics.items()}
     label = " ".join(f"{k}={v}" for k, v in values.items())
     finished = status == "FINISHED"
-    return StudyRun(label, values, status, f"id-{label}", list(verdict) if finished else [],
-                    metrics if finished else {}, history if finished else {})
+    return StudyRun(
+        label,
+        values,
+        status,
+        f"id-{label}",
+        list(verdict) if finished else [],
+        metrics if finished else {},
+        history if finished else {},
+    )
 
 
 def textbook(seed: str) -> list[StudyRun]:
@@ -48,14 +77,22 @@ def textbook(seed: str) -> list[StudyRun]:
     d = 0.004 * int(seed)
     runs = [fake("sgd", seed=seed, val=0.71 + d, test=0.70 + d, norm=32.6, sparsity=0.009)]
     # l1: zeros most weights where lr·λ <= 1e-3 (λ <= 0.01); best on validation at 0.003; collapses at 0.1
-    for lam, val, test, norm, sp in [(0.001, 0.73, 0.72, 17.5, 0.82), (0.003, 0.74, 0.74, 9.4, 0.97),
-                                     (0.01, 0.72, 0.72, 8.5, 0.95), (0.1, 0.33, 0.34, 4.4, 0.10)]:
+    for lam, val, test, norm, sp in [
+        (0.001, 0.73, 0.72, 17.5, 0.82),
+        (0.003, 0.74, 0.74, 9.4, 0.97),
+        (0.01, 0.72, 0.72, 8.5, 0.95),
+        (0.1, 0.33, 0.34, 4.4, 0.10),
+    ]:
         runs.append(fake("sgd", "l1", lam, seed, val=val + d, test=test + d, norm=norm, sparsity=sp))
     # l2: the norm falls at every step without zeros; best on validation at 0.1; 1.0 hurts
     for p in ("l2", "decay"):  # the same update under SGD: identical numbers
-        for lam, val, test, norm, sp in [(0.01, 0.71, 0.70, 31.0, 0.009), (0.03, 0.72, 0.71, 28.0, 0.01),
-                                         (0.1, 0.74, 0.73, 20.0, 0.014), (0.3, 0.73, 0.72, 8.0, 0.04),
-                                         (1.0, 0.60, 0.60, 3.0, 0.06)]:
+        for lam, val, test, norm, sp in [
+            (0.01, 0.71, 0.70, 31.0, 0.009),
+            (0.03, 0.72, 0.71, 28.0, 0.01),
+            (0.1, 0.74, 0.73, 20.0, 0.014),
+            (0.3, 0.73, 0.72, 8.0, 0.04),
+            (1.0, 0.60, 0.60, 3.0, 0.06),
+        ]:
             if p == "l2" or lam == 0.1:
                 runs.append(fake("sgd", p, lam, seed, val=val + d, test=test + d, norm=norm, sparsity=sp))
     runs += [fake("adam", "l2", lam, seed, val=v, norm=n) for lam, v, n in zip(ADAM, (0.72, 0.74), (20.0, 9.0))]
@@ -68,16 +105,23 @@ def grid() -> list[StudyRun]:
     return [r for seed in SEEDS for r in textbook(seed)]
 
 
-def change(runs: list[StudyRun], optimizer: str, penalty: str | None, lam: float | None, seeds=SEEDS,
-           **numbers) -> list[StudyRun]:
+def change(
+    runs: list[StudyRun], optimizer: str, penalty: str | None, lam: float | None, seeds=SEEDS, **numbers
+) -> list[StudyRun]:
     """The runs with one setting's numbers replaced on the given seeds (the rest of its numbers kept)."""
     out = []
     for r in runs:
         s = reg.setting(r)
         target = reg.setting(fake(optimizer, penalty, lam))
         if s == target and r.values["optimizer"] == optimizer and r.seed in seeds:
-            kept = {"train": r.get("train/final_acc"), "val": r.get("val/acc"), "val_loss": r.get("val/loss"),
-                    "test": r.get("test/acc"), "norm": reg.weight_norm(r), "sparsity": r.get("sparsity/total")}
+            kept = {
+                "train": r.get("train/final_acc"),
+                "val": r.get("val/acc"),
+                "val_loss": r.get("val/loss"),
+                "test": r.get("test/acc"),
+                "norm": reg.weight_norm(r),
+                "sparsity": r.get("sparsity/total"),
+            }
             r = fake(optimizer, penalty, lam, r.seed, **{**kept, **numbers})
         out.append(r)
     return out
@@ -114,8 +158,9 @@ def test_setting_reads_method_and_strength(cfg):
 
 def test_textbook_numbers_support_every_check(cfg):
     found = reg.findings(grid(), cfg)
-    assert [c.outcome for c in found.checks] == [HOLDS] * len(reg.CHECK_METRICS), \
-        [(c.name, c.outcome, c.why) for c in found.checks]
+    assert [c.outcome for c in found.checks] == [HOLDS] * len(reg.CHECK_METRICS), [
+        (c.name, c.outcome, c.why) for c in found.checks
+    ]
     assert verdict(found.checks).verdict == SUPPORTED
     # the strength is the best on validation: l1 0.003 and l2 0.1 on every seed
     assert check(found.checks, "SGD: l1 helps").measured.endswith("λ chosen 0.003, 0.003, 0.003")
@@ -125,7 +170,8 @@ def test_textbook_numbers_support_every_check(cfg):
     # l2's sparsity where its norm is l1's (8.5): between λ=0.1 (norm 20, 0.014) and λ=0.3 (norm 8, 0.04), in log norm
     matched = 0.014 + (math.log(20) - math.log(8.5)) / (math.log(20) - math.log(8)) * (0.04 - 0.014)
     assert check(found.checks, "SGD: l2 shrinks without zeroing").values == pytest.approx(
-        {f"seed {s}": matched for s in SEEDS})
+        {f"seed {s}": matched for s in SEEDS}
+    )
     # one row per setting, the seeds folded; the per-run rows go to runs.csv
     assert len(found.rows) == 1 + 4 + 5 + 1 + 2 + 2 and {r["seeds"] for r in found.rows} == {3}
     assert len(found.series["runs.csv"]) == 3 * 15
@@ -194,8 +240,10 @@ def test_a_penalty_that_never_helps_fails(cfg):
 def test_a_strongest_strength_that_does_not_hurt_fails_and_a_diverged_one_hurts(cfg):
     checks = reg.checks(change(grid(), "sgd", "l2", 1.0, test=0.75), cfg)
     assert outcome(checks, "SGD: too much l2 hurts") == FAILS
-    runs = [fake("sgd", "l1", 0.1, r.seed, verdict=("diverged",)) if reg.setting(r) == reg.Setting("sgd", "l1", 0.1)
-            else r for r in grid()]
+    runs = [
+        fake("sgd", "l1", 0.1, r.seed, verdict=("diverged",)) if reg.setting(r) == reg.Setting("sgd", "l1", 0.1) else r
+        for r in grid()
+    ]
     too_much = check(reg.checks(runs, cfg), "SGD: too much l1 hurts")
     assert too_much.outcome == HOLDS and too_much.values["seed 0"] == math.inf
 
@@ -213,8 +261,10 @@ def test_adam_l2_equal_to_adamw_fails(cfg):
 
 def test_missing_runs_leave_their_checks_undecided(cfg):
     # seed 1's l2 at 0.03 failed: every check that needs it is undecided, naming the seed; the others decide
-    runs = [fake("sgd", "l2", 0.03, "1", status="FAILED") if r.label == fake("sgd", "l2", 0.03, "1").label else r
-            for r in grid()]
+    runs = [
+        fake("sgd", "l2", 0.03, "1", status="FAILED") if r.label == fake("sgd", "l2", 0.03, "1").label else r
+        for r in grid()
+    ]
     checks = reg.checks(runs, cfg)
     for start in ("SGD: l2 helps", "SGD: l2 shrinks the weight norm smoothly", "SGD: l2 shrinks without zeroing"):
         assert outcome(checks, start) == UNDECIDED, start
@@ -231,12 +281,18 @@ def test_missing_runs_leave_their_checks_undecided(cfg):
 
 def test_the_smoke_grid_decides_only_what_it_can(cfg):
     # one seed, one strength, no baseline and no l1: only the two optimizer checks can be measured
-    runs = [fake("sgd", "l2", 0.01, norm=20.0), fake("sgd", "decay", 0.01, norm=20.0),
-            fake("adam", "l2", 0.01, norm=9.0), fake("adamw", "decay", 0.01, norm=33.0)]
+    runs = [
+        fake("sgd", "l2", 0.01, norm=20.0),
+        fake("sgd", "decay", 0.01, norm=20.0),
+        fake("adam", "l2", 0.01, norm=9.0),
+        fake("adamw", "decay", 0.01, norm=33.0),
+    ]
     checks = reg.checks(runs, cfg)
     decided = [c for c in checks if c.outcome != UNDECIDED]
     assert [c.name.split(" end at")[0] for c in decided] == [
-        "SGD: an l2 penalty λ and weight_decay=λ", "Adam: an l2 penalty λ and AdamW's decoupled weight_decay=λ"]
+        "SGD: an l2 penalty λ and weight_decay=λ",
+        "Adam: an l2 penalty λ and AdamW's decoupled weight_decay=λ",
+    ]
     assert {c.outcome for c in decided} == {HOLDS}
     assert "one seed" in check(checks, "Adam: an l2 penalty λ").why
     assert check(checks, "SGD: l2 shrinks the weight norm smoothly").why.startswith("needs two")
@@ -256,11 +312,21 @@ def test_contradicting_every_part_is_not_supported(cfg):
 
 def test_an_ablation_grid_with_other_optimizers_and_penalties_is_read(cfg):
     # what python -m pipeline.ablate may ask for: elastic, adam penalties, coupled decay, another optimizer
-    runs = grid() + [fake(opt, pen, lam, s) for s in SEEDS for opt, pen, lam in [
-        ("sgd", "elastic", 0.01), ("adam", None, None), ("adam", "l1", 0.01), ("adam", "elastic", 0.01),
-        ("adam", "decay", 0.01)]]
-    runs += [StudyRun(f"rmsprop {s}", {"optimizer": "rmsprop", "seed": s}, "FINISHED", metrics={"test/acc": 0.6})
-             for s in SEEDS]
+    runs = grid() + [
+        fake(opt, pen, lam, s)
+        for s in SEEDS
+        for opt, pen, lam in [
+            ("sgd", "elastic", 0.01),
+            ("adam", None, None),
+            ("adam", "l1", 0.01),
+            ("adam", "elastic", 0.01),
+            ("adam", "decay", 0.01),
+        ]
+    ]
+    runs += [
+        StudyRun(f"rmsprop {s}", {"optimizer": "rmsprop", "seed": s}, "FINISHED", metrics={"test/acc": 0.6})
+        for s in SEEDS
+    ]
     found = reg.findings(runs, cfg)
     assert [c.outcome for c in found.checks] == [HOLDS] * len(reg.CHECK_METRICS)
     methods = {(r["optimizer"], r["method"]) for r in found.rows}

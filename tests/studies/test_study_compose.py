@@ -5,7 +5,6 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from pipeline import study
 from pipeline.studies import STUDIES, grid
 from tests.helpers import config
 
@@ -18,9 +17,11 @@ def composed_from_scratch(monkeypatch, cfg):
 
 def same_jobs(fast, slow) -> bool:
     return len(fast) == len(slow) and all(
-        a.label == b.label and a.hash == b.hash and
-        OmegaConf.to_container(a.cfg, resolve=True) == OmegaConf.to_container(b.cfg, resolve=True)
-        for a, b in zip(fast, slow))
+        a.label == b.label
+        and a.hash == b.hash
+        and OmegaConf.to_container(a.cfg, resolve=True) == OmegaConf.to_container(b.cfg, resolve=True)
+        for a, b in zip(fast, slow)
+    )
 
 
 # depth in the default suite; every study (seconds each: composing each of its jobs from scratch) in test-all

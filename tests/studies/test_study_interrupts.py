@@ -1,7 +1,6 @@
 """SIGTERM during a study: workers end their runs KILLED with metrics flushed, the study stops within
 seconds, and a re-run resumes from the finished children."""
 
-import pytest
 import os
 import signal
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 
 from pipeline import tracking
 from pipeline.harness.paths import ROOT
@@ -36,8 +36,9 @@ def runs_by_name(store):
     """{name: newest run of that name}."""
     client = tracking.client(store)  # under the store's lock: never races the study creating it
     try:
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  order_by=["attributes.start_time ASC"])
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time ASC"]
+        )
     except Exception:  # not created yet
         return client, {}
     return client, {r.info.run_name: r for r in runs}
@@ -47,8 +48,9 @@ def start_and_stop(tmp_path, store):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(store=store, reports=tmp_path / "reports"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline and proc.poll() is None:

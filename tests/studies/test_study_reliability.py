@@ -10,8 +10,15 @@ from tests.helpers import config, tmp_store
 
 
 def smoke_cfg(tmp_path, cases, n_jobs, every=1):
-    cfg = config("study=dead_relu", "study.size=smoke", f"study.n_jobs={n_jobs}", f"probes.every={every}",
-                 f"tracking.uri={tmp_store(tmp_path)}", f"+study.reports_dir={tmp_path / 'reports'}", hydra=True)
+    cfg = config(
+        "study=dead_relu",
+        "study.size=smoke",
+        f"study.n_jobs={n_jobs}",
+        f"probes.every={every}",
+        f"tracking.uri={tmp_store(tmp_path)}",
+        f"+study.reports_dir={tmp_path / 'reports'}",
+        hydra=True,
+    )
     with open_dict(cfg):
         cfg.study.sizes.smoke.cases = cases
     return cfg
@@ -43,8 +50,12 @@ def test_eight_jobs_on_a_fresh_store_lose_no_metric(tmp_path):
 
 
 def test_same_metrics_whatever_n_jobs_and_order(tmp_path):
-    cases = [{"name": "a", "seed": 0}, {"name": "b", "seed": 1}, {"name": "c", "model.activation": "tanh"},
-             {"name": "d", "optimizer.lr": 2.0}]
+    cases = [
+        {"name": "a", "seed": 0},
+        {"name": "b", "seed": 1},
+        {"name": "c", "model.activation": "tanh"},
+        {"name": "d", "optimizer.lr": 2.0},
+    ]
     one = study.run(smoke_cfg(tmp_path / "one", cases, n_jobs=1, every=3))
     two = study.run(smoke_cfg(tmp_path / "two", list(reversed(cases)), n_jobs=2, every=3))
     h1, h2 = histories(tmp_path / "one", one), histories(tmp_path / "two", two)

@@ -7,14 +7,20 @@ from mlflow import MlflowClient
 from omegaconf import open_dict
 
 from pipeline import study
-from pipeline.studies import STUDIES, grid
 from pipeline.harness.validate import ConfigError
+from pipeline.studies import STUDIES, grid
 from tests.helpers import config, tmp_store
 
 
 def study_cfg(tmp_path, name="activations", *overrides):
-    return config(f"study={name}", "study.size=smoke", f"tracking.uri={tmp_store(tmp_path)}",
-                  f"+study.reports_dir={tmp_path / 'reports'}", *overrides, hydra=True)
+    return config(
+        f"study={name}",
+        "study.size=smoke",
+        f"tracking.uri={tmp_store(tmp_path)}",
+        f"+study.reports_dir={tmp_path / 'reports'}",
+        *overrides,
+        hydra=True,
+    )
 
 
 def test_grid_times_cases_and_user_overrides():
@@ -64,8 +70,9 @@ def test_runs_resumes_and_reports(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, not duplicated
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/summary.md", "report/metrics.json", "report/activations.png"} <= artifacts
-    children = client.search_runs([parents[0].info.experiment_id],
-                                  "tags.study = 'activations' and tags.stage = 'train'")
+    children = client.search_runs(
+        [parents[0].info.experiment_id], "tags.study = 'activations' and tags.stage = 'train'"
+    )
     assert len(children) == 6  # 4 runs, then the 2 failed ones again: every child is found by its study tag
     superseded = [c for c in children if c.data.tags.get("superseded") == "true"]
     assert len(superseded) == 2 and all(c.info.status == "FAILED" for c in superseded)  # the first attempts
@@ -95,8 +102,10 @@ def test_rerunning_a_finished_study_creates_no_runs(tmp_path):
 def test_a_case_grid_of_one_value_is_kept():
     cfg = config("study=depth", "study.size=smoke", hydra=True)
     with open_dict(cfg):
-        cfg.study.cases = [{"name": "one", "grid": {"optimizer.lr": 0.3}},
-                           {"name": "two", "grid": {"optimizer.lr": "0.1,1"}}]
+        cfg.study.cases = [
+            {"name": "one", "grid": {"optimizer.lr": 0.3}},
+            {"name": "two", "grid": {"optimizer.lr": "0.1,1"}},
+        ]
         cfg.study.grid = {}
     jobs = [j for j in grid.expand(cfg) if j.cfg.model.depth == 2]  # the smoke size's depths: 2 and 6
     assert sorted(j.cfg.optimizer.lr for j in jobs) == [0.1, 0.3, 1.0]
