@@ -9,6 +9,8 @@ from mlflow import MlflowClient
 
 from tests.helpers import cli, free_port, serving
 
+pytestmark = pytest.mark.slow  # a real `mlflow server` per module: make test-slow and CI run it
+
 MLFLOW = Path(sys.executable).parent / "mlflow"
 START_SECONDS = 90  # a cold start (schema creation, app import) takes about 10 s on 2 cores
 

@@ -23,6 +23,7 @@ def test_bad_ablate_values_are_named():
         ablate.cases(config("ablate.strengths=[-1]", name="ablate").ablate)
 
 
+@pytest.mark.slow
 def test_a_small_ablation_runs_and_reports(tmp_path):
     cfg = config(
         "study.size=smoke",
