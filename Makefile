@@ -9,25 +9,28 @@ STAMP  := $(VENV)/.installed
 .PHONY: help run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
-run: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+run: $(STAMP)  ## the flagship study (depth) end to end, then the one-page report of every study
 	$(PY) -m pipeline.study study=depth
 	$(PY) -m pipeline.report
 
 # a small ad-hoc sweep: 3 activations x 2 inits at depth 8, in parallel, one MLflow parent run
-sweep: $(STAMP)
+sweep: $(STAMP)  ## a small ad-hoc Hydra multirun: 3 activations x 2 inits at depth 8
 	$(PY) -m pipeline.train -m hydra/launcher=joblib model.activation=sigmoid,tanh,relu \
 		init=xavier_uniform,he_normal model.depth=8 train.epochs=10
 
 # DVC runs `python`: the venv's, first on PATH
-repro: $(STAMP)
+repro: $(STAMP)  ## the whole DVC pipeline (dvc repro with the venv first on PATH)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
 
 # params.yaml = conf/ composed (what plain `dvc repro` reads; dvc exp run -S recomposes it itself)
-params: $(STAMP)
+params: $(STAMP)  ## rewrite params.yaml from conf/ (what plain dvc repro reads)
 	$(PY) -m pipeline.params
 
 # DVC's plots as one HTML page that works offline (vega inlined: .dvc/plots/offline.html)
-plots: $(STAMP)
+plots: $(STAMP)  ## DVC's plots as one offline HTML page (dvc_plots/)
 	$(VENV)/bin/dvc plots show -o dvc_plots
 
 # the MLflow UI on the project's store (UI_STORE: the folder with mlflow.db and artifacts/), http://127.0.0.1:5000.
@@ -35,28 +38,28 @@ plots: $(STAMP)
 # Experiments created from the UI keep their artifacts in $(UI_STORE)/artifacts, like the pipeline's.
 UI_STORE ?= $(CURDIR)/mlruns
 UI_PORT  ?= 5000
-ui: $(STAMP)
+ui: $(STAMP)  ## the MLflow UI on mlruns/ at http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(UI_STORE)/mlflow.db \
 		--default-artifact-root $(UI_STORE)/artifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
-test: $(STAMP)
+test: $(STAMP)  ## the default test suite (under 2 minutes)
 	$(PY) -m pytest -q
 
 # ruff (lint rules and formatting) and mypy, configured in pyproject.toml; .pre-commit-config.yaml runs the same
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (rules and formatting) and mypy, as CI runs them
 	$(VENV)/bin/ruff check pipeline tests benchmarks
 	$(VENV)/bin/ruff format --check pipeline tests benchmarks
 	$(VENV)/bin/mypy
 
 # the slow tests alone: every study end to end at smoke size, the browser, servers, clusters, benchmarks
-test-slow: $(STAMP)
+test-slow: $(STAMP)  ## the slow tests the default suite leaves out
 	$(PY) -m pytest -q -m slow
 
 # everything: the default suite and the slow tests
-test-all: $(STAMP)
+test-all: $(STAMP)  ## every test
 	$(PY) -m pytest -q -m ""
 
-gradcheck: $(STAMP)
+gradcheck: $(STAMP)  ## backprop against finite differences
 	$(PY) -m pipeline.gradcheck
 
 # The set-up. requirements.lock pins every package gradlab needs with its dev and dist extras (exact versions,
@@ -92,10 +95,10 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 
 # requirements.lock again from pyproject.toml (after changing its dependencies), keeping each pin that still fits;
 # `make lock LOCK_FLAGS=--upgrade` takes the newest versions instead. The bench extra (torch) stays out.
-lock: | $(PY)
+lock: | $(PY)  ## regenerate requirements.lock from pyproject.toml
 	@uv=$$($(FIND_UV)) || { echo "make lock needs uv: none on PATH, and pip could not install uv==$(UV_VERSION)" >&2; exit 1; }; \
 	$$uv pip compile pyproject.toml --extra dev --extra dist --universal --quiet \
 		--custom-compile-command 'make lock' $(LOCK_FLAGS) -o $(LOCK) && echo "$(LOCK) written by $$uv"
 
-clean:
+clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis outputs multirun
