@@ -50,6 +50,7 @@ def test_a_run_that_learned_is_healthy():
     "change",
     [
         {"train/final_loss": 2.29, "test/acc": 0.36},  # a constant predictor's loss, a lucky argmax: learned nothing
+        {"train/final_loss": 2.32, "test/acc": 0.36},  # the same, just above it
         {"test/acc": 0.10},  # at chance, whatever the loss did (a flat, overconfident net can lower it a little)
         {"test/acc": 0.32},  # within a quarter of the way from chance (0.1) to 1: 0.325
     ],
@@ -100,3 +101,8 @@ def test_chance_loss_is_the_label_entropy_for_cross_entropy_and_a_constant_predi
     for name in ("mse", "hinge"):  # no constant does better: a trained net's loss must go below it
         loss = make_loss(name)
         assert chance_loss(loss, y, 2) <= loss.value(np.zeros((100, 2)), y) + 1e-12
+
+
+def test_an_overconfident_net_that_learned_is_not_called_not_learning():
+    # a large init under Adam: 70% right, but the wrong answers so confident that the loss is far above ln 10
+    assert learned({**TRAINED, "train/final_loss": 6.5, "test/acc": 0.70})
