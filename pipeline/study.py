@@ -1,8 +1,8 @@
 """python -m pipeline.study study=NAME [study.size=smoke|default|full] [study.n_jobs=N]
 
 A study is a sweep plus a verdict: its grid (pipeline/studies/grid.py) runs in parallel, every job a
-child of one MLflow parent run per study and size; jobs already FINISHED with the same config hash are
-skipped, so an interrupted study resumes and a finished one returns at once; then the study's module
+child of one MLflow parent run per study and size; jobs already FINISHED with the same config hash by the
+same code are skipped, so an interrupted study resumes and a finished one returns at once; then the study's module
 turns the runs into findings (checks, table, figures) and pipeline/studies/render.py writes
 reports/<study>/. See docs/ARCHITECTURE.md, "Studies".
 """
@@ -23,6 +23,7 @@ from pipeline.data import prepared
 from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
+from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
 from pipeline.studies import STUDIES, findings_for, render
@@ -71,14 +72,23 @@ def _study_run(job: Job, child: Run | None, uri: str | None) -> StudyRun:
     )
 
 
+def current(run: Run) -> bool:
+    """FINISHED by the code that runs now (same code version: results and labels are today's)."""
+    return run.info.status == "FINISHED" and run.data.tags.get("code_version") == code_version()
+
+
 def _pick(children: list[Run]) -> dict[str, Run]:
-    """Per config hash, the latest attempt: the newest FINISHED child, else the newest other one."""
+    """Per config hash, the latest attempt: the newest child FINISHED by today's code, else the newest one.
+
+    A child finished by older code is never picked over a newer attempt, nor counted as done (study.run
+    runs its job again): a changed engine, probe or diagnosis must not leave stale results counted.
+    """
     best: dict[str, Run] = {}
     for c in sorted(children, key=lambda c: c.info.start_time):
         h = c.data.tags.get("config_hash")
         if h is None:
             continue
-        if h not in best or c.info.status == "FINISHED" or best[h].info.status != "FINISHED":
+        if h not in best or current(c) or not current(best[h]):
             best[h] = c
     return best
 
@@ -132,7 +142,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         tracked = (uri, parent.run_id) if uri and parent.run_id else None
         done = {}
         if tracked:
-            done = {h: c for h, c in _pick(tracking.child_runs(*tracked)).items() if c.info.status == "FINISHED"}
+            done = {h: c for h, c in _pick(tracking.child_runs(*tracked)).items() if current(c)}
         todo = [j for j in jobs if j.hash not in done]
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None

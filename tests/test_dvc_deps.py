@@ -9,13 +9,13 @@ import json
 import re
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.harness.paths import ROOT
+from pipeline.harness.provenance import closure, module_file
 from pipeline.studies import STUDIES
 
 DVC = Path(sys.executable).parent / "dvc"
@@ -30,44 +30,6 @@ COMPOSED = (
     "conf/regularizer",
     "conf/train",
 )
-
-
-def module_file(name: str) -> Path | None:
-    """pipeline.x.y -> pipeline/x/y.py or pipeline/x/y/__init__.py (None outside the project)."""
-    base = ROOT / Path(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-@cache
-def imports(path: Path) -> frozenset[Path]:
-    """The project files `path` imports anywhere in its body (function-level imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            if name.split(".")[0] == "pipeline":
-                parts = name.split(".")
-                for i in range(1, len(parts) + 1):  # a package's __init__ runs on the way down
-                    if (f := module_file(".".join(parts[:i]))) is not None:
-                        found.add(f)
-    return frozenset(found)
-
-
-def closure(*starts: Path) -> set[Path]:
-    seen, todo = set(), list(starts)
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo.extend(imports(path))
-    return seen
 
 
 def stages() -> dict[str, dict]:

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
+from pipeline.harness.provenance import code_version
 from pipeline.harness.sweep import in_multirun, job_label, sweep_info
 
 History = dict[str, list[tuple[int, float]]]
@@ -63,7 +64,7 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     if not cfg.tracking.enabled:
         return tracking.NullRun()
     tracking.end_stale_active_run()
-    all_tags = {"stage": stage, "config_hash": config_hash(cfg), **(tags or {})}
+    all_tags = {"stage": stage, "config_hash": config_hash(cfg), "code_version": code_version(), **(tags or {})}
     if cfg.tracking.get("study"):  # a study's child
         all_tags["study"] = cfg.tracking.study
     sweep = sweep_info() if in_multirun() else {}

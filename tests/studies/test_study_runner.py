@@ -110,3 +110,20 @@ def test_a_case_grid_of_one_value_is_kept():
     jobs = [j for j in grid.expand(cfg) if j.cfg.model.depth == 2]  # the smoke size's depths: 2 and 6
     assert sorted(j.cfg.optimizer.lr for j in jobs) == [0.1, 0.3, 1.0]
     assert [j.values for j in jobs if j.case == "one"] == [{"optimizer.lr": "0.3", "model.depth": "2"}]
+
+
+def test_a_child_finished_by_older_code_is_run_again_not_counted(tmp_path, monkeypatch):
+    """Same config, changed code (engine, probes, diagnosis...): the job runs again and the old child is
+    superseded, so no stale result or label counts (n_jobs=1: the jobs run in this process)."""
+    cfg = study_cfg(tmp_path, "dead_relu", "study.n_jobs=1")
+    first = study.run(cfg)
+    assert first["ran"] == first["runs"]
+    monkeypatch.setattr(study, "code_version", lambda: "changed-code")
+    monkeypatch.setattr("pipeline.harness.recording.code_version", lambda: "changed-code")
+    second = study.run(cfg)
+    assert second["ran"] == second["runs"] and second["skipped"] == 0
+    client = MlflowClient(tmp_store(tmp_path))
+    children = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.stage = 'train'")
+    old = [c for c in children if c.data.tags["code_version"] != "changed-code"]
+    assert len(old) == first["runs"] and all(c.data.tags.get("superseded") == "true" for c in old)
+    assert study.run(cfg)["ran"] == 0  # today's code finished them all: resumed, nothing to run
