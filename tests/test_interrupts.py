@@ -22,7 +22,7 @@ def runs_in(store):
         return client, []
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_signal_marks_the_run_killed_and_keeps_its_metrics(tmp_path, sig, code):
     store = tmp_store(tmp_path)
     proc = subprocess.Popen(

@@ -452,6 +452,7 @@ def test_retry_gives_up_and_ignores_other_errors(monkeypatch):
     assert calls == [2] and delays == []
 
 
+@pytest.mark.slow
 def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
     """The schema is built under a lock file: four commands started together on a new store all work."""
     import subprocess

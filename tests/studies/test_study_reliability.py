@@ -49,6 +49,7 @@ def test_eight_jobs_on_a_fresh_store_lose_no_metric(tmp_path):
             assert len(stored) == len(logged[kid.info.run_name][key]) > 0, (kid.info.run_name, key)
 
 
+@pytest.mark.slow  # benchmarks/stability.py also compares whole studies across n_jobs
 def test_same_metrics_whatever_n_jobs_and_order(tmp_path):
     cases = [
         {"name": "a", "seed": 0},
