@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from pipeline.harness.cli import stage_main
 from pipeline.harness.paths import ROOT
 from pipeline.studies import STUDIES
+from pipeline.studies.checks import cell
 from pipeline.studies.render import SUMMARY_JSON
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
@@ -55,6 +56,14 @@ def entry(folder: Path) -> dict:
     }
 
 
+def check_counts(checks: list[dict]) -> str:
+    """ "9 hold", or "8 hold, 1 undecided: <the checks that did not hold>"."""
+    counts = {o: sum(c["outcome"] == o for c in checks) for o in ("holds", "fails", "undecided")}
+    text = ", ".join(f"{n} {'hold' if o == 'holds' else o}" for o, n in counts.items() if n)
+    others = [f"{c['name']} ({c['outcome']})" for c in checks if c["outcome"] != "holds"]
+    return text + (": " + "; ".join(others) if others else "")
+
+
 def gather(root: Path) -> tuple[str, list[dict]]:
     """The index in Markdown (image links relative to root) and one entry per study."""
     entries, sections = [], []
@@ -65,7 +74,7 @@ def gather(root: Path) -> tuple[str, list[dict]]:
         sections.append(body.replace("# Study", "## Study", 1))
     lines = ["# gradlab: the seeds' claims, measured", "", "| study | verdict | runs | checks |", "|---|---|---|---|"]
     for e in entries:
-        checks = "; ".join(f"{c['name']}: {c['outcome']}" for c in e["checks"])
+        checks = cell(check_counts(e["checks"]))
         lines.append(
             f"| [{e['study']}](#study-{e['study'].replace('_', '-')}) | {e['verdict_text']} | "
             f"{e['runs'] if e['runs'] is not None else '-'} | {checks} |"

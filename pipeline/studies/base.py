@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.harness.recording import History
-from pipeline.studies.checks import Check
+from pipeline.studies.checks import Check, cell
 
 # MLflow stores +-inf as the largest double; read back, that means infinity
 _MLFLOW_INF = 1.7976931348623157e308
@@ -98,8 +98,8 @@ def fmt(v: Any) -> str:
 
 
 def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
+    head = "| " + " | ".join(cell(c) for c in columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(cell(fmt(r.get(c))) for c in columns) + " |\n" for r in rows)
 
 
 def finished(runs: list[StudyRun]) -> list[StudyRun]:

@@ -208,10 +208,15 @@ def verdict(checks: list[Check]) -> Verdict:
     return Verdict(name, holds, fails, undecided)
 
 
+def cell(text: object) -> str:
+    """Text safe inside a Markdown table cell (a `|`, as in |mean|, would end the cell)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def checks_table(checks: list[Check]) -> str:
     """The checks as a Markdown table, in the claim's order."""
     lines = ["| check | measured | expected | outcome |", "|---|---|---|---|"]
     for c in checks:
         outcome = f"**{c.outcome}**" + (f" ({c.why})" if c.why else "")
-        lines.append(f"| {c.name} | {c.measured} | {c.expected} | {outcome} |")
+        lines.append("| " + " | ".join(cell(x) for x in (c.name, c.measured, c.expected, outcome)) + " |")
     return "\n".join(lines) + "\n"
