@@ -5,20 +5,7 @@ import pytest
 
 from pipeline.analysis.diagnosis import diagnose, learned
 from pipeline.analysis.theory import predicted_act_var
-from pipeline.engine import MLP, make_activation, make_initializer
-
-
-def net_of(activation="relu", depth=2, width=4, in_dim=3, out_dim=2, init="he_normal", seed=0, dtype=np.float64):
-    return MLP(
-        in_dim,
-        out_dim,
-        depth,
-        width,
-        make_activation(activation),
-        make_initializer(init),
-        np.random.default_rng(seed),
-        dtype,
-    )
+from tests.probes.test_probes import net_of
 
 
 def test_verdicts():
