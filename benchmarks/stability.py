@@ -1,13 +1,14 @@
 """Proof that verdicts are stable: every study, several times, at n_jobs 1 and 2, every check compared.
 
     python benchmarks/stability.py [--size default] [--repeats 2] [--jobs 1,2] [--studies depth,init]
-                                   [--out benchmarks/stability.json] [--readme README.md]
+                                   [--out benchmarks/stability.json] [--readme README.md] [--merge]
 
 Each (repeat, n_jobs) pass runs `python -m pipeline.study study=NAME` as a user would, on a fresh MLflow
 store of its own (a shared store would resume instead of running again). A study is stable when every
 pass gives the same outcome for every check (and so the same verdict). The full run (default size, 2
-repeats x n_jobs 1 and 2) takes about an hour on 2 cores; it rewrites benchmarks/stability.json and the
-study table between the markers in README.md.
+repeats x n_jobs 1 and 2) took 18 min 20 s on 2 cores; it rewrites benchmarks/stability.json and the
+study table between the markers in README.md (with --readme). --merge runs only --studies and keeps the
+others' results from --out.
 """
 
 from __future__ import annotations
@@ -90,15 +91,25 @@ def collect(studies: list[str], size: str, repeats: int, jobs: list[int]) -> dic
                         f"({p['seconds']:.0f} s)",
                         flush=True,
                     )
-            result["studies"][name] = {"passes": passes, **compare(passes)}
+            result["studies"][name] = {"passes": passes, "date": result["date"], **compare(passes)}
     return result
+
+
+def merge(old: dict, new: dict) -> dict:
+    """`new`'s studies over `old`'s (same size, repeats and n_jobs), in the order of STUDIES."""
+    if (old.get("size"), old.get("repeats"), old.get("jobs")) != (new["size"], new["repeats"], new["jobs"]):
+        raise SystemExit("--merge: the earlier results were measured with another size, repeats or n_jobs")
+    studies = {**old["studies"], **new["studies"]}
+    return {**new, "studies": {n: studies[n] for n in STUDIES if n in studies}}
 
 
 def table(result: dict) -> str:
     """The README's study table: verdict, whether it was identical across the passes, wall times."""
     jobs = result["jobs"]
+    dates = sorted({s.get("date", result["date"]) for s in result["studies"].values()})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
     lines = [
-        f"Measured by `python benchmarks/stability.py` on {result['date']} ({result['size']} size, "
+        f"Measured by `python benchmarks/stability.py` on {when} ({result['size']} size, "
         f"{result['repeats']} repeats x n_jobs {' and '.join(map(str, jobs))}, a fresh store each pass):",
         "",
         f"| study | verdict | identical across the {result['repeats'] * len(jobs)} passes | "
@@ -142,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", default=",".join(STUDIES))
     parser.add_argument("--out", type=Path, default=HERE / "stability.json")
     parser.add_argument("--readme", type=Path, default=None, help="rewrite this README's study table")
+    parser.add_argument("--merge", action="store_true", help="keep the other studies' results from --out")
     args = parser.parse_args(argv)
     studies = [s for s in args.studies.split(",") if s]
     unknown = [s for s in studies if s not in STUDIES]
@@ -149,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --studies: got {unknown}; allowed: {', '.join(STUDIES)}", file=sys.stderr)
         return 2
     result = collect(studies, args.size, args.repeats, [int(j) for j in args.jobs.split(",")])
+    if args.merge and args.out.exists():
+        result = merge(json.loads(args.out.read_text()), result)
     args.out.write_text(json.dumps(result, indent=2))
     text = table(result)
     if args.readme is not None:
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     unstable = [n for n, s in result["studies"].items() if not s["identical"]]
     print(
-        f"stable: {len(studies) - len(unstable)} of {len(studies)}"
+        f"stable: {len(result['studies']) - len(unstable)} of {len(result['studies'])}"
         + (f"; not: {', '.join(unstable)}" if unstable else "")
     )
     return 0

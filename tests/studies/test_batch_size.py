@@ -182,3 +182,15 @@ def test_smoke_study_end_to_end(tmp_path):
     assert metrics["grad_noise/batch_1"] > metrics["grad_noise/batch_64"] > 0
     for name in ("summary.md", "batch_size.png", "runs.csv"):
         assert (folder / name).is_file()
+
+
+def test_check_names_do_not_carry_the_measured_times(monkeypatch, cfg):
+    """benchmarks/stability.py compares checks by name across runs: a budget in the name made equal outcomes
+    look like different checks."""
+    runs, times = world()
+    names = [c.name for c in decide(monkeypatch, cfg, runs, times).checks]
+    slower = {k: 1.07 * v for k, v in times.items()}  # the same machine, another moment
+    again = decide(monkeypatch, cfg, runs, slower).checks
+    assert [c.name for c in again] == names and [c.outcome for c in again] == outcomes(
+        decide(monkeypatch, cfg, runs, times)
+    )
