@@ -99,7 +99,8 @@ def merge(old: dict, new: dict) -> dict:
     """`new`'s studies over `old`'s (same size, repeats and n_jobs), in the order of STUDIES."""
     if (old.get("size"), old.get("repeats"), old.get("jobs")) != (new["size"], new["repeats"], new["jobs"]):
         raise SystemExit("--merge: the earlier results were measured with another size, repeats or n_jobs")
-    studies = {**old["studies"], **new["studies"]}
+    earlier = {n: {"date": old.get("date", ""), **s} for n, s in old["studies"].items()}  # when each was measured
+    studies = {**earlier, **new["studies"]}
     return {**new, "studies": {n: studies[n] for n in STUDIES if n in studies}}
 
 

@@ -50,6 +50,7 @@ def test_a_differing_check_is_reported():
 def test_merge_keeps_the_other_studies_and_refuses_other_settings():
     old = {"size": "default", "repeats": 2, "jobs": [1, 2], "studies": {"depth": {"x": 1}, "init": {"x": 2}}}
     new = {"size": "default", "repeats": 2, "jobs": [1, 2], "studies": {"depth": {"x": 3}}}
-    assert stability.merge(old, new)["studies"] == {"depth": {"x": 3}, "init": {"x": 2}}
+    old["date"] = "earlier"
+    assert stability.merge(old, new)["studies"] == {"depth": {"x": 3}, "init": {"date": "earlier", "x": 2}}
     with pytest.raises(SystemExit, match="another size"):
         stability.merge({**old, "size": "smoke"}, new)
