@@ -71,7 +71,8 @@ gradcheck: $(STAMP)  ## backprop against finite differences
 # outside pyproject's range fails there: run `make lock`).
 # uv: the venv's, else one on PATH, else bootstrapped into the venv with the venv's pip: nothing written
 # outside the project (no ~/.local, no PATH to fix, no PEP 668 refusal), pinned, gone with `make clean`.
-# `make INSTALLER=pip` forces plain pip.
+# `make INSTALLER=pip` forces plain pip. uv compiles the bytecode at install, as pip does (else the first
+# processes that import MLflow, the first test run's, compile it themselves: seconds each).
 LOCK       := requirements.lock
 INSTALLER  ?= uv
 UV_VERSION ?= 0.13.9
@@ -85,6 +86,7 @@ $(PY):
 $(STAMP): pyproject.toml $(LOCK) | $(PY)
 	@if [ "$(INSTALLER)" = uv ] && uv=$$($(FIND_UV)); then \
 		echo "installing $(LOCK) with $$uv"; pip="$$uv pip"; export VIRTUAL_ENV=$(abspath $(VENV)); \
+		export UV_COMPILE_BYTECODE=1; \
 	else \
 		[ "$(INSTALLER)" = pip ] || echo "no uv on PATH, and pip could not install uv==$(UV_VERSION) into $(VENV)"; \
 		echo "installing $(LOCK) with pip (a couple of minutes)"; pip="$(PY) -m pip --disable-pip-version-check"; \
