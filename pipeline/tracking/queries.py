@@ -1,34 +1,41 @@
-"""Reading runs back from the store: a study's parent and children, JSON artifacts, stale children."""
+"""Reading runs back from the store: a study's parent and children, JSON artifacts, stale children, tags on
+runs already ended. A store that fails raises StoreError (one line)."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
-from pipeline.tracking.store import _retry, client, resolve_uri
+from pipeline.tracking.store import _retry, client, resolve_uri, store_errors, store_failure
 
 
 def find_runs(uri: str, experiment: str, tags: dict[str, str]) -> list:
     """Runs of `experiment` carrying all of `tags`, newest first (empty when the experiment is missing)."""
-    store = client(resolve_uri(uri))
-    found = _retry(store.get_experiment_by_name, experiment)
-    if found is None:
-        return []
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return _retry(
-        store.search_runs, [found.experiment_id], query, max_results=50000, order_by=["attributes.start_time DESC"]
-    )
+    uri = resolve_uri(uri)
+    store = client(uri)
+    with store_errors(uri):
+        found = _retry(store.get_experiment_by_name, experiment)
+        if found is None:
+            return []
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        return _retry(
+            store.search_runs, [found.experiment_id], query, max_results=50000, order_by=["attributes.start_time DESC"]
+        )
 
 
 def download_json(uri: str, run_id: str, artifact_file: str):
-    """A JSON artifact of a run, parsed (None when it is missing)."""
-    store = client(resolve_uri(uri))
-    with tempfile.TemporaryDirectory() as tmp:
+    """A JSON artifact of a run, parsed (None when it is missing; StoreError when the store fails)."""
+    uri = resolve_uri(uri)
+    store = client(uri)
+    with tempfile.TemporaryDirectory() as tmp, store_errors(uri):
         try:
             path = _retry(store.download_artifacts, run_id, artifact_file, tmp)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as exc:
+            if store_failure(exc) is not None:  # not missing: the store failed (a report must not read it as missing)
+                raise
             return None
         with open(path) as f:
             return json.load(f)
@@ -36,17 +43,29 @@ def download_json(uri: str, run_id: str, artifact_file: str):
 
 def child_runs(uri: str, parent_run_id: str) -> list:
     """The runs whose mlflow.parentRunId is `parent_run_id` (a sweep's or a study's jobs)."""
-    store = client(resolve_uri(uri))
-    experiment_id = _retry(store.get_run, parent_run_id).info.experiment_id
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    return _retry(store.search_runs, [experiment_id], query, max_results=50000)
+    uri = resolve_uri(uri)
+    store = client(uri)
+    with store_errors(uri):
+        experiment_id = _retry(store.get_run, parent_run_id).info.experiment_id
+        query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        return _retry(store.search_runs, [experiment_id], query, max_results=50000)
 
 
 def end_running_children(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
     """Mark children still RUNNING (their process died before it could end them) as `status`."""
-    store = client(resolve_uri(uri))
+    uri = resolve_uri(uri)
+    store = client(uri)
     stale = [r for r in child_runs(uri, parent_run_id) if r.info.status == "RUNNING"]
-    for r in stale:
-        _retry(store.set_tag, r.info.run_id, "ended_by", "parent: the job's process could not end it")
-        _retry(store.set_terminated, r.info.run_id, status)
+    with store_errors(uri):
+        for r in stale:
+            _retry(store.set_tag, r.info.run_id, "ended_by", "parent: the job's process could not end it")
+            _retry(store.set_terminated, r.info.run_id, status)
     return len(stale)
+
+
+def tag_run(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    """Set tags on a run this process did not open (a study's earlier attempt of a job), in one call."""
+    uri = resolve_uri(uri)
+    store = client(uri)
+    with store_errors(uri):
+        _retry(store.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)

@@ -1,15 +1,19 @@
-"""The tracking store: URIs, this process's MLflow client, SQLite lock retries and time in MLflow."""
+"""The tracking store: URIs, the check before any work, this process's MLflow client, SQLite lock retries,
+store failures as one-line StoreErrors, and time in MLflow."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import sqlite3
+import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.harness.paths import TRACKING_ROOT
+from pipeline.tracking.signals import interrupted
 
 DEFAULT_EXPERIMENT = "gradlab"
 
@@ -34,12 +39,15 @@ def quiet_mlflow() -> None:
     """Keep MLflow's chatter off the user's terminal unless asked for (called before the first client).
 
     A fresh SQLite store logs "Creating initial MLflow database tables..." at INFO; reading a run's
-    artifacts back (study reports) would draw a progress bar per file on stderr.
+    artifacts back (study reports) would draw a progress bar per file on stderr. MLflow's SQL store logs
+    every database error with its traceback (a locked database, a full disk) and then raises it, which
+    gradlab retries or reports in one line (StoreError): that log is left out too.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def default_uri() -> str:
@@ -92,13 +100,24 @@ def seconds_in_mlflow() -> float:
 
 def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call fn, retrying with exponential backoff while SQLite reports 'database is locked'."""
+    return _attempts(contextlib.nullcontext, fn, args, kwargs)
+
+
+def _attempts(guard: Callable[[], Any], fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    """_retry with each attempt inside `guard()` and the waits between attempts outside it.
+
+    TrackedRun's guard holds interrupts during a SQLite call; between attempts no transaction is open, so
+    an interrupt noted meanwhile is raised there instead of after every retry (seconds, not a minute).
+    Once the process was interrupted, an HTTP call gets one try and a short timeout (`fail_fast`).
+    """
     global _seconds_in_mlflow
     started = time.perf_counter()
     delay = _LOCK_FIRST_DELAY
     try:
         for attempt in range(1, _LOCK_TRIES + 1):
             try:
-                return fn(*args, **kwargs)
+                with guard(), fail_fast() if interrupted() else contextlib.nullcontext():
+                    return fn(*args, **kwargs)
             except Exception as exc:
                 if attempt == _LOCK_TRIES or not _is_locked(exc):
                     raise
@@ -118,8 +137,9 @@ def client(uri: str) -> MlflowClient:
     file and checks it (tens of ms: once per process, not once per run)."""
     found = _clients.get(uri)
     if found is None:
+        check_store(uri)  # once per process: a store that cannot be used is one line, before MLflow tries
         quiet_mlflow()
-        with warnings.catch_warnings(), _schema_lock(uri):
+        with warnings.catch_warnings(), _schema_lock(uri), store_errors(uri):
             # SQLAlchemy 2 deprecation warning from MLflow's own mappers, once per process: not ours to fix.
             warnings.filterwarnings("ignore", message=".*noload.*", category=DeprecationWarning)
             found = _clients[uri] = _retry(MlflowClient, uri)
@@ -165,6 +185,11 @@ def ensure_experiment(uri: str, name: str = DEFAULT_EXPERIMENT, cached: bool = F
 
 def _ensure_experiment(uri: str, name: str) -> str:
     store = client(uri)  # a SQLite store's folder is made under its lock
+    with store_errors(uri):
+        return _ensure_experiment_in(store, uri, name)
+
+
+def _ensure_experiment_in(store: MlflowClient, uri: str, name: str) -> str:
     experiment = _retry(store.get_experiment_by_name, name)
     if experiment is None:
         # A tracking server chooses its own artifact root; a database store we write to directly.
@@ -197,3 +222,363 @@ def ui_command(uri: str) -> str:
         f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_cli} ui --backend-store-uri {uri} "
         f"--default-artifact-root {root} --host 127.0.0.1 --port 5000 --workers 1"
     )
+
+
+# --- the store failing: checked before any work, one line whenever it fails ------------------------------
+
+CHECK_SECONDS = 5  # how long the check waits for a SQLite lock, a server's answer or a database connection
+_PROBE_BYTES = 1 << 20  # written (and removed) beside a SQLite store: a full disk fails here, not mid-run
+# MLflow's own defaults retry an unreachable server for about 4 minutes (7 retries, backoff factor 2) with
+# 120 s per request; these bound one call at about 4 s when refused, 3 x 20 s when nothing answers. A value
+# the user set in the environment wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+_DATABASES = ("postgresql", "mysql", "mssql")  # the other database stores MLflow supports
+ALLOWED_STORES = (
+    "allowed: a writable sqlite:///<path>/mlflow.db, a tracking server that answers (http://<host>:<port>), "
+    "or tracking=off"
+)
+ALLOWED_URIS = (
+    "allowed: sqlite:///<path>/mlflow.db (a relative path is under the project), http(s)://<host>:<port>, "
+    "or a database URI MLflow supports (postgresql://, mysql://, mssql://)"
+)
+
+
+class StoreError(RuntimeError):
+    """The tracking store cannot be used: one line naming the store and the cause (printed like ConfigError).
+
+    `run_notes` say what became of the runs that were open when it failed (`run ... ended FAILED`).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_notes: list[str] = []
+
+    def __str__(self) -> str:
+        return "; ".join([self.message, *filter(None, self.run_notes)])
+
+
+class _Unusable(Exception):
+    """Raised by the probes: what is wrong with the store (`cannot be written`) and why."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(what, why)
+        self.what, self.why = what, why
+
+
+_checked: dict[str, str] = {}  # resolved URI -> how the user named it, for the stores this process checked
+
+
+def _label(configured: str | None) -> str:
+    if not configured and os.environ.get("MLFLOW_TRACKING_URI"):
+        return "tracking.uri (from $MLFLOW_TRACKING_URI)"
+    return "tracking.uri"
+
+
+def bound_http_retries() -> None:
+    """Bounded retries and timeouts for MLflow's HTTP calls, where the user has not set their own."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def check_store(uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Check once per process that the store can be used; return its resolved URI, else raise StoreError.
+
+    A SQLite store: its folder can be made and written (a read-only or full file system, a path under a file,
+    a file you may not write), the database file can be locked for writing within CHECK_SECONDS and is a
+    database. A server: answers an MLflow API call within CHECK_SECONDS. Another database: MLflow connects to
+    it within 2 x CHECK_SECONDS. Any other URI is refused. Nothing is left behind (not even the store's folder).
+    """
+    label = _label(uri)
+    try:
+        resolved = resolve_uri(uri)
+    except ValueError:
+        raise StoreError(f"{label}: got {uri or os.environ.get('MLFLOW_TRACKING_URI')!r}; {ALLOWED_URIS}") from None
+    if resolved in _checked:
+        return resolved
+    bound_http_retries()
+    scheme = resolved.partition("://")[0].partition("+")[0].lower()
+    try:
+        if scheme == "sqlite":
+            if resolved != "sqlite://" and not resolved.startswith("sqlite:///"):
+                raise StoreError(f"{label}: got {resolved!r}; {ALLOWED_URIS}")
+            _check_sqlite(resolved)
+        elif scheme in ("http", "https"):
+            _check_server(resolved, experiment)
+        elif scheme in _DATABASES:
+            _check_database(resolved)
+        elif not scheme.startswith("databricks") and scheme != "uc":  # Databricks: its own auth and retries
+            raise StoreError(f"{label}: got {resolved!r}; {ALLOWED_URIS}")
+    except _Unusable as bad:
+        raise StoreError(f"{label}: {resolved} {bad.what} ({bad.why}); {ALLOWED_STORES}") from None
+    _checked[resolved] = label
+    return resolved
+
+
+def _why(exc: OSError) -> str:
+    """'read-only file system' from an OSError."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _check_sqlite(uri: str) -> None:
+    path_text = uri.removeprefix("sqlite:///")
+    if uri == "sqlite://" or path_text in ("", ":memory:"):
+        return
+    path = Path(path_text)
+    # the store's folder, or the nearest folder above it where the first run will make it: nothing is made here
+    # (a command refused for a mistake found later leaves no mlruns/ behind)
+    nearest = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+    if not nearest.is_dir():
+        raise _Unusable("cannot be written", f"{nearest} is a file, not a folder")
+    try:
+        _write_probe(nearest, _PROBE_BYTES)
+        for existing in (path, Path(f"{path}.lock")):  # what MLflow and the schema lock open for writing
+            if existing.exists():
+                with open(existing, "r+b"):
+                    pass
+    except OSError as exc:
+        raise _Unusable("cannot be written", _why(exc)) from None
+    if path.is_file() and path.stat().st_size:
+        _check_sqlite_lock(path)
+    artifacts = Path(artifact_location(uri).removeprefix("file://"))
+    if artifacts.is_dir():
+        try:
+            _write_probe(artifacts, 1)
+        except OSError as exc:
+            raise _Unusable("cannot be written", f"{_why(exc)}: {artifacts}") from None
+
+
+def _write_probe(folder: Path, size: int) -> None:
+    """Write `size` bytes in a new file in `folder`, then remove it (OSError when the folder cannot take it)."""
+    fd, name = tempfile.mkstemp(prefix=".gradlab-write-check-", dir=folder)
+    try:
+        block = bytes(min(size, 1 << 16))
+        left = size
+        while left > 0:
+            left -= os.write(fd, block[:left])
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def _check_sqlite_lock(path: Path) -> None:
+    """The database takes a write lock within CHECK_SECONDS (then gives it back) and is a database."""
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=CHECK_SECONDS, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _Unusable("cannot be opened", str(exc)) from None
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            why = f"the database is locked by another process for more than {CHECK_SECONDS} s"
+            raise _Unusable("cannot be written", why) from None
+        raise _Unusable("cannot be written", str(exc)) from None
+    except sqlite3.DatabaseError as exc:  # not a database
+        raise _Unusable("cannot be opened", str(exc)) from None
+    finally:
+        con.close()
+
+
+def server_check_seconds() -> int:
+    """How long the check waits for a server: CHECK_SECONDS, or MLFLOW_HTTP_REQUEST_TIMEOUT when that is less."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
+
+    try:
+        return max(1, min(CHECK_SECONDS, MLFLOW_HTTP_REQUEST_TIMEOUT.get()))
+    except ValueError:  # not a number: MLflow says so at its first call
+        return CHECK_SECONDS
+
+
+def _check_server(uri: str, experiment: str) -> None:
+    """One MLflow API call, no retry, server_check_seconds() of timeout: any MLflow answer will do."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    seconds = server_check_seconds()
+    endpoint = "/api/2.0/mlflow/experiments/get-by-name"
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            endpoint,
+            "GET",
+            max_retries=0,
+            timeout=seconds,
+            raise_on_status=False,
+            params={"experiment_name": experiment},
+        )
+    except Exception as exc:  # noqa: BLE001 -- whatever it is, the server did not answer
+        raise _Unusable("does not answer", _http_why(exc, seconds) or _first_line(exc)) from None
+    status = response.status_code
+    if status in (401, 403):
+        raise _Unusable(
+            "refuses access",
+            f"HTTP {status}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN",
+        )
+    if status == 200:
+        return
+    try:
+        code = response.json().get("error_code")
+    except ValueError:
+        code = None
+    if status != 404 or code != "RESOURCE_DOES_NOT_EXIST":  # 404 + that code: a server without the experiment
+        raise _Unusable("does not answer as an MLflow tracking server", f"HTTP {status} on {endpoint}")
+
+
+def _check_database(uri: str) -> None:
+    """MLflow connects to another database within 2 x CHECK_SECONDS (in a thread: a connect can hang)."""
+    outcome: dict[str, BaseException] = {}
+
+    def connect() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MlflowClient(uri).search_experiments(max_results=1)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=connect, name="gradlab-store-check", daemon=True)
+    thread.start()
+    thread.join(2 * CHECK_SECONDS)
+    if thread.is_alive():
+        raise _Unusable("does not answer", f"no connection within {2 * CHECK_SECONDS} s")
+    if "error" in outcome:
+        exc = outcome["error"]
+        why = f"{exc}: install that database's driver" if isinstance(exc, ImportError) else _first_line(exc)
+        raise _Unusable("cannot be opened", why)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """exc and the exceptions it was raised from or during, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _http_why(exc: BaseException, seconds: float | str | None = None) -> str | None:
+    """Why an HTTP call failed, in a few words, when it failed for want of a server (else None).
+
+    `seconds`: the timeout of the call (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT when not given).
+    """
+    import requests
+
+    seconds = seconds or os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    for e in _chain(exc):
+        if isinstance(e, requests.exceptions.SSLError):
+            return f"TLS error: {_first_line(e)}"
+        if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            text = str(e)
+            if "refused" in text:
+                return "connection refused"
+            if "resolve" in text or "Name or service not known" in text:
+                return "host not found"
+            if isinstance(e, requests.exceptions.ConnectTimeout) or "connect timeout" in text:
+                return f"no connection within {seconds} s"
+            if isinstance(e, requests.exceptions.Timeout) or "timed out" in text:
+                return f"no reply within {seconds} s"
+            return f"connection failed: {_first_line(e)}"
+        if isinstance(e, requests.exceptions.RetryError):
+            return "it keeps answering with server errors"
+    text = str(exc)
+    if "Max retries exceeded" in text or "failed with timeout exception" in text:
+        return "no answer after MLflow's retries"
+    return None
+
+
+# SQLite's messages for a store that cannot take a write, as MLflow passes them on
+_SQLITE_FAILURES = (
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "unable to open database file",
+    "disk i/o error",
+    "database is locked",
+    "file is not a database",
+)
+_STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO, errno.ENOTDIR}
+
+
+def store_failure(exc: BaseException) -> tuple[str, str] | None:
+    """(what, why) when exc says the store failed (a full disk, a read-only file, a lock held, no server), else None."""
+    why = _http_why(exc)
+    if why is not None:
+        return "stopped answering", why
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _STORE_ERRNOS:
+            return "cannot be written", _why(e)
+        text = str(e).lower()
+        for message in _SQLITE_FAILURES:
+            if message in text:
+                if message == "database is locked":
+                    return "cannot be written", "the database stayed locked by another process"
+                return "cannot be written", message
+    return None
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn an exception that says the store failed into a one-line StoreError naming the store."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        failure = store_failure(exc)
+        if failure is None:
+            raise
+        what, why = failure
+        _log.debug("the tracking store %s failed", uri, exc_info=True)
+        raise StoreError(f"{_checked.get(uri, 'tracking.uri')}: {uri} {what} ({why})") from exc
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """MLflow's HTTP calls in this block: one try, server_check_seconds() of timeout.
+
+    For the calls made once the store has failed or the user interrupted (ending runs), not for logging.
+    """
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(server_check_seconds())}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def end_run_directly(uri: str, run_id: str, status: str, error: str) -> None:
+    """End a run in a SQLite store that MLflow could not write: the last resort, for a full disk.
+
+    SQLite's rollback journal needs room on the disk; with the journal in memory the status update rewrites
+    a page in place. Only `runs.status`, `runs.end_time` and the `error` tag are written, each in its own
+    transaction (the tag may need a page the disk cannot give). Raises sqlite3.Error when even that fails.
+    """
+    path = Path(uri.removeprefix("sqlite:///"))
+    con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=CHECK_SECONDS, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=MEMORY")
+        con.execute(
+            "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", (status, int(time.time() * 1000), run_id)
+        )
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES ('error', ?, ?)", (error, run_id))
+    finally:
+        con.close()
