@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -20,11 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.tracking.signals import Terminated, _shield, drop_pending
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
-    _retry,
+    StoreError,
+    _attempts,
+    check_store,
     client,
+    end_run_directly,
     ensure_experiment,
+    fail_fast,
     resolve_uri,
     seconds_in_mlflow,
+    store_errors,
+    store_failure,
 )
 
 PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
@@ -110,16 +117,28 @@ class TrackedRun:
             raise RuntimeError("the run is not started")
         return self._client
 
+    @property
+    def _local(self) -> bool:
+        """A SQLite store: this process holds the database's locks while it writes."""
+        return self.uri.startswith("sqlite:")
+
+    def _guard(self) -> contextlib.AbstractContextManager:
+        """Interrupts held during a SQLite call (a half-done transaction would keep its lock); a call to a server
+        can be cut short by Ctrl-C or SIGTERM at any time (MLflow may be retrying one that does not answer)."""
+        return _shield() if self._local else contextlib.nullcontext()
+
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one MLflow call with lock retry, interrupts held until it returns."""
-        with _shield():
-            return _retry(fn, *args, **kwargs)
+        """Run one MLflow call with lock retry (interrupts held during each SQLite attempt); a failing store
+        raises StoreError."""
+        with store_errors(self.uri):
+            return _attempts(self._guard, fn, args, kwargs)
 
     def start(self) -> TrackedRun:
         """Create the run (and the experiment if needed); a second call does nothing."""
         if self.run_id is not None:
             return self
-        with _shield():
+        check_store(self.uri, self.experiment)  # once per process; interruptible
+        with self._guard():
             experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
             self._client = client(self.uri)
         tags = dict(self.tags)
@@ -137,6 +156,7 @@ class TrackedRun:
     def resume(cls, uri: str, run_id: str) -> TrackedRun:
         """Reopen an ended run (a study's parent, on a re-run): RUNNING again, its tags and data kept."""
         run = cls(uri, parent_run_id="")
+        check_store(run.uri)
         run._client = client(run.uri)
         info = run._call(run._client.get_run, run_id).info
         run.run_name, run.run_id = info.run_name, run_id
@@ -214,22 +234,29 @@ class TrackedRun:
             return
         try:
             self.flush()
+        except StoreError:
+            raise  # nothing more to ask of a failed store: the `with` block's exit ends the run the short way
         except BaseException as exc:
             # Metrics were lost: the run did not finish cleanly, whatever the caller asked. An interrupt that
             # lands in this last flush makes it KILLED, anything else FAILED; the error tag says which.
             if status == "FINISHED":
                 status = "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"
                 self._tag_error(exc)
+            self._terminate(status)
             raise
-        finally:
-            self._call(self._store.set_terminated, self.run_id, status)
-            self._ended = True  # only once terminated, so a failed end can be retried
+        self._terminate(status)
+
+    def _terminate(self, status: str) -> None:
+        self._call(self._store.set_terminated, self.run_id, status)
+        self._ended = True  # only once terminated, so a failed end can be retried
 
     def _tag_error(self, exc: BaseException) -> None:
-        """The `error` tag: what ended the run (best effort: the run is ending anyway)."""
+        """The `error` tag: what ended the run (best effort: the run is ending anyway; a failed store raises)."""
         try:
             with _shield():  # a second interrupt waits until the tag is written
                 self.set_tags({"error": describe(exc)[:_MAX_ERROR_TAG]})
+        except StoreError:
+            raise
         except BaseException:  # noqa: BLE001 -- the caller re-raises the exception that ended the run
             _log.exception("could not record the error on run %s", self.run_id)
 
@@ -238,33 +265,93 @@ class TrackedRun:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None:
-            self.end("FINISHED")
+            try:
+                self.end("FINISHED")
+            except StoreError as failed:  # the last flush or the status could not be written
+                failed.run_notes.append(self._end_in_failed_store("FAILED", failed))
+                raise
             return False
         with _shield():  # already unwinding: a second Ctrl-C must not cut the flush and the ending short
             self._end_after(exc)
             drop_pending()
         return False
 
+    def abort(self, exc: BaseException) -> None:
+        """End the run after `exc` as a `with` block would: KILLED for an interrupt, else FAILED."""
+        self.__exit__(type(exc), exc, exc.__traceback__)
+
     def _end_after(self, exc: BaseException) -> None:
-        """Flush and end the run as KILLED (interrupt) or FAILED (error tag); MLflow errors only logged."""
+        """Flush and end the run as KILLED (interrupt) or FAILED (error tag); MLflow errors only logged.
+
+        When the store itself has failed (a StoreError, now or while ending), the run is ended by the shortest
+        way left (`_end_in_failed_store`) and the StoreError's run_notes say how it ended. After an interrupt a
+        server gets one try per call, CHECK_SECONDS each: the user asked to stop.
+        """
+        interrupted = isinstance(exc, (KeyboardInterrupt, Terminated))
+        status = "KILLED" if interrupted else "FAILED"
+        if isinstance(exc, StoreError):
+            exc.run_notes.append(self._end_in_failed_store(status, exc))
+            return
+        quick = fail_fast() if interrupted and not self._local else contextlib.nullcontext()
+        try:
+            with quick:
+                self._record_end(exc, status)
+        except StoreError as failed:
+            note = self._end_in_failed_store(status, exc, tried=not self._local)
+            _log.warning("%s; %s", failed, note)
+
+    def _record_end(self, exc: BaseException, status: str) -> None:
+        """Flush, the error tag, the traceback for a failure, the status; a StoreError stops it at once."""
         try:
             self.flush()
+        except StoreError:
+            raise
         except Exception:
             _log.exception("could not flush metrics of run %s", self.run_id)
         self._tag_error(exc)
-        if isinstance(exc, (KeyboardInterrupt, Terminated)):
-            status = "KILLED"
-        else:
-            status = "FAILED"
+        if status == "FAILED":
             try:
                 trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 self.log_text(trace, "error.txt")  # the whole story, where the tag has one line
+            except StoreError:
+                raise
             except Exception:
                 _log.exception("could not record the error's traceback on run %s", self.run_id)
         try:
             self.end(status)
+        except StoreError:
+            raise
         except Exception:
             _log.exception("could not end run %s as %s", self.run_id, status)
+
+    def _end_in_failed_store(self, status: str, exc: BaseException, tried: bool = False) -> str:
+        """End the run in a store that failed, the shortest way left; say how it went (`run ... ended FAILED`).
+
+        SQLite: straight into the database with the journal in memory (a full disk has no room for one). A
+        server or another database: the status, then the error tag, once each without retries (`tried`: a call
+        just failed that way, so the store is not asked again). Nothing here waits longer than CHECK_SECONDS.
+        An empty note when there is no run to end.
+        """
+        if self._ended or self.run_id is None:
+            return ""
+        error = describe(exc)[:_MAX_ERROR_TAG]
+        try:
+            if self._local:
+                end_run_directly(self.uri, self.run_id, status, error)
+            elif tried:
+                raise StoreError("the store failed while the run was ending")
+            else:
+                with fail_fast():
+                    self._store.set_terminated(self.run_id, status)  # first: the run must not stay RUNNING
+                    with contextlib.suppress(Exception):
+                        self._store.log_batch(self.run_id, tags=[RunTag("error", error)], synchronous=True)
+        except Exception as failed:  # noqa: BLE001 -- said in the note; the caller raises the store's error
+            why = store_failure(failed)
+            _log.debug("could not end run %s in the failed store", self.run_id, exc_info=True)
+            return f"run {self.run_id} could not be ended ({why[1] if why else failed}) and stays RUNNING"
+        finally:
+            self._ended = True
+        return f"run {self.run_id} ended {status}"
 
 
 class NullRun:
@@ -311,6 +398,9 @@ class NullRun:
         """Do nothing."""
 
     def end(self, status: str = "FINISHED") -> None:
+        """Do nothing."""
+
+    def abort(self, exc: BaseException) -> None:
         """Do nothing."""
 
     def __enter__(self) -> NullRun:
