@@ -18,7 +18,7 @@ from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import probe_indices
-from pipeline.harness.recording import Recorder, log_config, open_run
+from pipeline.harness.recording import Recorder, check_store, log_config, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.validate import validate
 from pipeline.probes import ProbeSet, build_probes
@@ -58,6 +58,7 @@ def per_layer(metrics: dict, prefix: str, n: int) -> list[float]:
 def run(cfg: DictConfig) -> dict:
     """Analyse the configured network at initialization; returns the per-layer profile and verdict."""
     validate(cfg)
+    check_store(cfg)
     data = load_data(cfg)
     with open_run(cfg, "init") as run:
         log_config(run, cfg)

@@ -24,7 +24,7 @@ from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
 from pipeline.harness.provenance import code_version
-from pipeline.harness.recording import HISTORY_FILE, History, decode_history
+from pipeline.harness.recording import HISTORY_FILE, History, check_store, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
 from pipeline.studies import STUDIES, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
@@ -95,7 +95,6 @@ def _pick(children: list[Run]) -> dict[str, Run]:
 
 def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> int:
     """Tag every earlier attempt of a job (KILLED, FAILED, or RUNNING left by a dead process) as superseded."""
-    store = tracking.client(uri)
     marked = 0
     for c in children:
         h = c.data.tags.get("config_hash")
@@ -105,8 +104,7 @@ def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> i
             and c.info.run_id != latest[h].info.run_id
             and c.data.tags.get(SUPERSEDED_TAG) != "true"
         ):
-            store.set_tag(c.info.run_id, SUPERSEDED_TAG, "true")
-            store.set_tag(c.info.run_id, "superseded_by", latest[h].info.run_id)
+            tracking.tag_run(uri, c.info.run_id, {SUPERSEDED_TAG: "true", "superseded_by": latest[h].info.run_id})
             marked += 1
     return marked
 
@@ -121,6 +119,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     backend, dask_address = check_backend(cfg.study)
     if cfg.study.get("stage", "train") not in JOB_STAGES:
         raise ConfigError(f"study.stage: got {cfg.study.stage!r}; allowed: one of {', '.join(JOB_STAGES)}")
+    check_store(cfg)
     mlflow_before = tracking.seconds_in_mlflow()
     pool = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     if backend == "loky":  # workers import the stages while the jobs are composed here

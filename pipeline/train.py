@@ -13,7 +13,7 @@ from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import Loop, layer_activations, probe_indices
-from pipeline.harness.recording import Recorder, log_config, log_history, open_run
+from pipeline.harness.recording import Recorder, check_store, log_config, log_history, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.threads import blas_threads_for
 from pipeline.harness.validate import validate
@@ -23,6 +23,7 @@ from pipeline.probes import ProbeSet
 def run(cfg: DictConfig) -> dict:
     """Train `cfg`; returns the run id, verdict, final metrics and timing."""
     validate(cfg)
+    check_store(cfg)
     data = load_data(cfg)
     t0 = time.perf_counter()
     with open_run(cfg, "train") as run:  # from here on, a failure is recorded as a FAILED run

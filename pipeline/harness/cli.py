@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.harness.paths import CONF_DIR
 from pipeline.harness.sweep import in_multirun, job_label
 from pipeline.harness.validate import ConfigError
-from pipeline.tracking import Terminated, install_signal_handlers
+from pipeline.tracking import StoreError, Terminated, install_signal_handlers
 
 
 def parallel_jobs() -> int:
@@ -79,6 +79,11 @@ def stage_main(
             print(f"error: {job}{e}", file=sys.stderr)
             if multirun:  # one bad job of a sweep must not stop the others
                 return {"status": "invalid", "error": str(e)}
+            sys.exit(2)
+        except StoreError as e:  # the tracking store cannot be used: its open runs are already ended
+            print(f"error: {job}{e}", file=sys.stderr)
+            if multirun:
+                return {"status": "failed", "error": str(e)}
             sys.exit(2)
         except Exception as e:
             if not multirun:

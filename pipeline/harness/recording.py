@@ -59,6 +59,12 @@ def run_name(stage: str) -> str:
     return f"{stage} {job_label()}".strip()
 
 
+def check_store(cfg: DictConfig) -> None:
+    """Before any work: the tracking store can be written or answers, else one line (tracking.StoreError)."""
+    if cfg.tracking.enabled:
+        tracking.check_store(cfg.tracking.uri, cfg.tracking.experiment)
+
+
 def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     """A TrackedRun (or NullRun with tracking.enabled=false) tagged with the stage and config hash."""
     if not cfg.tracking.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -58,7 +59,13 @@ class MlflowSweepCallback(Callback):
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if not config.tracking.enabled:
             return
-        uri = tracking.resolve_uri(config.tracking.uri)
+        try:
+            self._open_parent(config, self.sweep_dir)
+        except tracking.StoreError as e:
+            _stop(e)
+
+    def _open_parent(self, config: DictConfig, sweep_dir: Path) -> None:
+        uri = tracking.check_store(config.tracking.uri, config.tracking.experiment)  # before any job starts
         tracking.ensure_experiment(uri, config.tracking.experiment)  # schema migrated here, not in racing workers
         overrides = " ".join(config.hydra.overrides.task)
         self.parent = tracking.TrackedRun(
@@ -68,9 +75,9 @@ class MlflowSweepCallback(Callback):
             tags={"stage": "sweep", "sweep": overrides},
             parent_run_id="",
         ).start()
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         info = {"parent_run_id": self.parent.run_id, "swept": swept_keys(list(config.hydra.overrides.task))}
-        (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
         assert self.parent.run_id is not None  # started above
         os.environ[tracking.PARENT_RUN_ENV] = self.parent.run_id
 
@@ -78,14 +85,28 @@ class MlflowSweepCallback(Callback):
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
         if self.parent is None or self.parent.run_id is None:
             return
-        children = tracking.child_runs(self.parent.uri, self.parent.run_id)
+        try:
+            self._close_parent(self.parent)
+        except tracking.StoreError as e:
+            self.parent.abort(e)  # ended FAILED the short way; e says how
+            _stop(e)
+
+    def _close_parent(self, parent: tracking.TrackedRun) -> None:
+        assert parent.run_id is not None
+        children = tracking.child_runs(parent.uri, parent.run_id)
         statuses = [r.info.status for r in children]
         jobs = sum(1 for p in self.sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) if self.sweep_dir else 0
         counts = {s: statuses.count(s) for s in sorted(set(statuses))}
         invalid = max(0, jobs - len(children))
         summary = ", ".join(f"{n} {s}" for s, n in counts.items()) + (f", {invalid} invalid" if invalid else "")
-        self.parent.set_tags({"children": str(len(children)), "summary": summary})
-        self.parent.end("FINISHED")
-        print(f"sweep: {len(children)} runs under parent run {self.parent.run_id}: {summary}")
-        local = self.parent.uri.startswith("sqlite:")  # `make ui` serves the project's own store only
-        print(f"open the MLflow UI: {tracking.ui_command(self.parent.uri)}" + ("  (or: make ui)" if local else ""))
+        parent.set_tags({"children": str(len(children)), "summary": summary})
+        parent.end("FINISHED")
+        print(f"sweep: {len(children)} runs under parent run {parent.run_id}: {summary}")
+        local = parent.uri.startswith("sqlite:")  # `make ui` serves the project's own store only
+        print(f"open the MLflow UI: {tracking.ui_command(parent.uri)}" + ("  (or: make ui)" if local else ""))
+
+
+def _stop(error: tracking.StoreError) -> None:
+    """One line and exit 2: Hydra would turn a callback's exception into a warning and run the sweep anyway."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
