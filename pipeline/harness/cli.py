@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.harness.paths import CONF_DIR
 from pipeline.harness.sweep import in_multirun, job_label
 from pipeline.harness.validate import ConfigError
-from pipeline.tracking import StoreError, Terminated, install_signal_handlers
+from pipeline.tracking import StoreError, Terminated, install_signal_handlers, interrupt_outcome, run_counts
 
 
 def parallel_jobs() -> int:
@@ -63,17 +63,16 @@ def stage_main(
     def main(cfg: DictConfig):
         multirun = in_multirun()
         job = f"job {HydraConfig.get().job.num} ({job_label()}): " if multirun else ""
+        runs_before = run_counts()
         try:
             with blas_limit(), sigterm_raises():
                 result = run(cfg)
         except (KeyboardInterrupt, Terminated) as e:
             if multirun:
                 raise
-            # the run is already flushed and marked KILLED by its context manager
-            print(
-                f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED",
-                file=sys.stderr,
-            )
+            # the run is already flushed and marked KILLED by its context manager (if one had started)
+            name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+            print(f"interrupted ({name}): {interrupt_outcome(runs_before)}", file=sys.stderr)
             sys.exit(143 if isinstance(e, Terminated) else 130)
         except ConfigError as e:
             print(f"error: {job}{e}", file=sys.stderr)

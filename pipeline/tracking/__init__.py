@@ -6,7 +6,15 @@ queries: reading runs back; signals: interrupts that end runs cleanly. Callers u
 """
 
 from pipeline.tracking.queries import child_runs, download_json, end_running_children, find_runs, tag_run
-from pipeline.tracking.runs import PARENT_RUN_ENV, NullRun, TrackedRun, end_stale_active_run, flatten
+from pipeline.tracking.runs import (
+    PARENT_RUN_ENV,
+    NullRun,
+    TrackedRun,
+    end_stale_active_run,
+    flatten,
+    interrupt_outcome,
+    run_counts,
+)
 from pipeline.tracking.signals import Terminated, install_signal_handlers
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
@@ -40,7 +48,9 @@ __all__ = [
     "find_runs",
     "flatten",
     "install_signal_handlers",
+    "interrupt_outcome",
     "resolve_uri",
+    "run_counts",
     "seconds_in_mlflow",
     "tag_run",
     "ui_command",

@@ -71,6 +71,25 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# runs this process started, and ended KILLED: what the line after an interrupt says (`interrupt_outcome`)
+_counts = {"started": 0, "killed": 0}
+
+
+def run_counts() -> tuple[int, int]:
+    """(runs started, runs ended KILLED) by this process so far."""
+    return _counts["started"], _counts["killed"]
+
+
+def interrupt_outcome(before: tuple[int, int]) -> str:
+    """What became of this process's runs since `before` (run_counts()), for the line after an interrupt."""
+    started, killed = (now - then for now, then in zip(run_counts(), before, strict=True))
+    if not started:
+        return "before any run started"
+    if killed >= started:
+        return "run marked KILLED"
+    return "a run could not be marked KILLED: the tracking store failed (see the log)"
+
+
 def end_stale_active_run() -> None:
     """End a fluent-API run left active in this (reused loky worker) process by an earlier job."""
     stale = mlflow.active_run()
@@ -150,6 +169,7 @@ class TrackedRun:
             experiment_id = ensure_experiment(self.uri, self.experiment)
             run = self._call(self._store.create_run, experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
+        _counts["started"] += 1
         return self
 
     @classmethod
@@ -161,6 +181,7 @@ class TrackedRun:
         info = run._call(run._client.get_run, run_id).info
         run.run_name, run.run_id = info.run_name, run_id
         run._call(run._client.update_run, run_id, status="RUNNING")
+        _counts["started"] += 1
         return run
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -249,6 +270,7 @@ class TrackedRun:
     def _terminate(self, status: str) -> None:
         self._call(self._store.set_terminated, self.run_id, status)
         self._ended = True  # only once terminated, so a failed end can be retried
+        _counts["killed"] += status == "KILLED"
 
     def _tag_error(self, exc: BaseException) -> None:
         """The `error` tag: what ended the run (best effort: the run is ending anyway; a failed store raises)."""
@@ -351,6 +373,7 @@ class TrackedRun:
             return f"run {self.run_id} could not be ended ({why[1] if why else failed}) and stays RUNNING"
         finally:
             self._ended = True
+        _counts["killed"] += status == "KILLED"
         return f"run {self.run_id} ended {status}"
 
 
