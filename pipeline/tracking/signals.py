@@ -61,8 +61,9 @@ def install_signal_handlers() -> None:
 
 
 def interrupted() -> bool:
-    """Whether this process received SIGINT or SIGTERM since the handlers were installed."""
-    return _interrupted
+    """Whether this process received SIGINT or SIGTERM since the handlers were installed, and they still are
+    (a stage ending its runs; not whatever runs in the process after the stage restored the handlers)."""
+    return _interrupted and signal.getsignal(signal.SIGTERM) is _interrupt
 
 
 def drop_pending() -> None:
