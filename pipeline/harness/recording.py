@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
+from pipeline.data.prepared import data_config
 from pipeline.harness.provenance import code_version
 from pipeline.harness.sweep import in_multirun, job_label, sweep_info
 
@@ -49,8 +50,14 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded)."""
+    """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded).
+
+    The data's identity is its prepared set's (`data=file` adds the file's sha256): a study run again on an
+    edited file runs its jobs again instead of resuming finished ones.
+    """
     c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
+    if "data" in c:
+        c["data"] = data_config(cfg.data)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
