@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,15 +37,18 @@ SUPERSEDED_TAG = "superseded"  # on a child whose job was run again: only the la
 
 
 def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
-    """This study's parent run at this size: the existing one reopened, or a new one."""
+    """This study's parent run at this size (and on this user's data set): the existing one reopened, or a new one."""
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
-    existing = tracking.find_runs(uri, cfg.tracking.experiment, tags)
+    own_data = prepared.data_label(cfg.data)  # data=file / openml: a parent of its own, tagged `data`
+    existing = [r for r in tracking.find_runs(uri, cfg.tracking.experiment, tags) if r.data.tags.get("data") == own_data]
+    if own_data:
+        tags["data"] = own_data
     if existing:
         return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
     return tracking.TrackedRun(
         uri,
         cfg.tracking.experiment,
-        run_name=f"study {cfg.study.name} ({cfg.study.size})",
+        run_name=f"study {cfg.study.name} ({cfg.study.size}{', ' + own_data if own_data else ''})",
         tags={**tags, "claim": cfg.study.claim},
         parent_run_id="",
     ).start()
@@ -176,7 +180,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         runs = [_study_run(j, latest.get(j.hash), uri) for j in jobs]
         seconds = time.perf_counter() - t0
         found = findings_for(name)(runs, cfg)
-        folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / name
+        folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / report_folder(name, cfg)
         files = render.write(name, cfg.study.claim, cfg.study.size, found, runs, seconds, folder)
         for f in files:
             parent.log_artifact(str(f), "report")
@@ -199,6 +203,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     return {
         "study": name,
         "size": cfg.study.size,
+        "data": prepared.data_label(cfg.data),  # None: the study's own data set
         "runs": len(runs),
         "ran": len(todo),
         "skipped": len(jobs) - len(todo),
@@ -217,6 +222,12 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     }
 
 
+def report_folder(name: str, cfg: DictConfig) -> str:
+    """reports/<study>/, or reports/<study>-<data>/ for a user's data set (reports/depth-wine.csv/)."""
+    own_data = prepared.data_label(cfg.data)
+    return name if own_data is None else f"{name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', own_data)}"
+
+
 def conclusion(found) -> str:
     """One line: each check with what it measured and its outcome."""
     return "; ".join(f"{c.name}: {c.measured} ({c.outcome}{', ' + c.why if c.why else ''})" for c in found.checks)
@@ -225,7 +236,8 @@ def conclusion(found) -> str:
 def summary_line(result: dict) -> str:
     """What the terminal shows: the counts, the verdict, one line per check, where to look."""
     head = (
-        f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
+        f"study {result['study']} ({result['size']}{', ' + result['data'] if result.get('data') else ''}): "
+        f"{result['runs']} runs ({result['ran']} run now, "
         f"{result['skipped']} already finished, {result['failed']} not finished) in {result['seconds']:.1f} s"
         f" (backend {result.get('backend', 'loky')}, {result.get('tracking_seconds', 0.0):.1f} s in MLflow)"
     )
