@@ -40,7 +40,9 @@ def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
     """This study's parent run at this size (and on this user's data set): the existing one reopened, or a new one."""
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
     own_data = prepared.data_label(cfg.data)  # data=file / openml: a parent of its own, tagged `data`
-    existing = [r for r in tracking.find_runs(uri, cfg.tracking.experiment, tags) if r.data.tags.get("data") == own_data]
+    existing = [
+        r for r in tracking.find_runs(uri, cfg.tracking.experiment, tags) if r.data.tags.get("data") == own_data
+    ]
     if own_data:
         tags["data"] = own_data
     if existing:

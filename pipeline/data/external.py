@@ -32,7 +32,8 @@ from pipeline.harness.validate import ConfigError
 
 DATA_HOME = ROOT / "data"  # scikit-learn's data_home: fetch_openml caches its downloads under data/openml/
 SUFFIXES = (".csv", ".npz")
-FETCH_TIMEOUT = 15.0  # seconds a network read may stall before fetch_openml gives up (its retries: 1)
+FETCH_TIMEOUT = 15.0  # seconds a network read may stall before fetch_openml gives up
+FETCH_RETRY_DELAY = 1.0  # seconds before fetch_openml's one retry
 log = logging.getLogger(__name__)
 
 
@@ -55,11 +56,13 @@ def file_sha256(path: Any) -> str:
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(f"data.path: got {path!r}; allowed: the path of an existing .csv or .npz file")
     p = resolve(path)
+    if not p.is_file():
+        raise ConfigError(f"data.path: no file at {p}; allowed: the path of an existing .csv or .npz file")
+    st = p.stat()
     try:
-        st = p.stat()
-    except OSError:
-        raise ConfigError(f"data.path: no file at {p}; allowed: the path of an existing .csv or .npz file") from None
-    return _sha256(str(p), st.st_size, st.st_mtime_ns)
+        return _sha256(str(p), st.st_size, st.st_mtime_ns)
+    except OSError as e:
+        raise ConfigError(f"data.path: {path} cannot be read ({_one_line(e)})") from None
 
 
 @functools.lru_cache(maxsize=32)
@@ -170,7 +173,9 @@ def _read_npz(p: Path, where: str, label: str) -> Table:
         if len(a) != len(y):
             raise ConfigError(f"data.path: {where}: array {name!r} has {len(a)} rows, the labels {len(y)}")
         if a.dtype.kind not in "biuf":
-            raise ConfigError(f"data.path: {where}: array {name!r} is not numeric (dtype {a.dtype}); features must be numbers")
+            raise ConfigError(
+                f"data.path: {where}: array {name!r} is not numeric (dtype {a.dtype}); features must be numbers"
+            )
         block = a.reshape(len(a), -1).astype(np.float64)
         columns.append(block)
         names += [name] if a.ndim == 1 else [f"{name}[{j}]" for j in range(block.shape[1])]
@@ -220,7 +225,7 @@ def _check_finite(X: np.ndarray, names: list[str], key: str, where: str) -> None
     if bad.any():
         row, col = (int(i[0]) for i in np.nonzero(bad))
         raise ConfigError(
-            f"{key}: {where}: {int(bad.sum())} feature values are missing, NaN or infinite (first: column "
+            f"{key}: {where}: feature values missing, NaN or infinite: {int(bad.sum())} (first: column "
             f"{names[col]!r}, row {row + 1}: {X[row, col]}); fill or drop them"
         )
 
@@ -233,7 +238,8 @@ def _labels(values, label: str, where: str) -> tuple[np.ndarray, list]:
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
         raise ConfigError(
-            f"data.label: {where}: {int(missing.sum())} rows have no label in {label!r} (first: row {row + 1})"
+            f"data.label: {where}: rows without a label in {label!r}: {int(missing.sum())} (first: row {row + 1}); "
+            "fill or drop them"
         )
     if is_numeric_dtype(values) or is_bool_dtype(values):
         v = values.to_numpy(dtype=np.float64)
@@ -275,7 +281,7 @@ def at_most(table: Table, n_samples: int | None, seed: int) -> Table:
 
 
 def smallest_class(y: np.ndarray, classes: list | None) -> str:
-    """"the smallest class, 'b', has 2 rows": what a split too small to hold every class in each part lacks."""
+    """ "the smallest class, 'b', has 2 rows": what a split too small to hold every class in each part lacks."""
     counts = np.bincount(y)
     k = int(np.argmin(counts))
     name = classes[k] if classes and k < len(classes) else k
@@ -304,13 +310,13 @@ def fetch_openml(dataset: str, version: int | str = "active", label: str | None 
                 target_column=label if label is not None else "default-target",
                 as_frame="auto",
                 n_retries=1,
-                delay=1.0,
+                delay=FETCH_RETRY_DELAY,
             )
     except HTTPError as e:
         if e.code == 412 or e.code == 404:
             raise ConfigError(f"data.dataset: {where}: OpenML has no such data set ({_one_line(e)})") from None
         raise _unreachable(dataset, home, e) from None
-    except (URLError, TimeoutError, ConnectionError, socket.timeout) as e:
+    except (URLError, TimeoutError, ConnectionError) as e:
         raise _unreachable(dataset, home, e) from None
     except KeyError as e:  # a target column that does not exist
         raise ConfigError(f"data.label: {where} has no column {label!r} ({_one_line(e)})") from None
