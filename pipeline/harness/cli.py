@@ -69,11 +69,9 @@ def stage_main(
         except (KeyboardInterrupt, Terminated) as e:
             if multirun:
                 raise
-            # the run is already flushed and marked KILLED by its context manager
-            print(
-                f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED",
-                file=sys.stderr,
-            )
+            # the run is already flushed and marked KILLED by its context manager; a study says more (a note)
+            line = f"interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'SIGINT'}): run marked KILLED"
+            print(getattr(e, "__notes__", [line])[-1], file=sys.stderr)
             sys.exit(143 if isinstance(e, Terminated) else 130)
         except ConfigError as e:
             print(f"error: {job}{e}", file=sys.stderr)
