@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
+from pipeline.harness import help as _help  # noqa: F401 -- registers the resolvers the --help pages use
 from pipeline.harness.paths import CONF_DIR
 from pipeline.harness.recording import config_hash
 from pipeline.harness.sweep import finished_before, in_multirun, job_label, say
@@ -95,9 +96,14 @@ def stage_main(
             say(text, prefix=f"{job}\n" if job and "\n" in text else job)
         return result
 
+    module = sys.modules.get(run.__module__)
+    spec = getattr(module, "__spec__", None)  # run as `python -m pipeline.train`, the module is __main__
+    stage = (spec.name if spec is not None else run.__module__).rsplit(".", 1)[-1]
+
     @functools.wraps(main)
     def command() -> None:
-        """The stage's command: Hydra's app, and a sweep's interrupt as one line."""
+        """The stage's command: Hydra's app (its --help this stage's own), and a sweep's interrupt as one line."""
+        with_help(stage)
         try:
             main()
         except (KeyboardInterrupt, Terminated) as e:
@@ -108,3 +114,10 @@ def stage_main(
             sys.exit(143 if isinstance(e, Terminated) else 130)
 
     return command
+
+
+def with_help(stage: str) -> None:
+    """`--help` shows the stage's own page, conf/hydra/help/<stage>.yaml (what it does, which groups apply)."""
+    if {"--help", "-h"} & set(sys.argv[1:]) and (CONF_DIR / "hydra" / "help" / f"{stage}.yaml").is_file():
+        if not any(a.startswith("hydra/help=") for a in sys.argv[1:]):
+            sys.argv.append(f"hydra/help={stage}")
