@@ -26,7 +26,7 @@ from pipeline.harness.paths import ROOT
 from pipeline.harness.progress import Progress
 from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
-from pipeline.harness.validate import ConfigError, check_batch_size
+from pipeline.harness.validate import ConfigError, check_batch_size, validate
 from pipeline.studies import STUDIES, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
@@ -130,6 +130,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     n_jobs = cfg.study.n_jobs
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
+    validate({"study": {"progress": cfg.study.get("progress", "auto")}})  # the jobs' keys: checked as composed
     backend, dask_address = check_backend(cfg.study)
     if cfg.study.get("stage", "train") not in JOB_STAGES:
         raise ConfigError(f"study.stage: got {cfg.study.stage!r}; allowed: one of {', '.join(JOB_STAGES)}")

@@ -106,12 +106,14 @@ def stage_main(
         with_help(stage)
         try:
             main()
+            return
         except (KeyboardInterrupt, Terminated) as e:
             line = sweep_interrupted(e)  # only a sweep's process gets here (a single run exits above)
             if line is None:
                 raise
             print(line, file=sys.stderr)
-            sys.exit(143 if isinstance(e, Terminated) else 130)
+            code = 143 if isinstance(e, Terminated) else 130
+        sys.exit(code)  # outside the except: the traceback no longer holds the launcher's pool (leaked semaphores)
 
     return command
 

@@ -184,6 +184,29 @@ def _wait(futures: list, seconds: float) -> None:
             continue
 
 
+def stop_pool(seconds: float = STOP_SECONDS) -> None:
+    """Stop this process's loky pool (a sweep's, run by Hydra's joblib launcher) after an interrupt.
+
+    Every worker gets SIGTERM (a busy one ends its run as KILLED) and `seconds` to exit; then the pool is
+    shut down, the stragglers killed. Without this a SIGTERM'd sweep left its workers training on, orphaned.
+    """
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor  # loky's module-level pool (no public accessor)
+    if executor is None:
+        return
+    processes = list(getattr(executor, "_processes", {}).values())
+    for p in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        with contextlib.suppress(KeyboardInterrupt, tracking.Terminated):  # a second signal: keep stopping
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+    with contextlib.suppress(Exception):  # a pool loky already found broken: its workers are gone
+        executor.shutdown(wait=True, kill_workers=True)
+
+
 BACKENDS = ("loky", "dask")
 DIST_HINT = "pip install -e '.[dist]'"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,10 @@ from pipeline.harness.recording import Recorder
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.sweep import in_multirun
 from pipeline.probes import ProbeContext, ProbeSet
+
+# tqdm's default lock is a multiprocessing one: a worker stopped by a signal leaves it to the resource
+# tracker, which warns of "leaked semaphore objects" after a sweep's last line. One thread lock serves here.
+tqdm.set_lock(threading.RLock())
 
 
 def probe_indices(n_train: int, size: int, rng: np.random.Generator) -> np.ndarray:

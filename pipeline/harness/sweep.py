@@ -272,6 +272,9 @@ class MlflowSweepCallback(Callback):
         self._stop_progress()
         how = "SIGTERM" if isinstance(e, tracking.Terminated) else "SIGINT"
         of = f" of {self.total}" if self.total else ""
+        from pipeline.harness.dispatch import stop_pool
+
+        stop_pool()  # the launcher's workers: their runs ended, none left training orphaned
         if self.parent is None or self.parent.run_id is None:
             return f"sweep interrupted ({how}): {self._live.get('ok', 0)}{of} jobs finished (tracking off: no resume)"
         tracking.end_running_children(self.parent.uri, self.parent.run_id, "KILLED")
