@@ -9,10 +9,10 @@ reports/<study>/. See docs/ARCHITECTURE.md, "Studies".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +24,10 @@ from pipeline.data import prepared
 from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
+from pipeline.harness.progress import Progress
 from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
-from pipeline.harness.validate import ConfigError, check_batch_size
+from pipeline.harness.validate import ConfigError, check_batch_size, validate
 from pipeline.studies import STUDIES, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
@@ -117,6 +118,17 @@ def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> i
     return marked
 
 
+@contextlib.contextmanager
+def _progress(cfg: DictConfig, todo: list[Job], total: int, workers: int, backend: str):
+    """A start line, then the jobs' progress as study.progress says (harness/progress.py); yields dispatch's on_done."""
+    title = f"study {cfg.study.name} ({cfg.study.size})"
+    skipped = f"{total - len(todo)} already finished, " if len(todo) < total else ""
+    where = "in this process" if workers == 1 and backend == "loky" else f"on {workers} {backend} worker(s)"
+    print(f"{title}: {total} jobs, {skipped}" + (f"{len(todo)} to run {where}" if todo else "none to run"), flush=True)
+    with Progress(len(todo), title, cfg.study.get("progress", "auto") if todo else False) as progress:
+        yield lambda i, outcome: progress.job_done(todo[i].label, outcome)
+
+
 def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     """Run (or resume) the study `cfg.study` and write its report (`exclude`: see grid.expand)."""
     if "study" not in cfg or cfg.study is None:
@@ -124,6 +136,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     n_jobs = cfg.study.n_jobs
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
+    validate({"study": {"progress": cfg.study.get("progress", "auto")}})  # the jobs' keys: checked as composed
     backend, dask_address = check_backend(cfg.study)
     if cfg.study.get("stage", "train") not in JOB_STAGES:
         raise ConfigError(f"study.stage: got {cfg.study.stage!r}; allowed: one of {', '.join(JOB_STAGES)}")
@@ -161,18 +174,20 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         parent.set_tags({"backend": backend})
         try:
             cfgs = [j.cfg for j in todo]
-            if backend == "dask":
-                outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address) if todo else []
-            else:
-                outcomes = dispatch(stage, cfgs, workers, threads, pool) if todo else []
-        except (KeyboardInterrupt, tracking.Terminated):
+            with _progress(cfg, todo, len(jobs), workers, backend) as on_done:  # closed before any line below
+                if backend == "dask":
+                    outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address, on_done) if todo else []
+                else:
+                    outcomes = dispatch(stage, cfgs, workers, threads, pool, on_done) if todo else []
+        except (KeyboardInterrupt, tracking.Terminated) as e:
             if tracked:  # whatever a killed worker could not end itself
                 tracking.end_running_children(*tracked, "KILLED")
                 finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(*tracked)).values())
-                print(
-                    f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
-                    "running the same command again resumes",
-                    file=sys.stderr,
+                # the command's one line on an interrupt (harness/cli.py prints it, after the progress bar is gone)
+                how = "SIGTERM" if isinstance(e, tracking.Terminated) else "SIGINT"
+                e.add_note(
+                    f"study {name} ({cfg.study.size}) interrupted ({how}): {finished} of {len(jobs)} jobs finished, "
+                    "the rest marked KILLED; running the same command again resumes"
                 )
             raise
         children = tracking.child_runs(*tracked) if tracked else []

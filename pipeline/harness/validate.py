@@ -176,6 +176,7 @@ RULES: dict[str, Check] = {
     "train.schedule.gamma": number(0, 1, lo_open=True),
     "train.schedule.min_lr": number(0),
     "train.progress": choice(("auto", True, False)),
+    "study.progress": choice(("auto", True, False)),
     "probes.enabled": boolean,
     "probes.every": integer(1),
     "probes.batch_size": integer(1),
