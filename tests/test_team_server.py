@@ -3,6 +3,7 @@ a Dask study logging to it end to end; runs left RUNNING by a killed writer foun
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -204,3 +205,71 @@ def test_load_benchmark_loses_nothing_on_every_setup_at_a_tiny_size(team_server)
     assert rows[0]["values_written"] == 4 * 3 * 5 * 4
     assert rows[0]["values_lost"] == 0 and rows[0]["runs_failed"] == rows[0]["runs_running"] == 0
     assert "| server-postgres | 4 | 240 |" in tracking_load.markdown(rows)
+
+
+# a writer that logs 30 batches over ~9 s, then says what it wrote (or the one line that stopped it)
+STEADY_WRITER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pipeline import tracking
+    out = {"written": 0, "error": None}
+    try:
+        with tracking.TrackedRun(sys.argv[1], "faults", run_name="steady") as run:
+            run.start()
+            out["run_id"] = run.run_id
+            print(json.dumps(out), flush=True)
+            for b in range(30):
+                run.log_metrics({f"k{k}": float(b + k) for k in range(10)}, b)
+                run.flush()
+                out["written"] += 10
+                time.sleep(0.3)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+    print(json.dumps(out), flush=True)
+    """
+)
+
+
+def _steady_writer(url: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", STEADY_WRITER, url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["run_id"]
+
+
+def _outcome(proc: subprocess.Popen, url: str, run_id: str, budget: float) -> tuple[dict, str, int, float]:
+    """What the writer said, its run's status, values read back, and how long it took to end after the fault."""
+    t0 = time.perf_counter()
+    out, _ = proc.communicate(timeout=budget)
+    ended_after = time.perf_counter() - t0
+    said = json.loads(out.strip().splitlines()[-1])
+    client = MlflowClient(url)
+    found = sum(len(client.get_metric_history(run_id, f"k{k}")) for k in range(10))
+    return said, client.get_run(run_id).info.status, found, ended_after
+
+
+@pytest.mark.slow
+def test_writers_ride_out_a_server_restart_and_a_postgresql_restart(team_server):
+    """The MLflow server restarted, then PostgreSQL restarted, while a writer logs: it finishes with nothing
+    lost (its client retries), or fails with one line; it never hangs."""
+    _, args, folder, _ = team_server
+    url = _url(args)
+    t = team.Team(
+        folder, port=int(args[args.index("--port") + 1]), pg_port=int(args[args.index("--pg-port") + 1]), workers=2
+    )
+    for fault in ("server", "postgres"):
+        proc, run_id = _steady_writer(url)
+        time.sleep(2)
+        if fault == "server":
+            team.stop_mlflow(t)
+            time.sleep(1)
+            team.start_mlflow(t)
+        else:
+            team.stop_postgres(t)
+            time.sleep(3)
+            team.start_postgres(t)
+        said, status, found, seconds = _outcome(proc, url, run_id, budget=180)
+        print(f"{fault} restart: {said}, status {status}, {found} read back, ended {seconds:.1f} s after")
+        if said["error"] is None:
+            assert status == "FINISHED" and said["written"] == found == 300, (fault, said, status, found)
+        else:  # a clean failure: one line, the run not left RUNNING
+            assert "\n" not in said["error"] and status in ("FAILED", "KILLED"), (fault, said, status)
