@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from mlflow.entities import Run
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.data import prepared
@@ -26,7 +26,7 @@ from pipeline.harness.paths import ROOT
 from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size
-from pipeline.studies import STUDIES, findings_for, render
+from pipeline.studies import STUDIES, browse, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
 from pipeline.studies.grid import Job, expand
@@ -38,12 +38,12 @@ SUPERSEDED_TAG = "superseded"  # on a child whose job was run again: only the la
 def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
     """This study's parent run at this size: the existing one reopened, or a new one."""
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
-    existing = tracking.find_runs(uri, cfg.tracking.experiment, tags)
+    existing = tracking.find_runs(uri, browse.study_experiment(cfg), tags)
     if existing:
         return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
     return tracking.TrackedRun(
         uri,
-        cfg.tracking.experiment,
+        browse.study_experiment(cfg),
         run_name=f"study {cfg.study.name} ({cfg.study.size})",
         tags={**tags, "claim": cfg.study.claim},
         parent_run_id="",
@@ -147,11 +147,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
         for job in todo:
-            job.cfg.tracking.parent_run_id = parent.run_id
-            job.cfg.tracking.run_name = f"{name} {job.label}"
-            with open_dict(job.cfg):  # the `study` tag on every child: `tags.study = 'depth'` finds them
-                job.cfg.tracking.study = name
-            job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
+            browse.child_tracking(job, cfg, parent.run_id, uri)
+        browse.describe_experiment(parent, cfg, jobs)
         parent.set_tags({"backend": backend})
         try:
             cfgs = [j.cfg for j in todo]
@@ -178,8 +175,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         found = findings_for(name)(runs, cfg)
         folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / name
         files = render.write(name, cfg.study.claim, cfg.study.size, found, runs, seconds, folder)
-        for f in files:
-            parent.log_artifact(str(f), "report")
+        browse.log_answer(parent, cfg, found, runs, files)
         v = study_verdict(found.checks)
         parent.set_tags(
             {
