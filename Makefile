@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean
+.PHONY: help studies run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 help:  ## this list
@@ -15,6 +15,9 @@ help:  ## this list
 run: $(STAMP)  ## the flagship study (depth) end to end, then the one-page report of every study
 	$(PY) -m pipeline.study study=depth
 	$(PY) -m pipeline.report
+
+studies: $(STAMP)  ## every study with its claim, and how to run one
+	@$(PY) -m pipeline.studies
 
 # a small ad-hoc sweep: 3 activations x 2 inits at depth 8, in parallel, one MLflow parent run
 sweep: $(STAMP)  ## a small ad-hoc Hydra multirun: 3 activations x 2 inits at depth 8

@@ -172,3 +172,16 @@ def test_layer_profiles_from_a_history_leave_out_what_is_not_finite():
     assert profiles["profile/grad_norm_last"] == [(1, 1e-2), (2, 0.5)]
     assert profiles["profile/act_std_init"] == [(1, 0.8)]
     assert layer_profiles({"train/loss": [(5, 1.0)]}) == {}
+
+
+def test_a_users_file_is_the_dataset_input_by_its_name_and_path(tmp_path):
+    from pipeline.harness.recording import dataset_input
+    from tests.test_data_file import wine_csv
+
+    csv = wine_csv(tmp_path / "wine.csv")
+    data = config("data=file", f"data.path={csv}").data
+    given = dataset_input(data)
+    _, sidecar = prepared.load_or_build(data)
+    assert given.dataset.name == "wine.csv" and given.dataset.digest == sidecar["sha256"][:10]
+    assert json.loads(given.dataset.source)["uri"] == str(csv)  # the user's file, not the prepared copy
+    assert json.loads(given.dataset.profile)["features_shape"] == [124, 13]

@@ -68,8 +68,14 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded)."""
+    """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded).
+
+    The data's identity is its prepared set's (`data=file` adds the file's sha256): a study run again on an
+    edited file runs its jobs again instead of resuming finished ones.
+    """
     c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
+    if "data" in c:
+        c["data"] = prepared.data_config(cfg.data)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -121,17 +127,19 @@ def dataset_input(data_cfg) -> DatasetInput:
     """The run's prepared data set as an MLflow dataset input, what `mlflow.log_input(dataset, "training")` logs
     (that call needs the run active in this process; TrackedRun logs by run id).
 
-    `mlflow.data.from_numpy` on the training split gives MLflow's schema and profile; the name is the data set's,
-    the digest the start of its content sha256 (the sidecar's: the same arrays, the same digest), the source the
-    .npz file. The runs table's Dataset column shows `name (digest)`, the run's page the rest.
+    `mlflow.data.from_numpy` on the training split gives MLflow's schema and profile; the name is the data set's
+    (`wine.csv` for a user's file), the digest the start of its content sha256 (the sidecar's: the same arrays,
+    the same digest), the source the user's file or the prepared .npz. The runs table's Dataset column shows
+    `name (digest)`, the run's page the rest.
     """
     split, meta = prepared.load_or_build(data_cfg)  # already prepared and checked by the stage: read again, ms
     npz = next((p for p in (prepared.paths(data_cfg, d)[0] for d in _DATA_DIRS) if p.exists()), None)
+    source = (meta.get("source") or {}).get("path") or (str(npz) if npz else str(meta["config"]["name"]))
     dataset = from_numpy(
         split.x_train,
         targets=split.y_train,
-        source=LocalArtifactDatasetSource(str(npz) if npz else str(meta["config"]["name"])),
-        name=str(meta["config"]["name"]),
+        source=LocalArtifactDatasetSource(source),  # a user's file (data=file), else the prepared .npz
+        name=prepared.data_label(data_cfg) or str(meta["config"]["name"]),  # digits; wine.csv; openml iris
         digest=meta["sha256"][:DIGEST_CHARS],
     )
     return DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
