@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.engine import ACTIVATIONS, LOSSES, REGULARIZERS
 from pipeline.engine.gradcheck import away_from_kinks, check_gradients, nudge_from_zero
+from pipeline.harness import help as _help  # noqa: F401 -- registers the resolvers of its --help page
 from pipeline.harness.build import build_loss, build_network, build_regularizer
 from pipeline.harness.seeding import rng_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from pipeline.data.prepared import PREPARED_DIR, load_or_build, paths
+from pipeline.data.prepared import PREPARED_DIR, data_label, load_or_build, paths
 from pipeline.harness.cli import stage_main
 from pipeline.harness.validate import validate
 
@@ -19,8 +19,9 @@ def run(cfg: DictConfig) -> dict:
 def summary_line(result: dict) -> str:
     sizes = result["split_sizes"]
     state = "reused" if result["reused"] else "built"
+    name = data_label(result["config"]) or result["config"]["name"]  # a user's file by its name: wine.csv
     return (
-        f"{result['config']['name']}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
+        f"{name}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
         f"test {sizes['test']}; {result['n_features']} features, {result['n_classes']} classes"
     )
 

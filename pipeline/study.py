@@ -9,24 +9,26 @@ reports/<study>/. See docs/ARCHITECTURE.md, "Studies".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
+import re
 import time
 from pathlib import Path
 
 from mlflow.entities import Run
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.data import prepared
 from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
+from pipeline.harness.progress import Progress
 from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, check_store, decode_history
-from pipeline.harness.validate import ConfigError, check_batch_size
-from pipeline.studies import STUDIES, findings_for, render
+from pipeline.harness.validate import ConfigError, check_batch_size, validate
+from pipeline.studies import STUDIES, browse, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
 from pipeline.studies.grid import Job, expand
@@ -36,15 +38,20 @@ SUPERSEDED_TAG = "superseded"  # on a child whose job was run again: only the la
 
 
 def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
-    """This study's parent run at this size: the existing one reopened, or a new one."""
+    """This study's parent run at this size (and on this user's data set): the existing one reopened, or a new one."""
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
-    existing = tracking.find_runs(uri, cfg.tracking.experiment, tags)
+    own_data = prepared.data_label(cfg.data)  # data=file / openml: a parent of its own, tagged `data`
+    existing = [
+        r for r in tracking.find_runs(uri, browse.study_experiment(cfg), tags) if r.data.tags.get("data") == own_data
+    ]
+    if own_data:
+        tags["data"] = own_data
     if existing:
         return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
     return tracking.TrackedRun(
         uri,
-        cfg.tracking.experiment,
-        run_name=f"study {cfg.study.name} ({cfg.study.size})",
+        browse.study_experiment(cfg),
+        run_name=f"study {cfg.study.name} ({cfg.study.size}{', ' + own_data if own_data else ''})",
         tags={**tags, "claim": cfg.study.claim},
         parent_run_id="",
     ).start()
@@ -109,6 +116,17 @@ def _mark_superseded(uri: str, children: list[Run], latest: dict[str, Run]) -> i
     return marked
 
 
+@contextlib.contextmanager
+def _progress(cfg: DictConfig, todo: list[Job], total: int, workers: int, backend: str):
+    """A start line, then the jobs' progress as study.progress says (harness/progress.py); yields dispatch's on_done."""
+    title = f"study {cfg.study.name} ({cfg.study.size})"
+    skipped = f"{total - len(todo)} already finished, " if len(todo) < total else ""
+    where = "in this process" if workers == 1 and backend == "loky" else f"on {workers} {backend} worker(s)"
+    print(f"{title}: {total} jobs, {skipped}" + (f"{len(todo)} to run {where}" if todo else "none to run"), flush=True)
+    with Progress(len(todo), title, cfg.study.get("progress", "auto") if todo else False) as progress:
+        yield lambda i, outcome: progress.job_done(todo[i].label, outcome)
+
+
 def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     """Run (or resume) the study `cfg.study` and write its report (`exclude`: see grid.expand)."""
     if "study" not in cfg or cfg.study is None:
@@ -116,6 +134,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     n_jobs = cfg.study.n_jobs
     if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and (n_jobs >= 1 or n_jobs == -1)):
         raise ConfigError(f"study.n_jobs: got {n_jobs!r}; allowed: an integer >= 1, or -1 for one per core")
+    validate({"study": {"progress": cfg.study.get("progress", "auto")}})  # the jobs' keys: checked as composed
     backend, dask_address = check_backend(cfg.study)
     if cfg.study.get("stage", "train") not in JOB_STAGES:
         raise ConfigError(f"study.stage: got {cfg.study.stage!r}; allowed: one of {', '.join(JOB_STAGES)}")
@@ -146,26 +165,25 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
         for job in todo:
-            job.cfg.tracking.parent_run_id = parent.run_id
-            job.cfg.tracking.run_name = f"{name} {job.label}"
-            with open_dict(job.cfg):  # the `study` tag on every child: `tags.study = 'depth'` finds them
-                job.cfg.tracking.study = name
-            job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
+            browse.child_tracking(job, cfg, parent.run_id, uri)
+        browse.describe_experiment(parent, cfg, jobs)
         parent.set_tags({"backend": backend})
         try:
             cfgs = [j.cfg for j in todo]
-            if backend == "dask":
-                outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address) if todo else []
-            else:
-                outcomes = dispatch(stage, cfgs, workers, threads, pool) if todo else []
-        except (KeyboardInterrupt, tracking.Terminated):
+            with _progress(cfg, todo, len(jobs), workers, backend) as on_done:  # closed before any line below
+                if backend == "dask":
+                    outcomes = dispatch_dask(stage, cfgs, workers, threads, dask_address, on_done) if todo else []
+                else:
+                    outcomes = dispatch(stage, cfgs, workers, threads, pool, on_done) if todo else []
+        except (KeyboardInterrupt, tracking.Terminated) as e:
             if tracked:  # whatever a killed worker could not end itself
                 tracking.end_running_children(*tracked, "KILLED")
                 finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(*tracked)).values())
-                print(
-                    f"study {name} ({cfg.study.size}) interrupted: {finished} of {len(jobs)} jobs finished; "
-                    "running the same command again resumes",
-                    file=sys.stderr,
+                # the command's one line on an interrupt (harness/cli.py prints it, after the progress bar is gone)
+                how = "SIGTERM" if isinstance(e, tracking.Terminated) else "SIGINT"
+                e.add_note(
+                    f"study {name} ({cfg.study.size}) interrupted ({how}): {finished} of {len(jobs)} jobs finished, "
+                    "the rest marked KILLED; running the same command again resumes"
                 )
             raise
         children = tracking.child_runs(*tracked) if tracked else []
@@ -175,10 +193,9 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         runs = [_study_run(j, latest.get(j.hash), uri) for j in jobs]
         seconds = time.perf_counter() - t0
         found = findings_for(name)(runs, cfg)
-        folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / name
+        folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / report_folder(name, cfg)
         files = render.write(name, cfg.study.claim, cfg.study.size, found, runs, seconds, folder)
-        for f in files:
-            parent.log_artifact(str(f), "report")
+        browse.log_answer(parent, cfg, found, runs, files)
         v = study_verdict(found.checks)
         parent.set_tags(
             {
@@ -198,6 +215,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     return {
         "study": name,
         "size": cfg.study.size,
+        "data": prepared.data_label(cfg.data),  # None: the study's own data set
         "runs": len(runs),
         "ran": len(todo),
         "skipped": len(jobs) - len(todo),
@@ -216,6 +234,12 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
     }
 
 
+def report_folder(name: str, cfg: DictConfig) -> str:
+    """reports/<study>/, or reports/<study>-<data>/ for a user's data set (reports/depth-wine.csv/)."""
+    own_data = prepared.data_label(cfg.data)
+    return name if own_data is None else f"{name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', own_data)}"
+
+
 def conclusion(found) -> str:
     """One line: each check with what it measured and its outcome."""
     return "; ".join(f"{c.name}: {c.measured} ({c.outcome}{', ' + c.why if c.why else ''})" for c in found.checks)
@@ -224,7 +248,8 @@ def conclusion(found) -> str:
 def summary_line(result: dict) -> str:
     """What the terminal shows: the counts, the verdict, one line per check, where to look."""
     head = (
-        f"study {result['study']} ({result['size']}): {result['runs']} runs ({result['ran']} run now, "
+        f"study {result['study']} ({result['size']}{', ' + result['data'] if result.get('data') else ''}): "
+        f"{result['runs']} runs ({result['ran']} run now, "
         f"{result['skipped']} already finished, {result['failed']} not finished) in {result['seconds']:.1f} s"
         f" (backend {result.get('backend', 'loky')}, {result.get('tracking_seconds', 0.0):.1f} s in MLflow)"
     )

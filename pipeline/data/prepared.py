@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.data import external
 from pipeline.data import sources as datasets
 from pipeline.harness.paths import ROOT
 from pipeline.harness.validate import ConfigError
@@ -24,10 +25,29 @@ ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 def data_config(data_cfg) -> dict:
-    """The data group as a plain dict: what identifies a prepared data set."""
+    """The data group as a plain dict: what identifies a prepared data set.
+
+    For `data=file` it also holds the file's sha256 (`file_sha256`): an edited file is another data set.
+    """
     plain = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
     assert isinstance(plain, dict)
+    if plain.get("name") == "file":
+        plain["file_sha256"] = external.file_sha256(plain.get("path"))
     return plain
+
+
+def data_label(data_cfg) -> str | None:
+    """A user's data set in a few words (`wine.csv`, `openml iris`); None for the built-in sets.
+
+    A study run on a user's data set gets its own parent run and report folder by it.
+    """
+    c = data_cfg if isinstance(data_cfg, dict) else OmegaConf.to_container(data_cfg, resolve=True)
+    assert isinstance(c, dict)
+    if c.get("name") == "file":
+        return Path(str(c.get("path"))).name
+    if c.get("name") == "openml":
+        return f"openml {c.get('dataset')}"
+    return None
 
 
 def data_key(data_cfg) -> str:
@@ -52,18 +72,35 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 def build(data_cfg) -> datasets.Split:
-    """Generate, split (stratified) and standardize (fitted on train) in float64."""
+    """Generate (or read), split (stratified) and standardize (fitted on train) in float64."""
+    return _build(data_cfg)[0]
+
+
+def _build(data_cfg) -> tuple[datasets.Split, dict | None]:
+    """The split, and for a file or OpenML set what the sidecar keeps about its source (else None)."""
     c = data_config(data_cfg)
-    extra = {k: v for k, v in c.items() if k not in ("name", "n_samples", "noise", "test_size", "val_size", "seed")}
-    X, y = datasets.load(
-        c["name"], n_samples=c.get("n_samples") or 1000, noise=c.get("noise", 0.0), seed=c["seed"], **extra
-    )
+    source = None
+    if c["name"] in datasets.READERS:  # a user's file, OpenML
+        table = external.read(c)
+        X, y, source = table.X, table.y, table.info
+    else:
+        extra = {k: v for k, v in c.items() if k not in ("name", "n_samples", "noise", "test_size", "val_size", "seed")}
+        X, y = datasets.load(
+            c["name"], n_samples=c.get("n_samples") or 1000, noise=c.get("noise", 0.0), seed=c["seed"], **extra
+        )
     try:
-        return datasets.split_standardize(X, y, c["test_size"], c["val_size"], c["seed"], dtype=np.float64)
+        split = datasets.split_standardize(X, y, c["test_size"], c["val_size"], c["seed"], dtype=np.float64)
     except ValueError as e:  # scikit-learn: a split too small to hold every class
+        if source is None:
+            raise ConfigError(
+                f"data.n_samples: {len(y)} examples cannot be split into train/val/test with every class in each ({e})"
+            ) from None
+        key, where = external.describe(c)
         raise ConfigError(
-            f"data.n_samples: {len(y)} examples cannot be split into train/val/test with every class in each ({e})"
+            f"{key}: {where}: {len(y)} rows cannot be split into train/val/test with every class in each "
+            f"({external.smallest_class(y, source.get('classes'))}; scikit-learn: {' '.join(str(e).split())})"
         ) from None
+    return split, source
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -79,7 +116,8 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR) -> dict:
+def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR, source: dict | None = None) -> dict:
+    """The arrays and their sidecar (`source`: where a file or OpenML set came from, its columns and classes)."""
     npz, sidecar = paths(data_cfg, folder)
     arrays = {name: getattr(split, name) for name in ARRAYS}
     meta = {
@@ -94,6 +132,8 @@ def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR) -> dict:
         "n_classes": split.n_classes,
         "seed": data_config(data_cfg)["seed"],
     }
+    if source is not None:
+        meta["source"] = source
     _write_atomic(npz, lambda f: np.savez(f, **arrays))
     _write_atomic(sidecar, lambda f: f.write(json.dumps(meta, indent=2).encode()))
     return meta
@@ -134,8 +174,8 @@ def load_or_build(data_cfg, folder: Path | None = None) -> tuple[datasets.Split,
         return split, dict(meta, reused=True)
     if why != "not prepared yet":
         log.warning("%s: %s; rebuilding it", paths(data_cfg, folder)[0], why)
-    split = build(data_cfg)
-    return split, dict(save(split, data_cfg, folder), reused=False, rebuilt_because=why)
+    split, source = _build(data_cfg)
+    return split, dict(save(split, data_cfg, folder, source), reused=False, rebuilt_because=why)
 
 
 def as_dtype(split: datasets.Split, dtype) -> datasets.Split:

@@ -1,4 +1,8 @@
-"""Data sets by name (scikit-learn's generators plus spiral and xor) and the train/val/test split."""
+"""Data sets by name (scikit-learn's generators plus spiral and xor) and the train/val/test split.
+
+The sources that read data from outside (a user's file, OpenML) are in `external.py`; their names are here
+(`READERS`) so that the config checks know every allowed `data.name`.
+"""
 
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ def _seed(rng: np.random.Generator) -> int:
 
 
 SOURCES = {f.__name__: f for f in (digits, moons, circles, blobs, classification, spiral, xor)}
+READERS = ("file", "openml")  # data=file (a CSV or .npz) and data=openml (by name): pipeline/data/external.py
 
 
 @dataclass

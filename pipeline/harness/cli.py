@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -14,8 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
+from pipeline.harness import help as _help  # noqa: F401 -- registers the resolvers the --help pages use
 from pipeline.harness.paths import CONF_DIR
-from pipeline.harness.sweep import in_multirun, job_label
+from pipeline.harness.recording import config_hash
+from pipeline.harness.sweep import finished_before, in_multirun, job_label, say
+from pipeline.harness.sweep import interrupted as sweep_interrupted
 from pipeline.harness.validate import ConfigError
 from pipeline.tracking import StoreError, Terminated, install_signal_handlers, interrupt_outcome, run_counts
 
@@ -63,6 +67,9 @@ def stage_main(
     def main(cfg: DictConfig):
         multirun = in_multirun()
         job = f"job {HydraConfig.get().job.num} ({job_label()}): " if multirun else ""
+        if multirun and (previous := finished_before(config_hash(cfg))):  # a resumed sweep: done already
+            say(f"already finished: run {previous}", prefix=job)
+            return {"status": "skipped", "run_id": previous}
         runs_before = run_counts()
         try:
             with blas_limit(), sigterm_raises():
@@ -70,17 +77,19 @@ def stage_main(
         except (KeyboardInterrupt, Terminated) as e:
             if multirun:
                 raise
-            # the run is already flushed and marked KILLED by its context manager (if one had started)
+            # the run is already flushed and marked KILLED by its context manager (if one had started); a study
+            # says more (a note)
             name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
-            print(f"interrupted ({name}): {interrupt_outcome(runs_before)}", file=sys.stderr)
+            line = f"interrupted ({name}): {interrupt_outcome(runs_before)}"
+            print(getattr(e, "__notes__", [line])[-1], file=sys.stderr)
             sys.exit(143 if isinstance(e, Terminated) else 130)
         except ConfigError as e:
-            print(f"error: {job}{e}", file=sys.stderr)
+            say(f"error: {job}{e}", err=True)
             if multirun:  # one bad job of a sweep must not stop the others
                 return {"status": "invalid", "error": str(e)}
             sys.exit(2)
         except StoreError as e:  # the tracking store cannot be used: its open runs are already ended
-            print(f"error: {job}{e}", file=sys.stderr)
+            say(f"error: {job}{e}", err=True)
             if multirun:
                 return {"status": "failed", "error": str(e)}
             sys.exit(2)
@@ -88,11 +97,37 @@ def stage_main(
             if not multirun:
                 raise
             # the job's run is already marked FAILED with the error; the sweep goes on
-            print(f"error: {job}failed: {type(e).__name__}: {e}", file=sys.stderr)
+            say(f"error: {job}failed: {type(e).__name__}: {e}", err=True)
             return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         if summary_line is not None:
             text = summary_line(result)
-            print(f"{job}\n{text}" if job and "\n" in text else f"{job}{text}")
+            say(text, prefix=f"{job}\n" if job and "\n" in text else job)
         return result
 
-    return main
+    module = sys.modules.get(run.__module__)
+    spec = getattr(module, "__spec__", None)  # run as `python -m pipeline.train`, the module is __main__
+    stage = (spec.name if spec is not None else run.__module__).rsplit(".", 1)[-1]
+
+    @functools.wraps(main)
+    def command() -> None:
+        """The stage's command: Hydra's app (its --help this stage's own), and a sweep's interrupt as one line."""
+        with_help(stage)
+        try:
+            main()
+            return
+        except (KeyboardInterrupt, Terminated) as e:
+            line = sweep_interrupted(e)  # only a sweep's process gets here (a single run exits above)
+            if line is None:
+                raise
+            print(line, file=sys.stderr)
+            code = 143 if isinstance(e, Terminated) else 130
+        sys.exit(code)  # outside the except: the traceback no longer holds the launcher's pool (leaked semaphores)
+
+    return command
+
+
+def with_help(stage: str) -> None:
+    """`--help` shows the stage's own page, conf/hydra/help/<stage>.yaml (what it does, which groups apply)."""
+    if {"--help", "-h"} & set(sys.argv[1:]) and (CONF_DIR / "hydra" / "help" / f"{stage}.yaml").is_file():
+        if not any(a.startswith("hydra/help=") for a in sys.argv[1:]):
+            sys.argv.append(f"hydra/help={stage}")

@@ -11,6 +11,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from joblib.externals.loky import get_reusable_executor
@@ -65,6 +66,7 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
     limit = threadpool_limits(limits=threads, user_api="blas") if threads else None
     shared = Board(board) if board else None
     mlflow_before = tracking.seconds_in_mlflow()
+    t0 = time.perf_counter()
     try:
         with sigterm_raises():
             if shared and not shared.enter():
@@ -74,11 +76,13 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             "status": "FINISHED",
             "run_id": result["run_id"],
             "seconds": result.get("seconds"),
+            "elapsed": time.perf_counter() - t0,
+            "verdict": result.get("verdict"),
             "tracking_seconds": tracking.seconds_in_mlflow() - mlflow_before,
             "pid": os.getpid(),
         }
     except Exception as e:  # noqa: BLE001 -- the run itself is already marked FAILED with the error
-        return {"status": "FAILED", "error": f"{type(e).__name__}: {e}"}
+        return {"status": "FAILED", "error": f"{type(e).__name__}: {e}", "elapsed": time.perf_counter() - t0}
     except (KeyboardInterrupt, tracking.Terminated):
         if shared:
             return {"status": "KILLED"}
@@ -90,22 +94,46 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
             limit.restore_original_limits()
 
 
-def dispatch(stage: str, jobs: list[DictConfig], workers: int, threads: int | None, pool: int = 0) -> list[dict]:
+# called with (the job's index in the list, its outcome) as soon as it ends, in the calling process's main thread
+OnDone = Callable[[int, dict], None]
+
+
+def _ignore(index: int, outcome: dict) -> None:
+    pass
+
+
+def dispatch(
+    stage: str,
+    jobs: list[DictConfig],
+    workers: int,
+    threads: int | None,
+    pool: int = 0,
+    on_done: OnDone = _ignore,
+) -> list[dict]:
     """Run the jobs' configs on `workers` loky processes (in this process when 1); interrupts stop them.
 
     `pool`: the size of the study's loky pool when larger (the warmed-up workers: a smaller pool would
     stop one that is still importing); never more than the study's n_jobs, so no more jobs run at once.
+    `on_done(index, outcome)` is called as each job ends, in the order they end; the outcomes come back in
+    the order of `jobs`.
 
     On SIGINT/SIGTERM no new job starts, the busy workers get SIGTERM and a few seconds to end their runs
     as KILLED with their metrics flushed, then the interrupt goes on (joblib alone would SIGKILL them,
     leaving runs RUNNING).
     """
     if workers == 1:
-        return [run_job(stage, cfg, threads) for cfg in jobs]
+        outcomes = []
+        for i, cfg in enumerate(jobs):
+            outcomes.append(run_job(stage, cfg, threads))
+            on_done(i, outcomes[-1])
+        return outcomes
     executor = get_reusable_executor(max_workers=max(workers, pool))
     with tempfile.TemporaryDirectory(prefix="gradlab-board-") as folder:
         futures = [executor.submit(run_job, stage, cfg, threads, folder) for cfg in jobs]
+        index = {f: i for i, f in enumerate(futures)}
         try:
+            for f in concurrent.futures.as_completed(futures):
+                on_done(index[f], f.result())
             return [f.result() for f in futures]
         except (KeyboardInterrupt, tracking.Terminated):
             for f in futures:
@@ -140,6 +168,11 @@ def warm_up(workers: int, uri: str | None = None) -> None:
             executor.submit(_import_stages, uri)
 
 
+def _indexed(index: int, stage: str, cfg: DictConfig, threads: int | None) -> tuple[int, dict]:
+    """run_job's outcome with the job's index (joblib's unordered results say which job they are)."""
+    return index, run_job(stage, cfg, threads)
+
+
 def _wait(futures: list, seconds: float) -> None:
     """Wait for the futures (a signal arriving meanwhile does not cut the wait short)."""
     deadline = time.monotonic() + seconds
@@ -149,6 +182,29 @@ def _wait(futures: list, seconds: float) -> None:
             return
         except (KeyboardInterrupt, tracking.Terminated):  # a second Ctrl-C: keep the promise of a clean stop
             continue
+
+
+def stop_pool(seconds: float = STOP_SECONDS) -> None:
+    """Stop this process's loky pool (a sweep's, run by Hydra's joblib launcher) after an interrupt.
+
+    Every worker gets SIGTERM (a busy one ends its run as KILLED) and `seconds` to exit; then the pool is
+    shut down, the stragglers killed. Without this a SIGTERM'd sweep left its workers training on, orphaned.
+    """
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor  # loky's module-level pool (no public accessor)
+    if executor is None:
+        return
+    processes = list(getattr(executor, "_processes", {}).values())
+    for p in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        with contextlib.suppress(KeyboardInterrupt, tracking.Terminated):  # a second signal: keep stopping
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+    with contextlib.suppress(Exception):  # a pool loky already found broken: its workers are gone
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 BACKENDS = ("loky", "dask")
@@ -188,7 +244,12 @@ def check_backend(study: DictConfig) -> tuple[str, str | None]:
 
 
 def dispatch_dask(
-    stage: str, jobs: list[DictConfig], workers: int, threads: int | None, address: str | None = None
+    stage: str,
+    jobs: list[DictConfig],
+    workers: int,
+    threads: int | None,
+    address: str | None = None,
+    on_done: OnDone = _ignore,
 ) -> list[dict]:
     """Run the jobs through joblib's dask backend: on the scheduler at `address`, else on a LocalCluster.
 
@@ -199,7 +260,7 @@ def dispatch_dask(
     interrupt the client and any local cluster close (its worker processes end); the study's parent marks
     the runs left RUNNING KILLED.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, as_completed
     from joblib import Parallel, delayed, parallel_config
 
     if "DASK_LOGGING__DISTRIBUTED" not in os.environ:  # Hydra's INFO root logger would print every dask event
@@ -210,13 +271,26 @@ def dispatch_dask(
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster, set_as_default=False)
+    outcomes: list[dict] = [{} for _ in jobs]
     try:
         if sum(client.ncores().values()) > 1:
             with parallel_config(backend="dask", client=client):
-                return Parallel(n_jobs=-1, batch_size=1)(delayed(run_job)(stage, cfg, threads) for cfg in jobs)
+                # as they end (on_done sees each at once), each with its index: the outcomes keep the jobs' order
+                ended = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(
+                    delayed(_indexed)(i, stage, cfg, threads) for i, cfg in enumerate(jobs)
+                )
+                for i, outcome in ended:
+                    outcomes[i] = outcome
+                    on_done(i, outcome)
+            return outcomes
         # one worker thread (or none yet): joblib would run every job here, in this process; submit them instead
         n = len(jobs)
-        return client.gather(client.map(run_job, [stage] * n, jobs, [threads] * n, pure=False))
+        futures = client.map(run_job, [stage] * n, jobs, [threads] * n, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for future in as_completed(futures, loop=client.loop):  # this client's loop: it is not the default one
+            outcomes[index[future.key]] = future.result()
+            on_done(index[future.key], outcomes[index[future.key]])
+        return outcomes
     finally:
         client.close()
         if cluster is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +17,12 @@ from pipeline.engine import MLP, Loss, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
 from pipeline.harness.recording import Recorder
 from pipeline.harness.seeding import rng_for
+from pipeline.harness.sweep import in_multirun
 from pipeline.probes import ProbeContext, ProbeSet
+
+# tqdm's default lock is a multiprocessing one: a worker stopped by a signal leaves it to the resource
+# tracker, which warns of "leaked semaphore objects" after a sweep's last line. One thread lock serves here.
+tqdm.set_lock(threading.RLock())
 
 
 def probe_indices(n_train: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -48,8 +54,9 @@ def layer_activations(probes: ProbeSet | None) -> dict[int, np.ndarray] | None:
     return {i: a.copy() for i, (_, a) in enumerate(ctx.activations(), 1)}
 
 
-def show_progress(setting) -> bool:
-    return sys.stdout.isatty() if setting == "auto" else bool(setting)
+def show_progress(setting, in_job: bool = False) -> bool:
+    """train.progress: auto draws the epoch bar on a terminal, but not in a study's or sweep's job."""
+    return sys.stdout.isatty() and not in_job if setting == "auto" else bool(setting)
 
 
 @dataclass
@@ -95,8 +102,14 @@ class Loop:
             )
             if self.probes is not None:  # the network at initialization: activations and weights at step 0
                 self.recorder.log(self.probes.measure(before_training=True), 0)
+        # a job of a study or a sweep draws no bar of its own: the study's or sweep's bar counts the jobs
+        in_job = bool(cfg.tracking.get("study")) or in_multirun()
         bar = tqdm(
-            range(1, epochs + 1), desc="train", unit="epoch", disable=not show_progress(cfg.train.progress), leave=False
+            range(1, epochs + 1),
+            desc="train",
+            unit="epoch",
+            disable=not show_progress(cfg.train.progress, in_job),
+            leave=False,
         )
         # a diverging network overflows on purpose here: the loop detects it and stops, quietly
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from pipeline.data.sources import SOURCES
+from pipeline.data.sources import READERS, SOURCES
 from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
 from pipeline.probes import INSTRUMENTS
 from pipeline.probes.base import SOURCES as ACTIVATION_SOURCES
@@ -100,11 +101,34 @@ def text(v) -> str | None:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
 
 
+def data_file(v) -> str | None:
+    """data=file's data.path: an existing .csv or .npz (what is in it is checked when it is read)."""
+    allowed = "the path of an existing .csv or .npz file"
+    if not isinstance(v, str) or not v.strip():
+        return allowed
+    p = Path(v).expanduser().absolute()
+    if p.suffix.lower() not in (".csv", ".npz"):
+        return f"{allowed} (a name ending in .csv or .npz)"
+    return None if p.is_file() else f"{allowed} (no file at {p})"
+
+
+def openml_name(v) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "the name of an OpenML data set (iris, wine, mnist_784, ...)"
+
+
+def openml_version(v) -> str | None:
+    return None if v == "active" or (_is_int(v) and v >= 1) else "active, or an integer >= 1"
+
+
 # the rules per key; group members are checked by key name, so every scheme's parameters are covered
 RULES: dict[str, Check] = {
     "seed": integer(0),
     "export": optional(text),
-    "data.name": choice(SOURCES),
+    "data.name": choice((*SOURCES, *READERS)),
+    "data.path": data_file,
+    "data.label": optional(text),
+    "data.dataset": openml_name,
+    "data.version": openml_version,
     "data.n_samples": optional(integer(10)),
     "data.noise": number(0),
     "data.test_size": number(0, 1, lo_open=True, hi_open=True),
@@ -152,6 +176,7 @@ RULES: dict[str, Check] = {
     "train.schedule.gamma": number(0, 1, lo_open=True),
     "train.schedule.min_lr": number(0),
     "train.progress": choice(("auto", True, False)),
+    "study.progress": choice(("auto", True, False)),
     "probes.enabled": boolean,
     "probes.every": integer(1),
     "probes.batch_size": integer(1),
@@ -200,6 +225,8 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
 
 
 def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
+    if flat.get("data.name") == "file" and flat.get("data.label") is None:
+        raise ConfigError("data.label: got null; allowed: the name of the label column (or .npz array) of data.path")
     test, val = flat.get("data.test_size"), flat.get("data.val_size")
     if (
         isinstance(test, (int, float))

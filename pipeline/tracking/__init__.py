@@ -5,7 +5,14 @@ retries and time spent in MLflow; runs: TrackedRun and NullRun;
 queries: reading runs back; signals: interrupts that end runs cleanly. Callers use the names below.
 """
 
-from pipeline.tracking.queries import child_runs, download_json, end_running_children, find_runs, tag_run
+from pipeline.tracking.queries import (
+    child_runs,
+    download_json,
+    end_orphaned_runs,
+    end_running_children,
+    find_runs,
+    tag_run,
+)
 from pipeline.tracking.runs import (
     PARENT_RUN_ENV,
     NullRun,
@@ -42,6 +49,7 @@ __all__ = [
     "client",
     "default_uri",
     "download_json",
+    "end_orphaned_runs",
     "end_running_children",
     "end_stale_active_run",
     "ensure_experiment",

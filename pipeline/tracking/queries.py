@@ -1,14 +1,17 @@
-"""Reading runs back from the store: a study's parent and children, JSON artifacts, stale children, tags on
-runs already ended. A store that fails raises StoreError (one line)."""
+"""Reading runs back from the store: a study's parent and children, JSON artifacts, stale children, runs
+whose writer process is gone, tags on runs already ended. A store that fails raises StoreError (one line)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 
+import psutil
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
+from pipeline.tracking.runs import WRITER_TAG
 from pipeline.tracking.store import _retry, client, resolve_uri, store_errors, store_failure
 
 
@@ -69,3 +72,29 @@ def tag_run(uri: str, run_id: str, tags: dict[str, str]) -> None:
     store = client(uri)
     with store_errors(uri):
         _retry(store.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+
+
+def _gone(writer: str) -> bool:
+    """Whether the process a WRITER_TAG names (on this host) no longer runs: dead, or its pid reused."""
+    _, pid, started = writer.rsplit(":", 2)
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0
+    except (psutil.NoSuchProcess, ValueError):
+        return True
+
+
+def end_orphaned_runs(uri: str, status: str = "KILLED") -> list[str]:
+    """Mark RUNNING runs whose writer process on this host is gone (killed, crashed, its machine's job
+    ended) as `status`, with an `ended_by` tag saying so; the ids. Other hosts' runs are left to their hosts."""
+    store = client(resolve_uri(uri))
+    experiments = [e.experiment_id for e in _retry(store.search_experiments)]
+    running = _retry(store.search_runs, experiments, "attributes.status = 'RUNNING'", max_results=50000)
+    host = socket.gethostname()
+    ended = []
+    for r in running:
+        writer = r.data.tags.get(WRITER_TAG, "")
+        if writer.startswith(f"{host}:") and _gone(writer):
+            _retry(store.set_tag, r.info.run_id, "ended_by", f"reaper: its writer process ({writer}) is gone")
+            _retry(store.set_terminated, r.info.run_id, status)
+            ended.append(r.info.run_id)
+    return ended

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 import time
 import traceback
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +37,9 @@ from pipeline.tracking.store import (
 )
 
 PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
+# the process writing a run, `host:pid:start time`: a run left RUNNING by a process that is gone is found by
+# it (queries.end_orphaned_runs; `python -m pipeline.tracking.team reap`)
+WRITER_TAG = "writer_process"
 
 # MLflow's own limits (mlflow.utils.validation); the client rejects anything larger.
 _MAX_PARAM_VALUE = 6000
@@ -69,6 +74,11 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, Terminated):
         return "interrupted: SIGTERM; running the same command again resumes"
     return f"{type(exc).__name__}: {exc}"
+
+
+def writer_process() -> str:
+    """This process as WRITER_TAG names it: host, pid and start time (a reused pid is another process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
 
 
 # runs this process started, and ended KILLED: what the line after an interrupt says (`interrupt_outcome`)
@@ -119,6 +129,7 @@ class TrackedRun:
         self.parent_run_id = parent or None
         self.flush_every = flush_every
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._mlflow_before = seconds_in_mlflow()
         self._client: MlflowClient | None = None
         self._buffer: list[Metric] = []
@@ -160,7 +171,7 @@ class TrackedRun:
         with self._guard():
             experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
             self._client = client(self.uri)
-        tags = dict(self.tags)
+        tags = {**self.tags, WRITER_TAG: writer_process()}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         try:
@@ -168,7 +179,7 @@ class TrackedRun:
         except MlflowException:  # the cached experiment may have been deleted since: look it up afresh
             experiment_id = ensure_experiment(self.uri, self.experiment)
             run = self._call(self._store.create_run, experiment_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         _counts["started"] += 1
         return self
 
@@ -179,8 +190,9 @@ class TrackedRun:
         check_store(run.uri)
         run._client = client(run.uri)
         info = run._call(run._client.get_run, run_id).info
-        run.run_name, run.run_id = info.run_name, run_id
+        run.run_name, run.run_id, run.experiment_id = info.run_name, run_id, info.experiment_id
         run._call(run._client.update_run, run_id, status="RUNNING")
+        run._call(run._client.set_tag, run_id, WRITER_TAG, writer_process())  # this process writes it now
         _counts["started"] += 1
         return run
 
@@ -211,6 +223,19 @@ class TrackedRun:
             self._call(
                 self._store.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
             )
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Set tags on the run's experiment (`mlflow.note.content` is its description in the UI)."""
+        for key, value in tags.items():
+            self._call(self._store.set_experiment_tag, self.experiment_id, key, str(value))
+
+    def log_inputs(self, datasets: list[DatasetInput]) -> None:
+        """Record the data sets the run read (the runs table's Dataset column)."""
+        self._call(self._store.log_inputs, self.run_id, datasets=datasets)
+
+    def log_image(self, image: Any, key: str, step: int = 0) -> None:
+        """An image (a PIL image or an array) under `key` at `step`: the run's Model metrics tab shows it."""
+        self._call(self._store.log_image, self.run_id, image, key=key, step=step, synchronous=True)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Save a matplotlib figure as an artifact, then close it to free its memory."""
@@ -382,6 +407,7 @@ class NullRun:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.seconds_in_mlflow = 0.0
 
     def start(self) -> NullRun:
@@ -398,6 +424,15 @@ class NullRun:
         """Do nothing."""
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def log_inputs(self, datasets: list[DatasetInput]) -> None:
+        """Do nothing."""
+
+    def log_image(self, image: Any, key: str, step: int = 0) -> None:
         """Do nothing."""
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
