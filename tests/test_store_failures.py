@@ -233,6 +233,41 @@ def test_a_locked_database_is_refused_after_the_check_waits(tmp_path, monkeypatc
     assert 0.4 < seconds < 3
 
 
+def test_a_database_other_writers_keep_busy_is_waited_for_not_called_locked(tmp_path, monkeypatch):
+    """A study's worker starting while the others commit back to back: their commits show the database is busy,
+    not stuck, so the check waits on (here up to BUSY_SECONDS = 1.5 s) instead of refusing it after 0.5 s."""
+    uri = make_store(tmp_path)
+    monkeypatch.setattr(store_module, "_checked", {})
+    monkeypatch.setattr(store_module, "CHECK_SECONDS", 0.5)
+    monkeypatch.setattr(store_module, "BUSY_SECONDS", 1.5)
+    stop = threading.Event()
+
+    def writer() -> None:  # holds the write lock almost all the time, committing every 50 ms
+        with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, timeout=10)) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS busy (x)")
+            while not stop.is_set():
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("INSERT INTO busy VALUES (randomblob(4096))")
+                time.sleep(0.05)
+                con.execute("COMMIT")
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    try:
+        tracking.check_store(uri)
+        outcome = "ok"
+    except tracking.StoreError as e:
+        outcome = str(e)
+    finally:
+        stop.set()
+        thread.join(10)
+    seconds = time.monotonic() - started
+    assert outcome == "ok" or "other writers kept the database busy for more than" in outcome, outcome
+    assert seconds < 3
+
+
 @pytest.mark.slow
 def test_a_locked_database_is_one_line_after_five_seconds(tmp_path):
     uri = make_store(tmp_path / "mlruns")

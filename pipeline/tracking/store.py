@@ -227,6 +227,7 @@ def ui_command(uri: str) -> str:
 # --- the store failing: checked before any work, one line whenever it fails ------------------------------
 
 CHECK_SECONDS = 5  # how long the check waits for a SQLite lock, a server's answer or a database connection
+BUSY_SECONDS = 30  # how long it waits for a SQLite database that other writers keep busy (committing meanwhile)
 _PROBE_BYTES = 1 << 20  # written (and removed) beside a SQLite store: a full disk fails here, not mid-run
 # MLflow's own defaults retry an unreachable server for about 4 minutes (7 retries, backoff factor 2) with
 # 120 s per request; these bound one call at about 4 s when refused, 3 x 20 s when nothing answers. A value
@@ -366,20 +367,50 @@ def _write_probe(folder: Path, size: int) -> None:
         os.unlink(name)
 
 
+def _stamp(path: Path) -> tuple:
+    """What changes when a writer commits: the database file's and its journals' size and modification time."""
+    stamp = []
+    for file in (path, Path(f"{path}-journal"), Path(f"{path}-wal")):
+        try:
+            st = file.stat()
+        except OSError:
+            stamp.append(None)
+        else:
+            stamp.append((st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
 def _check_sqlite_lock(path: Path) -> None:
-    """The database takes a write lock within CHECK_SECONDS (then gives it back) and is a database."""
+    """The database takes a write lock (then gives it back) and is a database.
+
+    A lock held CHECK_SECONDS by a process that writes nothing meanwhile is a locked store. A database that
+    other writers keep busy (committing: the files change) is waited for as long as a run's calls would be
+    (BUSY_SECONDS): a study's or a sweep's workers start while the others write.
+    """
     try:
         con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=CHECK_SECONDS, isolation_level=None)
     except sqlite3.Error as exc:
         raise _Unusable("cannot be opened", str(exc)) from None
+    waited = 0.0
     try:
-        con.execute("BEGIN IMMEDIATE")
+        while True:
+            before = _stamp(path)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                waited += CHECK_SECONDS
+                if _stamp(path) == before:
+                    why = f"the database is locked by another process for more than {CHECK_SECONDS:g} s"
+                    raise _Unusable("cannot be written", why) from None
+                if waited >= BUSY_SECONDS:
+                    why = f"other writers kept the database busy for more than {waited:g} s"
+                    raise _Unusable("cannot be written", why) from None
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         con.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc):
-            why = f"the database is locked by another process for more than {CHECK_SECONDS} s"
-            raise _Unusable("cannot be written", why) from None
         raise _Unusable("cannot be written", str(exc)) from None
     except sqlite3.DatabaseError as exc:  # not a database
         raise _Unusable("cannot be opened", str(exc)) from None
