@@ -385,11 +385,11 @@ def test_mlflows_http_retries_are_bounded_unless_the_user_set_them(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
     store_module.bound_http_retries()
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the user's value wins
     with store_module.fail_fast():
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 
 # --- a server that fails after the check: MLflow's retries, SIGTERM and Ctrl-C ----------------------------------
@@ -410,15 +410,21 @@ class FlakyServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, failing: tuple[str, ...]) -> None:
+    def __init__(self, failing: tuple[str, ...], fail_for: float | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _FlakyHandler)
         self.failing = failing
+        self.fail_for = fail_for  # seconds from the first failed request on which they fail (None: for ever)
+        self.first_failure: float | None = None
         self.requests: dict[str, int] = {}
         self.statuses: list[str] = []
         self.uri = f"http://127.0.0.1:{self.server_address[1]}"
 
     def count(self, endpoint: str) -> int:
         return self.requests.get(endpoint, 0)
+
+    def still_failing(self) -> bool:
+        self.first_failure = self.first_failure or time.monotonic()
+        return self.fail_for is None or time.monotonic() - self.first_failure < self.fail_for
 
 
 class _FlakyHandler(BaseHTTPRequestHandler):
@@ -435,13 +441,16 @@ class _FlakyHandler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         endpoint = self.path.split("?")[0].removeprefix("/api/2.0/mlflow/")
         size = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(size) or b"{}")
+        try:
+            body = json.loads(self.rfile.read(size) or b"{}")
+        except ValueError:  # an artifact's content
+            body = {}
         self.server.requests[endpoint] = self.server.count(endpoint) + 1
-        if endpoint in self.server.failing:
+        if endpoint in self.server.failing and self.server.still_failing():
             self._reply(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "try later"})
         elif endpoint == "experiments/get-by-name":
             self._reply(200, {"experiment": EXPERIMENT})
-        elif endpoint == "runs/create":
+        elif endpoint in ("runs/create", "runs/get"):
             info = {"run_id": "r1", "run_uuid": "r1", "experiment_id": "1", "status": "RUNNING", "start_time": 1}
             self._reply(200, {"run": {"info": {**info, "artifact_uri": "mlflow-artifacts:/1/r1"}, "data": {}}})
         elif endpoint == "runs/update":
@@ -450,15 +459,15 @@ class _FlakyHandler(BaseHTTPRequestHandler):
         else:
             self._reply(200, {})
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = do_PUT = _answer
 
     def log_message(self, *args: object) -> None:
         """Quiet."""
 
 
 @contextlib.contextmanager
-def flaky_server(*failing: str):
-    server = FlakyServer(failing)
+def flaky_server(*failing: str, fail_for: float | None = None):
+    server = FlakyServer(failing, fail_for)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
@@ -526,15 +535,26 @@ def test_sigterm_is_honoured_while_the_check_waits_for_a_silent_server(tmp_path)
 @pytest.mark.slow
 def test_a_server_failing_during_the_run_ends_it_failed_in_one_line(tmp_path):
     """The server answers the check and creates the run, then fails every write: after gradlab's bounded
-    retries (2, backoff factor 1) the command ends in one line, the run ended FAILED on the server."""
+    retries (5, backoff factor 1: waits of 0, 2, 4, 8, 16 s) the command ends in one line, the run ended FAILED
+    on the server."""
     with flaky_server("runs/log-batch") as server:
         proc, seconds = stage(tmp_path, "train", "tracking=server", f"tracking.uri={server.uri}", *TINY)
     one_line(
         proc,
         f"tracking.uri: {server.uri} stopped answering (it keeps answering with server errors); run r1 ended FAILED",
     )
-    assert seconds < FAST and server.statuses == ["FAILED"]
-    assert server.count("runs/log-batch") == 3 + 1  # the first write tried 3 times, then the error tag once
+    assert 30 < seconds < 30 + 5 + FAST and server.statuses == ["FAILED"]
+    assert server.count("runs/log-batch") == 6 + 1  # the first write tried 6 times, then the error tag once
+
+
+@pytest.mark.slow
+def test_a_server_restarting_during_the_run_is_ridden_out(tmp_path):
+    """Every write fails for 6 s (a server restarting), then works: MLflow's bounded retries carry the run
+    through, FINISHED."""
+    with flaky_server("runs/log-batch", fail_for=6) as server:
+        proc, seconds = stage(tmp_path, "train", "tracking=server", f"tracking.uri={server.uri}", *TINY)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert server.statuses == ["FINISHED"] and server.count("runs/log-batch") > 3
 
 
 # --- how failures are told apart, in this process ----------------------------------------------------------------

@@ -230,10 +230,11 @@ CHECK_SECONDS = 5  # how long the check waits for a SQLite lock, a server's answ
 BUSY_SECONDS = 30  # how long it waits for a SQLite database that other writers keep busy (committing meanwhile)
 _PROBE_BYTES = 1 << 20  # written (and removed) beside a SQLite store: a full disk fails here, not mid-run
 # MLflow's own defaults retry an unreachable server for about 4 minutes (7 retries, backoff factor 2) with
-# 120 s per request; these bound one call at about 4 s when refused, 3 x 20 s when nothing answers. A value
-# the user set in the environment wins.
+# 120 s per request. These ride out a server restart of up to about 30 s (waits of 0, 2, 4, 8 and 16 s, plus
+# up to 1 s of jitter each) and give up on a server gone for good after that, on one that accepts and never
+# answers after 6 x 20 s. A value the user set in the environment wins.
 HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
