@@ -661,3 +661,24 @@ def test_the_line_after_an_interrupt_says_what_became_of_the_runs(tmp_path, monk
     assert tracking.interrupt_outcome(before) == "run marked KILLED"
     monkeypatch.setattr(runs, "_counts", {"started": 5, "killed": 1})
     assert tracking.interrupt_outcome(before).startswith("a run could not be marked KILLED: the tracking store failed")
+
+
+def test_a_sweep_interrupted_while_its_store_fails_ends_in_one_line(tmp_path, monkeypatch):
+    """Ctrl-C in a sweep whose server has gone: the line says both, the parent run is ended, no traceback."""
+    from pipeline.harness import dispatch, sweep
+
+    callback = sweep.MlflowSweepCallback()
+    callback.parent = tracking.TrackedRun(make_store(tmp_path), parent_run_id="").start()
+    failed = tracking.StoreError("tracking.uri: http://127.0.0.1:5000 stopped answering (connection refused)")
+
+    def gone(*args, **kwargs):
+        raise failed
+
+    monkeypatch.setattr(dispatch, "stop_pool", lambda: None)
+    monkeypatch.setattr(tracking, "end_running_children", gone)
+    line = callback.interrupted(KeyboardInterrupt())
+    assert line == (
+        "sweep interrupted (SIGINT); error: tracking.uri: http://127.0.0.1:5000 stopped answering (connection "
+        f"refused); run {callback.parent.run_id} ended FAILED"
+    )
+    assert tracking.client(callback.parent.uri).get_run(callback.parent.run_id).info.status == "FAILED"

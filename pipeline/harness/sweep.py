@@ -283,11 +283,15 @@ class MlflowSweepCallback(Callback):
         stop_pool()  # the launcher's workers: their runs ended, none left training orphaned
         if self.parent is None or self.parent.run_id is None:
             return f"sweep interrupted ({how}): {self._live.get('ok', 0)}{of} jobs finished (tracking off: no resume)"
-        tracking.end_running_children(self.parent.uri, self.parent.run_id, "KILLED")
-        latest = _latest(tracking.child_runs(self.parent.uri, self.parent.run_id))
-        finished = sum(c.info.status == "FINISHED" for c in latest.values())
-        self.parent.set_tags({"error": f"interrupted: {how}; running the same command again resumes"})
-        self.parent.end("KILLED")
+        try:
+            tracking.end_running_children(self.parent.uri, self.parent.run_id, "KILLED")
+            latest = _latest(tracking.child_runs(self.parent.uri, self.parent.run_id))
+            finished = sum(c.info.status == "FINISHED" for c in latest.values())
+            self.parent.set_tags({"error": f"interrupted: {how}; running the same command again resumes"})
+            self.parent.end("KILLED")
+        except tracking.StoreError as failed:  # the store failed too: the parent ended the short way, one line
+            self.parent.abort(failed)
+            return f"sweep interrupted ({how}); error: {failed}"
         return (
             f"sweep interrupted ({how}): {finished}{of} jobs finished, the rest marked KILLED; "
             "running the same command again resumes"
