@@ -370,7 +370,7 @@ def _write_probe(folder: Path, size: int) -> None:
 
 def _stamp(path: Path) -> tuple:
     """What changes when a writer commits: the database file's and its journals' size and modification time."""
-    stamp = []
+    stamp: list[tuple[int, int] | None] = []
     for file in (path, Path(f"{path}-journal"), Path(f"{path}-wal")):
         try:
             st = file.stat()
