@@ -57,6 +57,17 @@ class Autoencoder:
         self.grads = {"W": encoder.grads["W"], "b": encoder.grads["b"], "c": np.zeros_like(self.params["c"])}
         self.encoder.dense.need_input_grad = False  # nothing below the layer being trained learns
 
+    def center_decoder(self, x: np.ndarray) -> None:
+        """Set c so the decoder's pre-activation at the mean code is the mean input: c = mean(x) - mean(h) W^T.
+
+        The autoencoder then starts near the trivial reconstruction (every input by the mean input) instead of
+        spending its first epochs learning an offset: the codes of a sigmoid layer sit near 0.5, so h W^T alone is
+        far from inputs of any mean. (With cross-entropy this centres the logits, not the sigmoid's output.)
+        """
+        h = self.encode(x)
+        c = x.mean(axis=0) - h.mean(axis=0) @ self.params["W"].T  # (fan_in,)
+        np.copyto(self.params["c"], c, casting="same_kind")
+
     def reconstruct(self, x_in: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(h, s, r): the code, the decoder's pre-activation and the reconstruction of x_in."""
         h = self.encoder.forward(x_in, train=True)  # (batch, width)

@@ -146,7 +146,9 @@ RULES: dict[str, Check] = {
     "model.residual": boolean,
     "model.loss": choice(LOSSES),
     "model.dtype": choice(DTYPES),
-    "init.name": choice(INITIALIZERS),
+    "init.name": choice((*INITIALIZERS, "pretrained")),
+    "init.source": optional(text),
+    "init.output": optional(choice(INITIALIZERS)),
     "init.std": number(0),
     "init.mean": number(),
     "init.value": number(),
@@ -184,6 +186,10 @@ RULES: dict[str, Check] = {
     "probes.activations": choice(ACTIVATION_SOURCES),
     "probes.gradient_noise": boolean,
     "probes.instruments": names_from(INSTRUMENTS),
+    "pretrain.epochs": integer(0),
+    "pretrain.batch_size": optional(integer(1)),
+    "pretrain.noise": number(0, 1, hi_open=True),
+    "pretrain.loss": choice(("mse", "cross_entropy")),
     "tracking.enabled": boolean,
     "tracking.uri": optional(tracking_uri),
     "tracking.experiment": text,
@@ -191,6 +197,9 @@ RULES: dict[str, Check] = {
     "tracking.parent_run_id": optional(text),
     "tracking.figures": choice(("auto", True, False)),
 }
+
+# pretraining's own optimizer: the same keys and ranges as the optimizer group's
+RULES.update({f"pretrain.{k}": v for k, v in list(RULES.items()) if k.startswith("optimizer.")})
 
 
 def _flat(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -227,6 +236,11 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
 def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
     if flat.get("data.name") == "file" and flat.get("data.label") is None:
         raise ConfigError("data.label: got null; allowed: the name of the label column (or .npz array) of data.path")
+    if flat.get("init.name") == "pretrained" and flat.get("init.source") is None:
+        raise ConfigError(
+            "init.source: got null; allowed: with init=pretrained, a pretrained weights file, its folder, "
+            "or a pretrain run's id"
+        )
     test, val = flat.get("data.test_size"), flat.get("data.val_size")
     if (
         isinstance(test, (int, float))

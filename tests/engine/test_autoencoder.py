@@ -92,3 +92,14 @@ def test_training_lowers_the_reconstruction_loss_of_structured_data(noise):
     after = ae.evaluate(x)
     assert after < 0.4 * before, (before, after)  # the clean input's loss
     assert ae.encode(x).shape == (400, 6) and ae.encode(x).dtype == np.float32
+
+
+def test_a_centred_decoder_reconstructs_the_mean_code_as_the_mean_input():
+    rng = np.random.default_rng(0)
+    ae = autoencoder(activation="sigmoid")
+    x = rng.standard_normal((50, 7)) + 3.0  # inputs far from 0, codes near 0.5 * W's column sums
+    before = ae.evaluate(x)
+    ae.center_decoder(x)
+    h = ae.encode(x)
+    np.testing.assert_allclose(h.mean(axis=0) @ ae.params["W"].T + ae.params["c"], x.mean(axis=0))
+    assert ae.evaluate(x) < before
