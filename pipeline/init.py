@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from pipeline.analysis.diagnosis import diagnose
 from pipeline.analysis.theory import predicted_act_var
 from pipeline.engine import MLP, layer_name
-from pipeline.harness import export, plots
+from pipeline.harness import export, plots, pretrained
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import probe_indices
@@ -40,12 +40,14 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
         metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
     metrics["init/loss"] = loss
     init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
-    theory = predicted_act_var(
-        net,
-        cfg.init.name,
-        dict(init_params, negative_slope=net.activation.negative_slope),
-        bias=float(cfg.init.get("bias") or 0.0),
-    )
+    theory = None
+    if cfg.init.name != "pretrained":  # no formula predicts learned weights
+        theory = predicted_act_var(
+            net,
+            cfg.init.name,
+            dict(init_params, negative_slope=net.activation.negative_slope),
+            bias=float(cfg.init.get("bias") or 0.0),
+        )
     if theory is not None:
         metrics.update({f"theory_act_var/{layer_name(i)}": v for i, v in enumerate(theory, 1)})
     return metrics, net
@@ -59,7 +61,8 @@ def run(cfg: DictConfig) -> dict:
     """Analyse the configured network at initialization; returns the per-layer profile and verdict."""
     validate(cfg)
     data = load_data(cfg)
-    with open_run(cfg, "init") as run:
+    tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
+    with open_run(cfg, "init", tags) as run:
         log_config(run, cfg)
         metrics, net = analyse(cfg, data)
         Recorder(run).log(metrics, 0)

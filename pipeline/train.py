@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.analysis.diagnosis import diagnose
-from pipeline.harness import export, plots
+from pipeline.harness import export, plots, pretrained
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import Loop, layer_activations, probe_indices
@@ -24,8 +24,9 @@ def run(cfg: DictConfig) -> dict:
     """Train `cfg`; returns the run id, verdict, final metrics and timing."""
     validate(cfg)
     data = load_data(cfg)
+    tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
     t0 = time.perf_counter()
-    with open_run(cfg, "train") as run:  # from here on, a failure is recorded as a FAILED run
+    with open_run(cfg, "train", tags) as run:  # from here on, a failure is recorded as a FAILED run
         log_config(run, cfg)
         trainer = build_trainer(cfg, data)
         probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]

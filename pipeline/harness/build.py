@@ -23,6 +23,7 @@ from pipeline.engine import (
     make_optimizer,
     make_regularizer,
 )
+from pipeline.harness import pretrained
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.validate import check_batch_size
 
@@ -35,9 +36,20 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_network(
-    model: Mapping, init: Mapping, in_dim: int, out_dim: int, rng: np.random.Generator, dtype: str | None = None
+    model: Mapping,
+    init: Mapping,
+    in_dim: int,
+    out_dim: int,
+    rng: np.random.Generator,
+    dtype: str | None = None,
+    tracking_uri: str | None = None,
 ) -> MLP:
-    """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope)."""
+    """The MLP of `model.*` initialized by `init.*` (He's gain follows leaky_relu's slope).
+
+    `init=pretrained` loads the hidden layers from `init.source` (`tracking_uri`: where a run id is looked up).
+    """
+    if init["name"] == "pretrained":
+        return build_pretrained_network(model, init, in_dim, out_dim, rng, dtype, tracking_uri)
     shape = {k: float(model[k]) for k in ("slope", "alpha") if model.get(k) is not None}  # leaky_relu's, elu's
     activation = make_activation(model["activation"], **shape)
     params = _options(init)
@@ -56,6 +68,24 @@ def build_network(
         residual=bool(model.get("residual")),
         bias_value=bias,
     )
+
+
+def build_pretrained_network(
+    model: Mapping,
+    init: Mapping,
+    in_dim: int,
+    out_dim: int,
+    rng: np.random.Generator,
+    dtype: str | None = None,
+    tracking_uri: str | None = None,
+) -> MLP:
+    """init=pretrained: the hidden layers from `init.source`, the output layer initialized as
+    `pretrained.output_init` says (`init.output`, else the scheme the pretrained layers started from)."""
+    pre = pretrained.load(init["source"], tracking_uri)
+    pretrained.check_fits(pre, model, in_dim)
+    net = build_network(model, pretrained.output_init(init, pre), in_dim, out_dim, rng, dtype)
+    pretrained.load_into(net, pre)
+    return net
 
 
 def build_loss(model: Mapping) -> Loss:
@@ -84,7 +114,9 @@ def load_data(cfg: DictConfig) -> Split:
 
 
 def build_trainer(cfg: DictConfig, data: Split) -> Trainer:
-    net = build_network(cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"))
+    net = build_network(
+        cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"), tracking_uri=cfg.tracking.uri
+    )
     return Trainer(
         net,
         build_loss(cfg.model),
