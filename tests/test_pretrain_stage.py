@@ -104,6 +104,9 @@ def test_finetuning_starts_from_the_pretrained_hidden_layers_and_is_tagged(pretr
     # the output layer: the scheme the pretrained layers started from (standard: U[-1/sqrt(16), 1/sqrt(16)])
     out = net.params["layer_04.W"]
     assert out.shape == (16, 10) and 0 < np.abs(out).max() <= 0.25 and out.std() > 0.1
+    twin = build_trainer(config(*SMALL, "tracking.enabled=false"), load_data(cfg)).net  # random init, same seed
+    np.testing.assert_array_equal(out, twin.params["layer_04.W"])  # they differ in their hidden layers only
+    assert not np.array_equal(net.params["layer_01.W"], twin.params["layer_01.W"])
     fine = train.run(cfg)
     client = MlflowClient(store)
     tags = client.get_run(fine["run_id"]).data.tags
