@@ -55,13 +55,35 @@ def combinations(cfg: DictConfig):
         yield f"{act:<10} {loss:<13} {reg:<7} batch_norm={bn!s:<5} residual={res!s:<5}", OmegaConf.create(c)
 
 
+def check_autoencoders(cfg: DictConfig) -> dict[str, float]:
+    """gradcheck.autoencoder: pretraining's tied autoencoder (gradcheck.in_dim -> model.width) for every activation x
+    reconstruction loss x noise (0 and 0.3): label -> worst relative error over W, b, c."""
+    from pipeline.engine.autoencoder import RECON_LOSSES, Autoencoder, check_autoencoder
+
+    gc, errors = cfg.gradcheck, {}
+    for act, loss, noise in itertools.product(ACTIVATIONS, RECON_LOSSES, (0.0, 0.3)):
+        rng = rng_for(cfg.seed, "gradcheck")
+        model = dict(plain(cfg)["model"], activation=act, depth=1, batch_norm=False, residual=False)
+        layer = build_network(model, cfg.init, gc.in_dim, 1, rng, dtype="float64").layers[0]  # the encoder
+        layer.params["b"][:] = rng.normal(0.0, 0.1, layer.params["b"].shape)  # nonzero: b's gradient is checked
+        shape = (gc.batch_size, gc.in_dim)
+        x = rng.random(shape) if loss == "cross_entropy" else rng.standard_normal(shape)  # CE: inputs in [0, 1]
+        checks = check_autoencoder(Autoencoder(layer, loss, noise), x, rng, h=gc.h, kink_margin=gc.kink_margin)
+        errors[f"autoencoder {act:<10} {loss:<13} noise={noise:g}"] = max(c.rel_error for c in checks)
+    return errors
+
+
 def run(cfg: DictConfig) -> dict:
-    """One check, or with gradcheck.sweep every combination; `max_rel_error` is the worst of all."""
-    if not cfg.gradcheck.sweep:
+    """One check, or with gradcheck.sweep every combination (gradcheck.autoencoder: every autoencoder);
+    `max_rel_error` is the worst of all."""
+    if not cfg.gradcheck.sweep and not cfg.gradcheck.autoencoder:
         result = check_one(cfg)
         result["lines"] = format_checks(result["checks"])
     else:
-        errors = {label: check_one(c)["max_rel_error"] for label, c in combinations(cfg)}
+        if cfg.gradcheck.autoencoder:
+            errors = check_autoencoders(cfg)
+        else:
+            errors = {label: check_one(c)["max_rel_error"] for label, c in combinations(cfg)}
         result = {
             "combinations": errors,
             "max_rel_error": max(errors.values()),

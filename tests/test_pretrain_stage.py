@@ -236,6 +236,7 @@ def test_bad_pretrain_settings_are_one_line_each():
         pretrain.run(config("pretrain.loss=cross_entropy", "tracking.enabled=false"))
 
 
+@pytest.mark.slow  # the stage's CLI also runs in the slow bad-source tests; run() is tested above
 def test_pretrain_on_the_command_line(tmp_path):
     store = tmp_store(tmp_path)
     proc = cli(
