@@ -4,11 +4,12 @@ The network of `model.*` is built as `train` would build it (initialized by `ini
 k = 1..depth, is trained alone as a tied-weight autoencoder (engine/autoencoder.py) on the codes of layers
 1..k-1, which stay frozen, for `pretrain.epochs` with pretraining's own optimizer, optionally denoising
 (`pretrain.noise`). One MLflow run holds every layer: `recon/layer_XX` (the clean training set's
-reconstruction loss), `recon_rel/layer_XX` (that over the inputs' variance: 1 = no better than the mean input)
-and `recon_val/layer_XX` with the epoch as step, so the layers' curves sit side by side in
-one chart, and the stacked weights as the artifact `pretrained/weights.npz` (+ weights.json). With
-`export=FOLDER` the same files go to FOLDER (a DVC output), with metrics.json. `init=pretrained
-init.source=...` then starts a `train` run from them.
+reconstruction loss), `recon_rel/layer_XX` (that over the inputs' variance: 1 = no better than the mean
+input) and `recon_val/layer_XX`, with the epoch as step, so the layers' curves sit side by side in one
+chart; `start/<probe>/layer_XX`, the stack as fine-tuning starts it (`start_profile`); and the stacked
+weights as the artifact `pretrained/weights.npz` (+ weights.json). With `export=FOLDER` the same files go
+to FOLDER (a DVC output), with metrics.json. `init=pretrained init.source=...` then starts a `train` run
+from them.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from pipeline.data import prepared
 from pipeline.engine import layer_name, make_optimizer, minibatches
 from pipeline.engine.autoencoder import Autoencoder
 from pipeline.harness import pretrained
-from pipeline.harness.build import DTYPES, build_network
+from pipeline.harness.build import DTYPES, build_loss, build_network
 from pipeline.harness.cli import stage_main
+from pipeline.harness.loop import probe_indices
 from pipeline.harness.recording import Recorder, log_config, log_history, open_run, plain_config
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.validate import ConfigError, validate
+from pipeline.probes import ProbeSet, build_probes
 
 
 def check(cfg: DictConfig) -> None:
@@ -67,6 +70,22 @@ def measure(recorder: Recorder, ae: Autoencoder, name: str, x_train, x_val, epoc
         metrics[f"recon_val/{name}"] = ae.evaluate(x_val)
     recorder.log(metrics, epoch)
     return recon
+
+
+def start_profile(cfg: DictConfig, net, data) -> dict[str, float]:
+    """The stack as fine-tuning with the same seed starts it (its output layer drawn as there): the configured
+    probes after one forward and backward pass of the fixed probe batch, as `python -m pipeline.init` measures
+    (`start/grad_norm/layer_01`: the gradient the first layer gets at the first step; `start/loss`)."""
+    idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
+    x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        value, dlogits = build_loss(cfg.model)(net.forward(x, train=True), y)
+        net.backward(dlogits)
+        acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
+        probes = build_probes(list(cfg.probes.instruments), exact_spectral=True)
+        metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
+    metrics["loss"] = value
+    return {f"start/{k}": v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -110,6 +129,8 @@ def run(cfg: DictConfig) -> dict:
             x_train, x_val = ae.encode(x_train), ae.encode(x_val)  # frozen from here on
         seconds = time.perf_counter() - t0
         recorder.log({"time/pretrain_seconds": seconds}, int(p.epochs))
+        start = start_profile(cfg, net, data)
+        recorder.log(start, 0)
         meta = {
             "run_id": run.run_id,
             "config_hash": pretrained.weights_hash(plain),
@@ -134,8 +155,9 @@ def run(cfg: DictConfig) -> dict:
             files = pretrained.save(folder or tmp, arrays, meta)
             for f in files:
                 run.log_artifact(str(f), pretrained.ARTIFACT_DIR)
-        if folder:  # the last reconstruction loss per layer, for dvc metrics
+        if folder:  # the last reconstruction loss per layer and the first layer's gradient to come, for DVC
             metrics = {k: v for k, v in recorder.latest.items() if k.startswith(("recon/", "recon_rel/"))}
+            metrics.update({k: start[k] for k in ("start/grad_norm/layer_01", "start/loss") if k in start})
             (files[0].parent / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.set_tags({"pretrained_sha256": pretrained.arrays_sha256(arrays)})
         log_history(run, recorder.history)
@@ -143,6 +165,7 @@ def run(cfg: DictConfig) -> dict:
         "run_id": run.run_id,
         "recon": final,
         "recon_rel": {k: recorder.latest.get(f"recon_rel/{k}", math.nan) for k in final},
+        "start": start,
         "seconds": seconds,
         "files": [str(f) for f in files] if folder else [],
         "history": dict(recorder.history),

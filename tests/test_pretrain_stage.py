@@ -57,7 +57,10 @@ def test_one_run_logs_every_layers_reconstruction_loss_per_epoch_and_the_weights
     assert meta["data"]["config"]["name"] == "digits" and len(meta["data"]["sha256"]) == 64
     assert meta["init"]["name"] == "standard" and meta["pretrain"]["epochs"] == 2 and len(meta["config_hash"]) == 16
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics) == {f"{q}/layer_0{i}" for q in ("recon", "recon_rel") for i in (1, 2, 3)}
+    assert set(metrics) == {f"{q}/layer_0{i}" for q in ("recon", "recon_rel") for i in (1, 2, 3)} | {
+        "start/grad_norm/layer_01",
+        "start/loss",
+    }
     assert all(0 < metrics[f"recon_rel/layer_0{i}"] < 1.5 for i in (1, 2, 3)), metrics
     with np.load(folder / "weights.npz") as f:
         assert sorted(f.files) == [
@@ -128,10 +131,14 @@ def test_init_output_names_the_output_layers_scheme(pretrained_run):
     assert not net.params["layer_04.W"].any() and net.params["layer_01.W"].any()
 
 
-def test_the_init_stage_analyses_a_pretrained_net(pretrained_run):
-    store, _, folder = pretrained_run
+def test_the_init_stage_analyses_a_pretrained_net_as_the_pretrain_run_measured_its_start(pretrained_run):
+    store, pre, folder = pretrained_run
     result = init_stage.run(config(*SMALL, "init=pretrained", f"init.source={folder}", "tracking.enabled=false"))
     assert result["theory_act_std"] is None and len(result["act_std"]) == 4
+    start = pre["start"]  # the pretrain run's start/ metrics: the same net, probe batch and pass
+    for key in ("grad_norm/layer_01", "grad_norm/layer_04", "act_std/layer_03", "saturation/layer_02"):
+        assert start[f"start/{key}"] == pytest.approx(result["metrics"][key], rel=1e-5), key
+    assert start["start/loss"] == pytest.approx(result["metrics"]["init/loss"], rel=1e-6)
 
 
 BAD_SOURCES = {
