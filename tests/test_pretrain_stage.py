@@ -214,11 +214,21 @@ def test_a_bad_source_on_the_command_line_is_one_line_and_exit_2(pretrained_run,
     assert all(r.info.status != "RUNNING" for r in runs)
 
 
+@pytest.fixture(scope="module")
+def cli_pretrained(tmp_path_factory):
+    """The pretrain stage run through its CLI: (store, folder)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    store, folder = tmp_store(tmp), tmp / "weights"
+    proc = cli("pretrain", *SMALL, f"tracking.uri={store}", f"export={folder}")
+    assert proc.returncode == 0, proc.stderr
+    assert "pretrained 3 layers" in proc.stdout and str(folder / "weights.npz") in proc.stdout
+    return store, folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_SOURCES))
-def test_every_bad_source_on_the_command_line_is_one_line_and_exit_2_and_no_run_left_running(case, tmp_path):
-    store, folder = tmp_store(tmp_path), tmp_path / "weights"
-    assert cli("pretrain", *SMALL, f"tracking.uri={store}", f"export={folder}").returncode == 0
+def test_every_bad_source_on_the_command_line_is_one_line_and_exit_2_and_no_run(case, cli_pretrained, tmp_path):
+    store, folder = cli_pretrained
     make, expected = BAD_SOURCES[case]
     for stage in ("train", "init"):
         proc = cli(stage, *SMALL, "init=pretrained", *make(tmp_path, folder), f"tracking.uri={store}", "train.epochs=1")
@@ -243,20 +253,10 @@ def test_bad_pretrain_settings_are_one_line_each():
         pretrain.run(config("pretrain.loss=cross_entropy", "tracking.enabled=false"))
 
 
-@pytest.mark.slow  # the stage's CLI also runs in the slow bad-source tests; run() is tested above
-def test_pretrain_on_the_command_line(tmp_path):
+def test_a_diverging_layer_stops_the_stage_with_one_line_and_a_failed_run(tmp_path):
+    # xor's 2 inputs reconstructed from 64 ReLU units: SGD at lr 0.1 overflows in the first epoch
     store = tmp_store(tmp_path)
-    proc = cli(
-        "pretrain",
-        "model.depth=2",
-        "model.width=8",
-        "pretrain.epochs=1",
-        f"tracking.uri={store}",
-        f"export={tmp_path / 'w'}",
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (
-        "pretrained 2 layers" in proc.stdout
-        and "layer_02" in proc.stdout
-        and str(tmp_path / "w" / "weights.npz") in proc.stdout
-    )
+    with pytest.raises(ConfigError, match=r"pretrain.optimizer.lr: layer 1's reconstruction loss became (nan|inf)"):
+        pretrain.run(config("data=xor", f"tracking.uri={store}", f"export={tmp_path / 'w'}"))
+    _, (run,) = runs_of(store)
+    assert run.info.status == "FAILED" and not (tmp_path / "w" / "weights.npz").exists()
