@@ -12,7 +12,7 @@ from pipeline.analysis.diagnosis import diagnose
 from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
-from pipeline.harness.loop import Loop, layer_activations, probe_indices
+from pipeline.harness.loop import Loop, layer_activations, probe_indices, without_accuracy
 from pipeline.harness.recording import Recorder, log_config, log_history, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.threads import blas_threads_for
@@ -45,6 +45,8 @@ def run(cfg: DictConfig) -> dict:
             if cfg.probes.enabled
             else None
         )
+        if probes is not None and probes.skipped:
+            run.set_tags({"probes_skipped": "; ".join(f"{k}: {v}" for k, v in probes.skipped.items())})
         recorder = Recorder(run)
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None
@@ -56,15 +58,13 @@ def run(cfg: DictConfig) -> dict:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 final_loss, final_acc = trainer.evaluate(data.x_train, data.y_train)
                 test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
-            recorder.log(
-                {
-                    "train/final_loss": final_loss,
-                    "train/final_acc": final_acc,
-                    "test/loss": test_loss,
-                    "test/acc": test_acc,
-                },
-                loop.step,
-            )
+            final_metrics = {
+                "train/final_loss": final_loss,
+                "train/final_acc": final_acc,
+                "test/loss": test_loss,
+                "test/acc": test_acc,
+            }
+            recorder.log(without_accuracy(final_metrics) if loop.regression else final_metrics, loop.step)
         labels = diagnose(recorder.finite_latest(), trainer.net, diverged)
         run.set_tags({"verdict": ",".join(labels)})
         if figures:
@@ -83,6 +83,7 @@ def run(cfg: DictConfig) -> dict:
         "seconds_per_epoch": float(np.mean(loop.epoch_seconds)) if loop.epoch_seconds else math.nan,
         "tracking_seconds": run.seconds_in_mlflow,
         "metrics": final,
+        "chance_loss": recorder.latest.get("data/chance_loss", math.nan),
     }
     if cfg.get("export"):
         export.train_files(cfg.export, recorder.history, result)
@@ -116,7 +117,12 @@ def log_plots(run, recorder: Recorder, start_acts, end_acts) -> None:
 
 def summary_line(result: dict) -> str:
     m = result["metrics"]
-    acc = f"test/acc {m['test/acc']:.3f}" if "test/acc" in m else f"diverged at step {result['diverged_at_step']}"
+    if "test/acc" in m:
+        acc = f"test/acc {m['test/acc']:.3f}"
+    elif "test/loss" in m:  # a regression: its loss (MSE) against a constant predictor's
+        acc = f"test/loss {m['test/loss']:.4f} (constant predictor {result['chance_loss']:.4f})"
+    else:
+        acc = f"diverged at step {result['diverged_at_step']}"
     run = f"  run {result['run_id']}" if result["run_id"] else ""
     return (
         f"{acc}  verdict {','.join(result['verdict'])}  {result['epochs']} epochs, "

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from pipeline.engine import MLP, layer_name
+from pipeline.engine import Network, layer_name
 
 # thresholds, documented in the README's "Verdicts" table
 VANISHING_RATIO = 1e-3  # first-layer / last-layer gradient norm (or last / first hidden activation std)
@@ -35,10 +35,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def is_symmetric(net: MLP) -> bool:
+def is_symmetric(net: Network) -> bool:
     """Some hidden layer (width > 1) whose units all have the same incoming weights and bias within 1e-6."""
     for layer in net.hidden:
-        w = layer.params["W"]  # (fan_in, width)
+        w = layer.W  # (fan_in, width); a recurrent layer: its input weights W_xh
         if w.shape[1] < 2:
             continue
         cols = [w] + ([layer.params["b"][None, :]] if "b" in layer.params else [])
@@ -67,7 +67,7 @@ def learned(latest: dict[str, float]) -> bool:
     )
 
 
-def diagnose(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
+def diagnose(latest: dict[str, float], net: Network | None = None, diverged: bool = False) -> list[str]:
     """Labels from the last measured value of each metric (and the network for symmetry)."""
     labels = []
     if diverged:

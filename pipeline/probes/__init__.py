@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.engine import MLP, Trainer
+from pipeline.engine import Network, Trainer
 from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
@@ -57,7 +57,7 @@ class ProbeSet:
 
     def __init__(
         self,
-        net: MLP,
+        net: Network,
         trainer: Trainer | None = None,
         probe_x: np.ndarray | None = None,
         probes: list[Probe] | None = None,
@@ -83,6 +83,8 @@ class ProbeSet:
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
             chosen.append(GradientNoise(*full_batch, batch_size, rng or np.random.default_rng(0)))
         self.probes = [p for p in chosen if p.applies(net)]
+        # asked for, says nothing about this network, and the user should be told why (probes_skipped tag)
+        self.skipped = {p.name: why for p in chosen if not p.applies(net) and (why := p.why_not(net))}
         if probe_x is None and source == "probe_batch":
             self.probes = [p for p in self.probes if not p.needs_activations]
 
