@@ -118,10 +118,10 @@ def test_good_recurrent_settings_pass_and_build_what_they_say():
 def small(cell, *extra):
     return config(
         f"model={cell}",
-        "model.width=4",
-        "gradcheck.in_dim=3",
+        "model.width=3",
+        "gradcheck.in_dim=2",
         "gradcheck.seq_len=3",
-        "gradcheck.batch_size=6",
+        "gradcheck.batch_size=5",
         *extra,
         name="gradcheck",
     )
@@ -149,6 +149,12 @@ def test_gradcheck_stage_fails_a_wrong_lstm_derivative(monkeypatch):
     assert not result["passed"] and len(result["failed"]) == len(result["combinations"])
 
 
+def test_gradcheck_fails_at_an_impossible_tolerance():
+    result = gradcheck.run(small("lstm", "gradcheck.tol=1e-30"))
+    assert not result["passed"] and 0 < result["max_rel_error"] < 1e-6
+
+
+@pytest.mark.slow
 def test_gradcheck_cli_fails_at_an_impossible_tolerance():
     proc = cli("gradcheck", "model=lstm", "model.width=4", "gradcheck.seq_len=3", "gradcheck.tol=1e-30")
     assert proc.returncode == 1
@@ -167,6 +173,7 @@ def test_lstm_learns_the_adding_problem_below_the_constant_predictor(tmp_path):
             "model.width=16",
             "train.epochs=8",
             "probes.every=10",
+            "tracking.figures=false",
             f"tracking.uri={store}",
         )
     )
@@ -180,6 +187,7 @@ def test_lstm_learns_the_adding_problem_below_the_constant_predictor(tmp_path):
     for prefix in ("grad_norm", "update_ratio", "weight_norm", "grad_std", "act_std"):
         assert {f"{prefix}/layer_01", f"{prefix}/layer_02"} <= keys, prefix
     assert {"grad_norm/W_xh", "grad_norm/W_hh", "update_ratio/W_hh", "data/chance_loss", "train/final_loss"} <= keys
+    assert {"grad_time_ratio", "grad_time_factor"} <= keys
     assert not [k for k in keys if k.endswith("/acc") or k.startswith("saturation/")]
     assert "saturation: the LSTM has no single cell activation" in run.data.tags["probes_skipped"]
     assert run.data.params["model.cell"] == "lstm" and run.data.tags["verdict"] == "healthy"

@@ -9,6 +9,7 @@ from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
+from pipeline.probes.recurrent import GradientThroughTime
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 INSTRUMENTS: dict[str, type[Probe]] = {
@@ -23,6 +24,7 @@ INSTRUMENTS: dict[str, type[Probe]] = {
         ActivationStats,
         Saturation,
         DeadUnits,
+        GradientThroughTime,
     )
 }
 # the costly extra (a full-batch gradient per measurement): asked for with probes.gradient_noise, not listed

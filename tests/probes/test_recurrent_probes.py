@@ -1,0 +1,97 @@
+"""The probes on a recurrent net: per-tensor gradient norms and update ratios, the gradient through time."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.engine import RecurrentNet, Trainer, make_activation, make_initializer, make_loss, make_optimizer
+from pipeline.probes import ProbeSet
+from pipeline.probes.recurrent import per_step_factor
+
+
+def trainer(cell="rnn", gain=1.0, bptt=None, activation="tanh", seed=0):
+    net = RecurrentNet(
+        3,
+        2,
+        6,
+        cell,
+        make_initializer("xavier_normal"),
+        np.random.default_rng(seed),
+        np.float64,
+        activation=make_activation(activation),
+        recurrent_gain=gain,
+        bptt=bptt,
+    )
+    return Trainer(net, make_loss("cross_entropy"), make_optimizer("sgd", decay_keys=net.weight_keys, lr=0.1))
+
+
+def batch(steps=12, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((16, steps, 3)), rng.integers(0, 2, 16)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_gradient_norms_and_update_ratios_per_tensor_and_per_layer(cell):
+    t = trainer(cell)
+    x, y = batch()
+    before = {k: v.copy() for k, v in t.net.params.items()}
+    t.step(x, y, track_updates=True)
+    m = ProbeSet(t.net, t, x).measure()
+    g = t.net.grads
+    assert m["grad_norm/W_hh"] == pytest.approx(np.linalg.norm(g["layer_01.W_hh"]))
+    assert m["grad_norm/W_xh"] == pytest.approx(np.linalg.norm(g["layer_01.W_xh"]))
+    assert m["grad_norm/layer_01"] == pytest.approx(math.hypot(m["grad_norm/W_hh"], m["grad_norm/W_xh"]))
+    assert m["grad_norm/layer_02"] == pytest.approx(np.linalg.norm(g["layer_02.W"]))
+    for name in ("W_hh", "W_xh"):
+        key = f"layer_01.{name}"
+        expected = np.linalg.norm(t.net.params[key] - before[key]) / np.linalg.norm(before[key])
+        assert m[f"update_ratio/{name}"] == pytest.approx(expected, rel=1e-6)
+    w = np.concatenate([before["layer_01.W_xh"].ravel(), before["layer_01.W_hh"].ravel()])
+    dw = np.concatenate([(t.net.params[k] - before[k]).ravel() for k in ("layer_01.W_xh", "layer_01.W_hh")])
+    assert m["update_ratio/layer_01"] == pytest.approx(np.linalg.norm(dw) / np.linalg.norm(w), rel=1e-6)
+    assert m["act_std/layer_01"] > 0 and "sparsity/total" in m and "spectral_norm/layer_01" in m
+
+
+def test_grad_time_ratio_is_the_first_steps_gradient_over_the_last():
+    t = trainer("rnn")
+    x, y = batch()
+    t.step(x, y)
+    m = ProbeSet(t.net, t, x, instruments=["grad_time"]).measure()
+    norms = t.net.cell.dh_norms
+    assert m["grad_time_ratio"] == pytest.approx(norms[0] / norms[-1])
+    assert set(m) == {"grad_time_ratio", "grad_time_factor"}
+
+
+def test_the_fitted_factor_recovers_a_geometric_decay():
+    norms = 3.0 * 0.7 ** (9 - np.arange(10))  # ||dL/dh_t|| = 3 * 0.7^(T - t)
+    assert per_step_factor(norms) == pytest.approx(0.7)
+    norms[:4] = 0.0  # a truncated backward: fitted over the steps it reached
+    assert per_step_factor(norms) == pytest.approx(0.7)
+    assert math.isnan(per_step_factor(np.array([0.0, 0.0, 1.0])))
+
+
+def test_linear_rnn_gradient_through_time_follows_the_spectral_radius():
+    """A linear RNN with W_hh = rho * orthogonal: dL/dh_{t-1} = dL/dh_t W_hh^T, so the factor is exactly rho."""
+    for rho in (0.5, 1.0, 1.5):
+        t = trainer("rnn", gain=rho, activation="identity")
+        x, y = batch(steps=10)
+        t.step(x, y)
+        m = ProbeSet(t.net, t, x, instruments=["grad_time"]).measure()
+        assert m["grad_time_factor"] == pytest.approx(rho, rel=1e-6)
+        assert m["grad_time_ratio"] == pytest.approx(rho**9, rel=1e-6)
+
+
+def test_truncated_bptt_logs_the_factor_but_no_ratio():
+    t = trainer("lstm", bptt=4)
+    x, y = batch()
+    t.step(x, y)
+    m = ProbeSet(t.net, t, x, instruments=["grad_time"]).measure()
+    assert "grad_time_ratio" not in m and math.isfinite(m["grad_time_factor"])
+
+
+def test_grad_time_does_not_apply_to_an_mlp():
+    from pipeline.engine import MLP
+
+    net = MLP(3, 2, 2, 4, make_activation("tanh"), make_initializer("xavier_normal"), np.random.default_rng(0))
+    assert not [p for p in ProbeSet(net, None, None, instruments=["grad_time"]).probes]
