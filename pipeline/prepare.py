@@ -27,7 +27,7 @@ def summary_line(result: dict) -> str:
     steps = f"{result['seq_len']} steps of " if result.get("seq_len") else ""
     return (
         f"{name}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
-        f"test {sizes['test']}; {steps}{result['n_features']} features, {what}"
+        f"test {sizes['test']}; {steps}{result['n_features']} feature{'s' * (result['n_features'] != 1)}, {what}"
     )
 
 

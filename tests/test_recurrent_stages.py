@@ -214,3 +214,27 @@ def test_init_stage_refuses_a_recurrent_model():
 
     with pytest.raises(ConfigError, match="model.cell: got 'rnn'; the init stage analyses the MLP"):
         init_stage.run(config("model=rnn", "data=adding", "tracking=off"))
+
+
+def test_a_diverging_recurrent_run_is_a_result_not_a_crash():
+    result = train.run(config("model=rnn", "data=adding", "data.seq_len=10", "optimizer.lr=100", "tracking=off"))
+    assert result["verdict"] == ["diverged"] and result["diverged_at_step"] is not None
+
+
+def test_prepare_names_steps_features_and_the_bar():
+    from pipeline import prepare
+
+    meta = {
+        "split_sizes": {"train": 1400, "val": 200, "test": 400},
+        "reused": False,
+        "config": {"name": "adding"},
+        "path": "data/prepared/adding-x.npz",
+        "n_features": 2,
+        "seq_len": 20,
+        "task": "regression",
+        "target_stats": {"train": {"mean": 1.0, "var": 0.1661}},
+    }
+    line = prepare.summary_line(meta)
+    assert line.endswith("20 steps of 2 features, regression (a constant predictor's MSE 0.166)")
+    meta.update(n_features=1, seq_len=64, task="classification", n_classes=10)
+    assert prepare.summary_line(meta).endswith("64 steps of 1 feature, 10 classes")

@@ -136,8 +136,11 @@ class Loop:
                 self.recorder.log(without_accuracy(epoch_metrics) if self.regression else epoch_metrics, self.step)
                 bar.set_postfix(
                     loss=f"{train_loss:.4f}",
-                    acc=f"{train_acc:.3f}",
-                    val_acc="-" if val_acc is None else f"{val_acc:.3f}",
+                    **(
+                        {}
+                        if self.regression
+                        else {"acc": f"{train_acc:.3f}", "val_acc": "-" if val_acc is None else f"{val_acc:.3f}"}
+                    ),
                 )
         bar.close()
 
