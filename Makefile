@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help studies run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean
+.PHONY: help studies run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean team-server team-server-stop load-test
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 help:  ## this list
@@ -45,6 +45,16 @@ ui: $(STAMP)  ## the MLflow UI on mlruns/ at http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(UI_STORE)/mlflow.db \
 		--default-artifact-root $(UI_STORE)/artifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
+# the team tracking server on one host: PostgreSQL in mlruns/team/pg and `mlflow server` on it (README "Scaling out")
+team-server: $(STAMP)  ## MLflow on PostgreSQL (needs Debian's postgresql) at http://127.0.0.1:5000
+	$(PY) -m pipeline.tracking.team start
+
+team-server-stop: $(STAMP)  ## stop the team server (its data stays in mlruns/team)
+	$(PY) -m pipeline.tracking.team stop
+
+load-test: $(STAMP)  ## N = 4, 16, 32 writers against SQLite, a server on SQLite, on PostgreSQL (~4 min)
+	$(PY) -m benchmarks.tracking_load
+
 test: $(STAMP)  ## the default test suite (under 2 minutes)
 	$(PY) -m pytest -q
 
@@ -65,7 +75,7 @@ test-all: $(STAMP)  ## every test
 gradcheck: $(STAMP)  ## backprop against finite differences
 	$(PY) -m pipeline.gradcheck
 
-# The set-up. requirements.lock pins every package gradlab needs with its dev and dist extras (exact versions,
+# The set-up. requirements.lock pins every package gradlab needs with its dev, dist and postgres extras (exact versions,
 # markers for other platforms): the versions the studies were measured with. One plain requirements file
 # rather than uv.lock because both installers read it: uv (seconds) and, where uv cannot be had, pip (minutes,
 # the same versions). The venv gets the lock (`pip install -r`, not `sync`: a torch added by hand with
@@ -102,7 +112,7 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 # `make lock LOCK_FLAGS=--upgrade` takes the newest versions instead. The bench extra (torch) stays out.
 lock: | $(PY)  ## regenerate requirements.lock from pyproject.toml
 	@uv=$$($(FIND_UV)) || { echo "make lock needs uv: none on PATH, and pip could not install uv==$(UV_VERSION)" >&2; exit 1; }; \
-	$$uv pip compile pyproject.toml --extra dev --extra dist --universal --quiet \
+	$$uv pip compile pyproject.toml --extra dev --extra dist --extra postgres --universal --quiet \
 		--custom-compile-command 'make lock' $(LOCK_FLAGS) -o $(LOCK) && echo "$(LOCK) written by $$uv"
 
 clean:  ## remove the venv and caches

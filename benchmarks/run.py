@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))  # `python benchmarks/run.py` from anywhere
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
-from benchmarks import steps, studies  # noqa: E402
+from benchmarks import steps, studies, tracking_load  # noqa: E402
 
 # key -> (target, "<=" or ">=", what it measures)
 TARGETS = {
@@ -173,7 +173,8 @@ def main() -> None:
     if out:
         out.write_text(text + "\n")
     if md:
-        md.write_text(markdown(result))
+        kept = md.read_text().partition(tracking_load.BEGIN)[2] if md.exists() else ""
+        md.write_text(markdown(result) + (f"\n{tracking_load.BEGIN}{kept}" if kept else ""))  # the load test's own
     print(text if not out else f"wrote {out}" + (f" and {md}" if md else ""))
     for key, case, ratio, target, met, _ in verdicts(result):
         print(f"{key:18} {case:6} {ratio:8.3g}  {target:7} {met}", file=sys.stderr)

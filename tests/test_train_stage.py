@@ -90,6 +90,7 @@ def test_same_seed_same_metrics_and_progress_quiet_off_a_terminal(tmp_path):
     assert train.run(config(*overrides, "seed=1"))["metrics"] != a["metrics"]
     proc = cli("train", *overrides)
     assert proc.returncode == 0 and "epoch/s" not in proc.stderr and "it/s" not in proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr  # e.g. a sweep's callback failing on a single run
 
 
 @pytest.mark.parametrize("schedule,expected_last_lr", [("constant", 0.1), ("step", 0.1 * 0.1**2), ("cosine", 0.0)])

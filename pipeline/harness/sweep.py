@@ -250,6 +250,8 @@ class MlflowSweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         """The job's record for the sweep's progress (in the job's own process; written whole, then renamed)."""
+        if config.hydra.mode != RunMode.MULTIRUN:  # a single run: no sweep, no record (and no hydra.job.num)
+            return
         outcome = {**_outcome(job_return), "elapsed": time.perf_counter() - self._job_t0}
         said = list(_said)
         _said.clear()

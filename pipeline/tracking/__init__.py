@@ -4,7 +4,7 @@ store: URIs, this process's client, lock retries and time spent in MLflow; runs:
 queries: reading runs back; signals: interrupts that end runs cleanly. Callers use the names below.
 """
 
-from pipeline.tracking.queries import child_runs, download_json, end_running_children, find_runs
+from pipeline.tracking.queries import child_runs, download_json, end_orphaned_runs, end_running_children, find_runs
 from pipeline.tracking.runs import PARENT_RUN_ENV, NullRun, TrackedRun, end_stale_active_run, flatten
 from pipeline.tracking.signals import Terminated, install_signal_handlers
 from pipeline.tracking.store import (
@@ -29,6 +29,7 @@ __all__ = [
     "client",
     "default_uri",
     "download_json",
+    "end_orphaned_runs",
     "end_running_children",
     "end_stale_active_run",
     "ensure_experiment",

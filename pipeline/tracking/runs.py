@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 import traceback
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import mlflow
+import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -28,6 +30,9 @@ from pipeline.tracking.store import (
 )
 
 PARENT_RUN_ENV = "GRADLAB_PARENT_RUN_ID"
+# the process writing a run, `host:pid:start time`: a run left RUNNING by a process that is gone is found by
+# it (queries.end_orphaned_runs; `python -m pipeline.tracking.team reap`)
+WRITER_TAG = "writer_process"
 
 # MLflow's own limits (mlflow.utils.validation); the client rejects anything larger.
 _MAX_PARAM_VALUE = 6000
@@ -62,6 +67,11 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, Terminated):
         return "interrupted: SIGTERM; running the same command again resumes"
     return f"{type(exc).__name__}: {exc}"
+
+
+def writer_process() -> str:
+    """This process as WRITER_TAG names it: host, pid and start time (a reused pid is another process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
 
 
 def end_stale_active_run() -> None:
@@ -122,7 +132,7 @@ class TrackedRun:
         with _shield():
             experiment_id = ensure_experiment(self.uri, self.experiment, cached=True)  # retries internally
             self._client = client(self.uri)
-        tags = dict(self.tags)
+        tags = {**self.tags, WRITER_TAG: writer_process()}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         try:
@@ -141,6 +151,7 @@ class TrackedRun:
         info = run._call(run._client.get_run, run_id).info
         run.run_name, run.run_id = info.run_name, run_id
         run._call(run._client.update_run, run_id, status="RUNNING")
+        run._call(run._client.set_tag, run_id, WRITER_TAG, writer_process())  # this process writes it now
         return run
 
     def log_params(self, params: dict[str, str]) -> None:

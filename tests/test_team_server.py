@@ -1,0 +1,275 @@
+"""The team tracking server (`python -m pipeline.tracking.team`): MLflow on PostgreSQL, started from a folder;
+a Dask study logging to it end to end; runs left RUNNING by a killed writer found and ended (`reap`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import tracking
+from pipeline.tracking import team
+from pipeline.tracking.runs import WRITER_TAG
+from tests.helpers import cli, free_port, tmp_store
+
+
+def _postgres_missing() -> str | None:
+    try:
+        team.pg_bin("pg_ctl")
+    except team.TeamError as e:
+        return str(e)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the postgres extra (psycopg) is not installed: pip install -e '.[postgres]'"
+    return None
+
+
+# a writer that logs until it is killed: its run stays RUNNING (nothing can end it)
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pipeline import tracking
+    run = tracking.TrackedRun(sys.argv[1], "reap", run_name="writer").start()
+    print(run.run_id, flush=True)
+    step = 0
+    while True:
+        run.log_metrics({"x": float(step)}, step)
+        run.flush()
+        step += 1
+        time.sleep(0.05)
+    """
+)
+
+
+def start_writer(uri: str) -> tuple[subprocess.Popen, str]:
+    """A writer process and its run id (once the run exists)."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, uri], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.mark.slow
+def test_a_run_whose_writer_was_killed_is_ended_by_the_reaper_and_a_live_one_is_not(tmp_path):
+    uri = tmp_store(tmp_path)
+    killed, killed_id = start_writer(uri)
+    alive, alive_id = start_writer(uri)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        client = MlflowClient(uri)
+        assert client.get_run(killed_id).info.status == "RUNNING"  # nothing ended it
+        writer = client.get_run(killed_id).data.tags[WRITER_TAG]
+        assert writer.split(":")[1] == str(killed.pid)
+        other_host = tracking.TrackedRun(uri, "reap", run_name="elsewhere").start()
+        client.set_tag(other_host.run_id, WRITER_TAG, "another-host:1:0.00")  # not ours to judge
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.tracking.team", "reap", "--uri", uri], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == f"1 run(s) left RUNNING by a writer that is gone marked KILLED: {killed_id}"
+        run = client.get_run(killed_id)
+        assert run.info.status == "KILLED" and run.data.tags["ended_by"].startswith("reaper: its writer process")
+        assert client.get_run(alive_id).info.status == "RUNNING"  # its writer still logs
+        assert client.get_run(other_host.run_id).info.status == "RUNNING"
+    finally:
+        alive.kill()
+        alive.wait(10)
+
+
+def test_a_run_whose_writer_pid_is_dead_is_reaped_with_its_reason(tmp_path):
+    uri = tmp_store(tmp_path)
+    run = tracking.TrackedRun(uri, "reap", run_name="orphan").start()
+    done = subprocess.Popen(["true"])
+    done.wait()  # a pid that no longer runs
+    host, _, started = MlflowClient(uri).get_run(run.run_id).data.tags[WRITER_TAG].split(":")
+    MlflowClient(uri).set_tag(run.run_id, WRITER_TAG, f"{host}:{done.pid}:{started}")
+    mine = tracking.TrackedRun(uri, "reap", run_name="mine").start()  # this process: alive
+    assert tracking.end_orphaned_runs(uri) == [run.run_id]
+    ended = MlflowClient(uri).get_run(run.run_id)
+    assert ended.info.status == "KILLED" and f":{done.pid}:" in ended.data.tags["ended_by"]
+    assert MlflowClient(uri).get_run(mine.run_id).info.status == "RUNNING"
+    assert tracking.end_orphaned_runs(uri) == []  # once
+
+
+def test_a_reused_pid_is_another_process(tmp_path):
+    uri = tmp_store(tmp_path)
+    run = tracking.TrackedRun(uri, "reap", run_name="old").start()
+    host, pid, started = MlflowClient(uri).get_run(run.run_id).data.tags[WRITER_TAG].split(":")
+    assert int(pid) == os.getpid()
+    MlflowClient(uri).set_tag(run.run_id, WRITER_TAG, f"{host}:{pid}:{float(started) - 3600:.2f}")  # an hour older
+    assert tracking.end_orphaned_runs(uri) == [run.run_id]
+
+
+def test_missing_postgresql_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(team.shutil, "which", lambda name: None)
+    monkeypatch.setattr(team, "PG_GLOB", "/nonexistent/postgresql/*/bin")
+    assert team.main(["start", "--dir", str(tmp_path / "team")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: PostgreSQL is not installed (pg_ctl is neither on PATH nor in /nonexistent/postgresql/*/bin): "
+        "apt-get install postgresql (Debian/Ubuntu), or your system's package"
+    ]
+    assert not (tmp_path / "team").exists()  # said before anything was made
+
+
+@pytest.fixture(scope="module")
+def team_server():
+    """MLflow on PostgreSQL, from `python -m pipeline.tracking.team start`; always stopped."""
+    if reason := _postgres_missing():
+        pytest.skip(reason)
+    # run as root, PostgreSQL runs as `postgres`: its folder must be reachable (pytest's tmp root is 0700)
+    folder = Path(tempfile.mkdtemp(prefix="gradlab-team-"))
+    folder.chmod(0o755)
+    args = ["--dir", str(folder), "--port", str(free_port()), "--pg-port", str(free_port()), "--workers", "2"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.team", "start", *args], capture_output=True, text=True
+    )
+    started = time.perf_counter() - t0
+    try:
+        assert proc.returncode == 0, proc.stderr
+        yield proc.stdout, args, folder, started
+    finally:
+        subprocess.run([sys.executable, "-m", "pipeline.tracking.team", "stop", *args], capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _url(args: list[str]) -> str:
+    return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+
+
+@pytest.mark.slow
+def test_team_server_starts_on_postgresql_and_says_how_to_log(team_server):
+    out, args, folder, started = team_server
+    url = _url(args)
+    assert out.strip().startswith(f"team server: {url} (MLflow on PostgreSQL at 127.0.0.1:")
+    assert out.strip().endswith(f"log with: tracking=server tracking.uri={url}")
+    assert started < 90
+    assert (folder / "pg" / "PG_VERSION").is_file() and (folder / "pgpass").stat().st_mode & 0o077 == 0
+    status = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.team", "status", *args], capture_output=True, text=True
+    )
+    assert "MLflow answering; PostgreSQL" in status.stdout and status.stdout.strip().endswith("running")
+    again = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.team", "start", *args], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and again.stdout == out  # idempotent: nothing started twice
+
+
+@pytest.mark.slow
+def test_a_dask_study_logs_every_run_to_the_postgresql_server(team_server, tmp_path):
+    pytest.importorskip("distributed", reason="needs the [dist] extra: pip install -e '.[dist]'")
+    _, args, folder, _ = team_server
+    url = _url(args)
+    proc = cli(
+        "study",
+        "study=dead_relu",
+        "study.size=smoke",
+        "study.backend=dask",
+        "study.n_jobs=2",
+        "tracking=server",
+        f"tracking.uri={url}",
+        "tracking.experiment=team-dask",
+        f"+study.reports_dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("team-dask")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(client.get_metric_history(c.info.run_id, "train/loss") for c in children)
+    # the artifacts went through the server into its folder
+    assert list((folder / "artifacts").rglob("summary.md"))
+
+
+@pytest.mark.slow
+def test_load_benchmark_loses_nothing_on_every_setup_at_a_tiny_size(team_server):
+    from benchmarks import tracking_load
+
+    _, args, _, _ = team_server
+    rows = [{"setup": "server-postgres", **tracking_load.load(_url(args), 4, 3, 5, 4)}]
+    assert rows[0]["values_written"] == 4 * 3 * 5 * 4
+    assert rows[0]["values_lost"] == 0 and rows[0]["runs_failed"] == rows[0]["runs_running"] == 0
+    assert "| server-postgres | 4 | 240 |" in tracking_load.markdown(rows)
+
+
+# a writer that logs 30 batches over ~9 s, then says what it wrote (or the one line that stopped it)
+STEADY_WRITER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pipeline import tracking
+    out = {"written": 0, "error": None}
+    try:
+        with tracking.TrackedRun(sys.argv[1], "faults", run_name="steady") as run:
+            run.start()
+            out["run_id"] = run.run_id
+            print(json.dumps(out), flush=True)
+            for b in range(30):
+                run.log_metrics({f"k{k}": float(b + k) for k in range(10)}, b)
+                run.flush()
+                out["written"] += 10
+                time.sleep(0.3)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+    print(json.dumps(out), flush=True)
+    """
+)
+
+
+def _steady_writer(url: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", STEADY_WRITER, url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["run_id"]
+
+
+def _outcome(proc: subprocess.Popen, url: str, run_id: str, budget: float) -> tuple[dict, str, int, float]:
+    """What the writer said, its run's status, values read back, and how long it took to end after the fault."""
+    t0 = time.perf_counter()
+    out, _ = proc.communicate(timeout=budget)
+    ended_after = time.perf_counter() - t0
+    said = json.loads(out.strip().splitlines()[-1])
+    client = MlflowClient(url)
+    found = sum(len(client.get_metric_history(run_id, f"k{k}")) for k in range(10))
+    return said, client.get_run(run_id).info.status, found, ended_after
+
+
+@pytest.mark.slow
+def test_writers_ride_out_a_server_restart_and_a_postgresql_restart(team_server):
+    """The MLflow server restarted, then PostgreSQL restarted, while a writer logs: it finishes with nothing
+    lost (its client retries), or fails with one line; it never hangs."""
+    _, args, folder, _ = team_server
+    url = _url(args)
+    t = team.Team(
+        folder, port=int(args[args.index("--port") + 1]), pg_port=int(args[args.index("--pg-port") + 1]), workers=2
+    )
+    for fault in ("server", "postgres"):
+        proc, run_id = _steady_writer(url)
+        time.sleep(2)
+        if fault == "server":
+            team.stop_mlflow(t)
+            time.sleep(1)
+            team.start_mlflow(t)
+        else:
+            team.stop_postgres(t)
+            time.sleep(3)
+            team.start_postgres(t)
+        said, status, found, seconds = _outcome(proc, url, run_id, budget=180)
+        print(f"{fault} restart: {said}, status {status}, {found} read back, ended {seconds:.1f} s after")
+        if said["error"] is None:
+            assert status == "FINISHED" and said["written"] == found == 300, (fault, said, status, found)
+        else:  # a clean failure: one line, the run not left RUNNING
+            assert "\n" not in said["error"] and status in ("FAILED", "KILLED"), (fault, said, status)
