@@ -4,8 +4,9 @@ Layout: x is (batch, time, features); the network reads out from the last hidden
 (Dense + identity) output layer: many-to-one, for classification (logits) and regression (one output).
 
 Parameters follow the MLP's naming: `layer_01.W_xh` (features, G*H), `layer_01.W_hh` (H, G*H), `layer_01.b`
-(G*H,) with G = 1 for the RNN and G = 4 for the LSTM (gate blocks in the order input, forget, candidate,
-output), then the output layer's `layer_02.W`, `layer_02.b`. Only the W's are weights (penalties, decay).
+(G*H,) with G = 1 for the RNN and G = 4 for the LSTM (gate blocks in the order input, forget, output,
+candidate: the three sigmoids side by side), then the output layer's `layer_02.W`, `layer_02.b`. Only the
+W's are weights (penalties, decay).
 
 After `backward` the recurrent layer keeps `dh_norms` (time,): ||dL/dh_t|| over the batch for t = 1..T (the
 total derivative, through every later step), the quantity of the vanishing/exploding-gradient-through-time
@@ -17,11 +18,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit
 
 from pipeline.engine.activations import Activation, Identity
 from pipeline.engine.initializers import Initializer
 from pipeline.engine.layer import Layer
+
+
+def _sigmoid_(z: np.ndarray) -> None:
+    """sigmoid(z) = (1 + tanh(z / 2)) / 2 in place: stable for any z, and in float32 faster than scipy's expit."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
 
 
 def _orthogonal_block(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,9 +169,10 @@ class RNNCell(Recurrent):
 
 
 class LSTMCell(Recurrent):
-    """Hochreiter & Schmidhuber's LSTM with a forget gate (Gers et al.), gate blocks i, f, g, o:
+    """Hochreiter & Schmidhuber's LSTM with a forget gate (Gers et al.), gate blocks i, f, o, g:
 
     i, f, o = sigmoid(.), g = tanh(.) of x_t W_xh + h_{t-1} W_hh + b; c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
+    The three sigmoid blocks sit side by side, so each step activates them in one call.
     The forget gate's bias starts at `forget_bias` (1.0, as Jozefowicz et al. 2015 recommend).
     """
 
@@ -191,12 +200,11 @@ class LSTMCell(Recurrent):
         for s in range(t):
             g = gates[:, s]  # (batch, 4H), a view
             g += hs[:, s] @ w_hh
-            g[:, : 2 * h] = expit(g[:, : 2 * h])  # input, forget
-            g[:, 2 * h : 3 * h] = np.tanh(g[:, 2 * h : 3 * h])  # candidate
-            g[:, 3 * h :] = expit(g[:, 3 * h :])  # output
-            cs[:, s + 1] = g[:, h : 2 * h] * cs[:, s] + g[:, :h] * g[:, 2 * h : 3 * h]
-            tcs[:, s] = np.tanh(cs[:, s + 1])
-            hs[:, s + 1] = g[:, 3 * h :] * tcs[:, s]
+            _sigmoid_(g[:, : 3 * h])  # input, forget, output
+            np.tanh(g[:, 3 * h :], out=g[:, 3 * h :])  # candidate
+            cs[:, s + 1] = g[:, h : 2 * h] * cs[:, s] + g[:, :h] * g[:, 3 * h :]
+            np.tanh(cs[:, s + 1], out=tcs[:, s])
+            np.multiply(g[:, 2 * h : 3 * h], tcs[:, s], out=hs[:, s + 1])
         self.cache.update(x=x, gates=gates, hs=hs, cs=cs, tcs=tcs)
         # the probes' view: cell states as "z", hidden states as "a", (batch*time, H)
         self.cache["z"], self.cache["a"] = cs[:, 1:].reshape(b * t, -1), hs[:, 1:].reshape(b * t, -1)
@@ -217,15 +225,15 @@ class LSTMCell(Recurrent):
         dc = np.zeros_like(dh)  # (batch, H): dL/dc_s through c_{s+1} (none after the last step)
         for s in range(t - 1, self.window(t) - 1, -1):
             self.dh_norms[s] = math.sqrt(float(np.vdot(dh, dh)))
-            gi, gf, gg, go = (gates[:, s, k * h : (k + 1) * h] for k in range(4))  # (batch, H) each
+            gi, gf, go, gg = (gates[:, s, k * h : (k + 1) * h] for k in range(4))  # (batch, H) each
             tc = tcs[:, s]
             dc = dc + dh * go * (1.0 - tc * tc)  # total dL/dc_s
             self.dc_norms[s] = math.sqrt(float(np.vdot(dc, dc)))
             d = dpre[:, s]  # (batch, 4H), a view
             d[:, :h] = dc * gg * gi * (1.0 - gi)  # input gate
             d[:, h : 2 * h] = dc * cs[:, s] * gf * (1.0 - gf)  # forget gate
-            d[:, 2 * h : 3 * h] = dc * gi * (1.0 - gg * gg)  # candidate
-            d[:, 3 * h :] = dh * tc * go * (1.0 - go)  # output gate
+            d[:, 2 * h : 3 * h] = dh * tc * go * (1.0 - go)  # output gate
+            d[:, 3 * h :] = dc * gi * (1.0 - gg * gg)  # candidate
             self.grads["W_hh"] += hs[:, s].T @ d  # (H, 4H)
             dh = d @ w_hh.T  # (batch, H): dL/dh_{s-1}
             dc = dc * gf  # dL/dc_{s-1} through c_s

@@ -239,3 +239,29 @@ def test_bad_shapes_and_settings_are_refused():
         make_net(bptt=0)
     with pytest.raises(ValueError, match="cell"):
         make_net("gru")
+
+
+def test_forward_is_the_textbook_recurrence():
+    """h_T against the equations written out plainly (gate blocks i, f, o, g; the forget gate's bias at 1)."""
+    from scipy.special import expit
+
+    x, _ = problem(batch=3, steps=4)
+    net = make_net("lstm", hidden=5)
+    p = {k.split(".")[1]: v for k, v in net.params.items() if k.startswith("layer_01")}
+    h, c = np.zeros((3, 5)), np.zeros((3, 5))
+    for t in range(4):
+        a = x[:, t] @ p["W_xh"] + h @ p["W_hh"] + p["b"]
+        i, f, o, g = expit(a[:, :5]), expit(a[:, 5:10]), expit(a[:, 10:15]), np.tanh(a[:, 15:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+    np.testing.assert_allclose(net.forward(x), h @ net.params["layer_02.W"] + net.params["layer_02.b"], rtol=1e-12)
+    np.testing.assert_allclose(net.cell.cache["hs"][:, -1], h, rtol=1e-12)
+
+    net = make_net("rnn", "relu", hidden=5)
+    h = np.zeros((3, 5))
+    for t in range(4):
+        h = np.maximum(
+            x[:, t] @ net.params["layer_01.W_xh"] + h @ net.params["layer_01.W_hh"] + net.params["layer_01.b"], 0
+        )
+    net.forward(x)
+    np.testing.assert_allclose(net.cell.cache["hs"][:, -1], h, rtol=1e-12)
