@@ -28,7 +28,8 @@ def run(cfg: DictConfig) -> dict:
     with open_run(cfg, "train") as run:  # from here on, a failure is recorded as a FAILED run
         log_config(run, cfg)
         trainer = build_trainer(cfg, data)
-        probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
+        probe_idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
+        probe_x, probe_y = data.x_train[probe_idx], data.y_train[probe_idx]
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
         probes = (
             ProbeSet(
@@ -41,6 +42,7 @@ def run(cfg: DictConfig) -> dict:
                 source=cfg.probes.activations,
                 every=cfg.probes.every,
                 instruments=list(cfg.probes.instruments),
+                probe_y=probe_y,
             )
             if cfg.probes.enabled
             else None

@@ -69,6 +69,7 @@ class ProbeSet:
         source: str = "probe_batch",
         every: int | None = None,
         instruments: list[str] | None = None,
+        probe_y: np.ndarray | None = None,
     ):
         """`instruments`: the names to measure (conf/probes: probes.instruments; every one when None), unless
         `probes` gives the instruments themselves. `full_batch` (x, y) adds the gradient-noise probe for
@@ -80,6 +81,7 @@ class ProbeSet:
         if source not in SOURCES:
             raise ValueError(f"unknown activation source {source!r}; allowed: {', '.join(SOURCES)}")
         self.net, self.trainer, self.probe_x, self.source = net, trainer, probe_x, source
+        self.probe_y = probe_y  # labels of the probe batch: the gradient through time is measured on it
         window = len(probe_x) if probe_x is not None and source == "train_batch" else None
         chosen = list(probes if probes is not None else build_probes(instruments, every=every, dead_window=window))
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
@@ -98,7 +100,12 @@ class ProbeSet:
         `before_training`: only the probes that need no step (activations, weights), at step 0.
         """
         ctx = ProbeContext(
-            self.net, self.trainer, self.probe_x, activations, source="probe_batch" if before_training else self.source
+            self.net,
+            self.trainer,
+            self.probe_x,
+            activations,
+            source="probe_batch" if before_training else self.source,
+            probe_y=self.probe_y,
         )
         out: dict[str, float] = {}
         for probe in self.probes:

@@ -25,6 +25,7 @@ class ProbeContext:
     probe_x: np.ndarray | None = None  # (probe_batch, in_dim)
     _activations: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
     source: str = "probe_batch"
+    probe_y: np.ndarray | None = None  # (probe_batch,): the probe batch's labels, for probes that backpropagate
 
     @property
     def preclip_grads(self) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from pipeline.engine import RecurrentNet
 from pipeline.probes.base import Probe, ProbeContext
 
 
@@ -26,23 +27,28 @@ def per_step_factor(norms: np.ndarray) -> float:
 class GradientThroughTime(Probe):
     """grad_time_ratio = ||dL/dh_1|| / ||dL/dh_T|| and grad_time_factor (the fitted per-step factor).
 
-    dL/dh_t is the gradient of the step's mean batch loss reaching the hidden state after step t (through every
-    later step), over the training batch of the last step. With truncated BPTT (`model.bptt`) dL/dh_1 is cut
-    off by construction: the ratio is then not logged, the factor is fitted over the truncation window.
+    dL/dh_t is the gradient of the mean loss reaching the hidden state after step t (through every later step):
+    on the fixed probe batch when its labels are given (one forward and backward of it, from step 0 on, so the
+    measurements compare across training; it reuses the gradient buffers, hence it runs after the other
+    gradient probes), else on the last training step's batch. With truncated BPTT (`model.bptt`) dL/dh_1 is
+    cut off by construction: the ratio is then not logged, the factor is fitted over the truncation window.
     """
 
     name = "grad_time"
-
-    needs_step = True
 
     def applies(self, net) -> bool:
         return hasattr(net, "cell")
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        norms = ctx.net.cell.dh_norms  # type: ignore[union-attr]  # applies: a recurrent net
-        if len(norms) == 0:
+        net = ctx.net
+        assert isinstance(net, RecurrentNet)  # applies
+        if ctx.probe_x is not None and ctx.probe_y is not None and ctx.trainer is not None:
+            _, dlogits = ctx.trainer.loss(net.forward(ctx.probe_x, train=True), ctx.probe_y)
+            net.backward(dlogits)
+        norms = net.cell.dh_norms  # (time,), from the last backward
+        if len(norms) == 0:  # no backward yet (before training, without the probe batch's labels)
             return {}
         out = {"grad_time_factor": per_step_factor(norms)}
-        if ctx.net.bptt is None and norms[-1] > 0:  # type: ignore[union-attr]
+        if net.bptt is None and norms[-1] > 0:
             out["grad_time_ratio"] = float(norms[0] / norms[-1])
         return out

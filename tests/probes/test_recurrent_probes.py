@@ -95,3 +95,26 @@ def test_grad_time_does_not_apply_to_an_mlp():
 
     net = MLP(3, 2, 2, 4, make_activation("tanh"), make_initializer("xavier_normal"), np.random.default_rng(0))
     assert not [p for p in ProbeSet(net, None, None, instruments=["grad_time"]).probes]
+
+
+def test_on_the_probe_batch_from_step_0_and_after_the_step_s_gradient_probes():
+    t = trainer("lstm")
+    x, y = batch(seed=2)
+    px, py = batch(seed=3)
+    probes = ProbeSet(t.net, t, px, probe_y=py)
+    at_init = probes.measure(before_training=True)
+    assert "grad_norm/total" not in at_init and math.isfinite(at_init["grad_time_ratio"])
+    t.step(x, y)
+    step_grads = {k: g.copy() for k, g in t.net.grads.items()}
+    m = probes.measure()
+    # the step's gradient probes read the step's gradients, measured before grad_time's own backward
+    assert m["grad_norm/W_hh"] == pytest.approx(np.linalg.norm(step_grads["layer_01.W_hh"]))
+    # grad_time: the probe batch's gradient through time, the same whatever batch the step trained on
+    reference = trainer("lstm")
+    for k, v in t.net.params.items():
+        reference.net.params[k][...] = v
+    _, d = reference.loss(reference.net.forward(px), py)
+    reference.net.backward(d)
+    norms = reference.net.cell.dh_norms
+    assert m["grad_time_ratio"] == pytest.approx(norms[0] / norms[-1])
+    assert m["grad_time_factor"] == pytest.approx(per_step_factor(norms))
