@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
                 "test/acc": test_acc,
             }
             recorder.log(without_accuracy(final_metrics) if loop.regression else final_metrics, loop.step)
-        labels = diagnose(recorder.finite_latest(), trainer.net, diverged)
+        labels = diagnose(recorder.finite_latest(), trainer.net, diverged, regression=loop.regression)
         run.set_tags({"verdict": ",".join(labels)})
         if figures:
             log_plots(

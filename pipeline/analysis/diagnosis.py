@@ -47,7 +47,7 @@ def is_symmetric(net: Network) -> bool:
     return False
 
 
-def learned(latest: dict[str, float]) -> bool:
+def learned(latest: dict[str, float], regression: bool = False) -> bool:
     """False when a trained run ended no better than a constant predictor (True without the numbers).
 
     Accuracy: test/acc (else val/acc) <= chance + ABOVE_CHANCE x (1 - chance), chance = data/chance_acc.
@@ -56,23 +56,31 @@ def learned(latest: dict[str, float]) -> bool:
     often than chance. Not the initial loss, which a bad init inflates (a sigmoid net relaxing to the
     uniform output would look as if it learned); and not "above the constant's loss", which an overconfident
     net that did learn (70% accuracy, huge logits) also is.
+
+    A regression (real targets, no accuracy) has no such overconfidence: it learned when its final training
+    loss (MSE) ended at least CONSTANT_LOSS_TOL below the constant predictor's (the targets' variance).
     """
+    end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
+    if regression:
+        return not (end is not None and constant is not None and end >= (1.0 - CONSTANT_LOSS_TOL) * constant)
     acc = latest.get("test/acc", latest.get("val/acc"))
     chance = latest.get("data/chance_acc")
     if acc is not None and chance is not None and acc <= chance + ABOVE_CHANCE * (1.0 - chance):
         return False
-    end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
     return not (
         end is not None and constant is not None and constant > 0 and abs(end / constant - 1.0) <= CONSTANT_LOSS_TOL
     )
 
 
-def diagnose(latest: dict[str, float], net: Network | None = None, diverged: bool = False) -> list[str]:
-    """Labels from the last measured value of each metric (and the network for symmetry)."""
+def diagnose(
+    latest: dict[str, float], net: Network | None = None, diverged: bool = False, regression: bool = False
+) -> list[str]:
+    """Labels from the last measured value of each metric (and the network for symmetry); `regression`: real
+    targets, judged by the loss alone (see `learned`)."""
     labels = []
     if diverged:
         labels.append("diverged")
-    elif not learned(latest):
+    elif not learned(latest, regression):
         labels.append("not_learning")
     n = net and len(net.layers)
     if n:
