@@ -113,6 +113,13 @@ class Recurrent:
         xp += self.params["b"]
         return xp.reshape(b, t, -1)
 
+    def _recurrent_grad(self, dpre: np.ndarray) -> None:
+        """dW_hh = sum_t h_{t-1}^T dpre_t in one product over every step (dpre is zero outside the window)."""
+        hs = self.cache["hs"]  # (batch, time+1, H)
+        b, t, _ = dpre.shape
+        prev = hs[:, :t].reshape(b * t, self.hidden)  # (batch*time, H): h_{t-1} (a copy: hs[:, :t] is strided)
+        np.matmul(prev.T, dpre.reshape(b * t, -1), out=self.grads["W_hh"])  # (H, G*H)
+
     def _input_grads(self, dpre: np.ndarray) -> None:
         """dW_xh and db from dL/d(pre-activation) of every step (zero outside the truncation window)."""
         x = self.cache["x"]  # (batch, time, fan_in)
@@ -155,16 +162,15 @@ class RNNCell(Recurrent):
         """Backprop through time from dL/dh_T (batch, H) to the parameters' gradients."""
         zs, hs, w_hh = self.cache["zs"], self.cache["hs"], self.params["W_hh"]
         b, t, h = zs.shape
-        dz = np.zeros_like(zs)  # (batch, time, H)
+        dz = np.zeros_like(zs)  # (batch, time, H); zero outside the truncation window
         self.dh_norms = np.zeros(t)
-        self.grads["W_hh"].fill(0.0)
         dh = dh_last  # (batch, H): dL/dh_s, total through every later step
         for s in range(t - 1, self.window(t) - 1, -1):
             self.dh_norms[s] = math.sqrt(float(np.vdot(dh, dh)))
             dz[:, s] = self.activation.backprop(dh, zs[:, s], hs[:, s + 1])  # (batch, H)
-            self.grads["W_hh"] += hs[:, s].T @ dz[:, s]  # (H, H)
             dh = dz[:, s] @ w_hh.T  # (batch, H): dL/dh_{s-1} (s = 0: the initial state)
         self.dh0 = dh if self.window(t) == 0 else None
+        self._recurrent_grad(dz)
         self._input_grads(dz)
 
 
@@ -218,26 +224,34 @@ class LSTMCell(Recurrent):
         gates, hs, cs, tcs = (self.cache[k] for k in ("gates", "hs", "cs", "tcs"))
         w_hh = self.params["W_hh"]
         b, t, h = tcs.shape
-        dpre = np.zeros_like(gates)  # (batch, time, 4H): dL/d(pre-activation)
+        start = self.window(t)
+        dpre = np.zeros_like(gates)  # (batch, time, 4H): dL/d(pre-activation); zero outside the window
+        # every step's activation derivatives at once: sigma' = s(1 - s) for i, f, o; tanh' = 1 - g^2; tanh'(c)
+        act = gates[:, start:]  # (batch, window, 4H)
+        dact = act * (1.0 - act)  # (batch, window, 4H)
+        np.subtract(1.0, act[..., 3 * h :] ** 2, out=dact[..., 3 * h :])
+        dtc = 1.0 - tcs[:, start:] ** 2  # (batch, window, H)
         self.dh_norms, self.dc_norms = np.zeros(t), np.zeros(t)
-        self.grads["W_hh"].fill(0.0)
         dh = dh_last  # (batch, H)
         dc = np.zeros_like(dh)  # (batch, H): dL/dc_s through c_{s+1} (none after the last step)
-        for s in range(t - 1, self.window(t) - 1, -1):
+        tmp = np.empty_like(dh)  # (batch, H)
+        for s in range(t - 1, start - 1, -1):
             self.dh_norms[s] = math.sqrt(float(np.vdot(dh, dh)))
             gi, gf, go, gg = (gates[:, s, k * h : (k + 1) * h] for k in range(4))  # (batch, H) each
-            tc = tcs[:, s]
-            dc = dc + dh * go * (1.0 - tc * tc)  # total dL/dc_s
+            np.multiply(dh, go, out=tmp)
+            tmp *= dtc[:, s - start]
+            dc += tmp  # total dL/dc_s
             self.dc_norms[s] = math.sqrt(float(np.vdot(dc, dc)))
-            d = dpre[:, s]  # (batch, 4H), a view
-            d[:, :h] = dc * gg * gi * (1.0 - gi)  # input gate
-            d[:, h : 2 * h] = dc * cs[:, s] * gf * (1.0 - gf)  # forget gate
-            d[:, 2 * h : 3 * h] = dh * tc * go * (1.0 - go)  # output gate
-            d[:, 3 * h :] = dc * gi * (1.0 - gg * gg)  # candidate
-            self.grads["W_hh"] += hs[:, s].T @ d  # (H, 4H)
+            d = dpre[:, s]  # (batch, 4H), a view: dL/d(activated gate), then times its derivative
+            np.multiply(dc, gg, out=d[:, :h])  # input gate
+            np.multiply(dc, cs[:, s], out=d[:, h : 2 * h])  # forget gate
+            np.multiply(dh, tcs[:, s], out=d[:, 2 * h : 3 * h])  # output gate
+            np.multiply(dc, gi, out=d[:, 3 * h :])  # candidate
+            d *= dact[:, s - start]
             dh = d @ w_hh.T  # (batch, H): dL/dh_{s-1}
-            dc = dc * gf  # dL/dc_{s-1} through c_s
-        self.dh0 = dh if self.window(t) == 0 else None
+            dc *= gf  # dL/dc_{s-1} through c_s
+        self.dh0 = dh if start == 0 else None
+        self._recurrent_grad(dpre)
         self._input_grads(dpre)
 
 

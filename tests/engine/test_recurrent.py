@@ -202,21 +202,20 @@ def test_float32_gradients_agree_with_float64():
         np.testing.assert_allclose(g32[k], g64[k], rtol=2e-3, atol=1e-5, err_msg=k)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
-def test_the_trainer_trains_a_recurrent_net_with_clipping_and_a_penalty(optimizer):
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 1.0), ("momentum", 0.1), ("adam", 0.02), ("rmsprop", 0.02)])
+def test_the_trainer_trains_a_recurrent_net_with_clipping_and_a_penalty(optimizer, lr):
     """The MLP's Trainer, optimizers, regularizers and clipping work unchanged on the recurrent net."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 6, 2)).astype(np.float32)
     y = (x[:, 0, 0] > 0).astype(np.int64)  # the label is in the first step: memory through 5 steps
     net = make_net("lstm", in_dim=2, out_dim=2, hidden=8, dtype=np.float32)
-    lr = 0.5 if optimizer == "sgd" else 0.02
     opt = make_optimizer(optimizer, decay_keys=net.weight_keys, lr=lr)
     trainer = Trainer(net, make_loss("cross_entropy"), opt, make_regularizer("l2", 1e-4), GradientClipper(max_norm=5.0))
     first = trainer.evaluate(x, y)[0]
-    for _ in range(150):
+    for _ in range(200):
         trainer.step(x, y, track_updates=True)
     loss, acc = trainer.evaluate(x, y)
-    assert loss < 0.5 * first and acc > 0.9
+    assert loss < 0.1 * first and acc > 0.95
     assert set(trainer.updates) == set(net.weight_keys)
     assert np.isfinite(trainer.last_grad_norm)
 
