@@ -11,11 +11,11 @@ from pipeline.probes.base import Probe, ProbeContext
 
 
 def per_step_factor(norms: np.ndarray) -> float:
-    """gamma of ||dL/dh_t|| ~ C * gamma^(T - t): least squares of log ||dL/dh_t|| against t, gamma = exp(-slope).
+    """r of ||dL/dh_t|| ~ C * r^(T - t): least squares of log ||dL/dh_t|| against t, r = exp(-slope).
 
     Over the steps backward reached with a positive norm (a truncated backward reaches only the last k); NaN
-    with fewer than two. gamma < 1: the gradient shrinks by that factor per step back in time (vanishing);
-    gamma > 1: it grows (exploding). Bengio et al. (1994), Pascanu et al. (2013).
+    with fewer than two. r < 1: the gradient shrinks by that factor per step back in time (vanishing);
+    r > 1: it grows (exploding). Bengio et al. (1994), Pascanu et al. (2013).
     """
     t = np.flatnonzero(norms > 0)
     if len(t) < 2 or not np.all(np.isfinite(norms[t])):
