@@ -82,7 +82,8 @@ class ProbeSet:
             raise ValueError(f"unknown activation source {source!r}; allowed: {', '.join(SOURCES)}")
         self.net, self.trainer, self.probe_x, self.source = net, trainer, probe_x, source
         self.probe_y = probe_y  # labels of the probe batch: the gradient through time is measured on it
-        window = len(probe_x) if probe_x is not None and source == "train_batch" else None
+        # dead = silent on the last window rows of activations: examples, or example-steps for sequences
+        window = int(np.prod(probe_x.shape[:-1])) if probe_x is not None and source == "train_batch" else None
         chosen = list(probes if probes is not None else build_probes(instruments, every=every, dead_window=window))
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
             chosen.append(GradientNoise(*full_batch, batch_size, rng or np.random.default_rng(0)))

@@ -118,3 +118,13 @@ def test_on_the_probe_batch_from_step_0_and_after_the_step_s_gradient_probes():
     norms = reference.net.cell.dh_norms
     assert m["grad_time_ratio"] == pytest.approx(norms[0] / norms[-1])
     assert m["grad_time_factor"] == pytest.approx(per_step_factor(norms))
+
+
+def test_dead_units_on_training_batches_count_every_step_of_the_probe_batch_size():
+    from pipeline.probes.activations import DeadUnits
+
+    t = trainer("rnn", activation="relu")
+    px, _ = batch(steps=12)
+    probes = ProbeSet(t.net, t, px, source="train_batch")
+    (dead,) = [p for p in probes.probes if isinstance(p, DeadUnits)]
+    assert dead.window == 16 * 12  # the probe batch's sequences times their steps: rows of (batch*time, H)
