@@ -57,12 +57,19 @@ def learned(latest: dict[str, float], regression: bool = False) -> bool:
     uniform output would look as if it learned); and not "above the constant's loss", which an overconfident
     net that did learn (70% accuracy, huge logits) also is.
 
-    A regression (real targets, no accuracy) has no such overconfidence: it learned when its final training
-    loss (MSE) ended at least CONSTANT_LOSS_TOL below the constant predictor's (the targets' variance).
+    A regression (real targets, no accuracy) is judged by its MSE against the constant predictor's (the
+    targets' variance), the accuracy rule's analogue: the test (else validation) MSE must get more than
+    ABOVE_CHANCE of the way from the constant's to 0, and the final training MSE at least CONSTANT_LOSS_TOL
+    below the constant's (no overconfidence excuses a loss above it).
     """
     end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
     if regression:
-        return not (end is not None and constant is not None and end >= (1.0 - CONSTANT_LOSS_TOL) * constant)
+        if constant is None:
+            return True
+        held_out = latest.get("test/loss", latest.get("val/loss"))
+        if held_out is not None and held_out >= (1.0 - ABOVE_CHANCE) * constant:
+            return False
+        return not (end is not None and end >= (1.0 - CONSTANT_LOSS_TOL) * constant)
     acc = latest.get("test/acc", latest.get("val/acc"))
     chance = latest.get("data/chance_acc")
     if acc is not None and chance is not None and acc <= chance + ABOVE_CHANCE * (1.0 - chance):

@@ -104,3 +104,7 @@ def test_a_regression_learned_only_below_the_constant_predictors_mse():
     assert not learned({**constant, "train/final_loss": 0.22}, regression=True)  # worse than the constant
     assert learned({**constant, "train/final_loss": 0.22})  # a classifier may be overconfident there
     assert diagnose({**constant, "train/final_loss": 0.22}, regression=True) == ["not_learning"]
+    # held out: the test MSE must get a quarter of the way from the constant's to 0 (0.125 here)
+    assert learned({**constant, "train/final_loss": 0.05, "test/loss": 0.12}, regression=True)
+    assert not learned({**constant, "train/final_loss": 0.05, "test/loss": 0.13}, regression=True)
+    assert not learned({**constant, "train/final_loss": 0.05, "val/loss": 0.18}, regression=True)
