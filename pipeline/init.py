@@ -18,7 +18,7 @@ from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import probe_indices
-from pipeline.harness.recording import Recorder, log_config, open_run
+from pipeline.harness.recording import Recorder, log_config, log_layer_profiles, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.validate import ConfigError, validate
 from pipeline.probes import ProbeSet, build_probes
@@ -68,7 +68,9 @@ def run(cfg: DictConfig) -> dict:
     with open_run(cfg, "init") as run:
         log_config(run, cfg)
         metrics, net = analyse(cfg, data)
-        Recorder(run).log(metrics, 0)
+        recorder = Recorder(run)
+        recorder.log(metrics, 0)
+        log_layer_profiles(run, recorder.history)
         labels = diagnose({k: v for k, v in metrics.items() if math.isfinite(v)}, net)
         run.set_tags({"verdict": ",".join(labels)})
         n = len(net.layers)

@@ -6,22 +6,18 @@ PNGs embedded, so it opens offline from anywhere.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import re
 from pathlib import Path
 
-import markdown
 from omegaconf import DictConfig
 
 from pipeline.harness.cli import stage_main
 from pipeline.harness.paths import ROOT
 from pipeline.studies import STUDIES
 from pipeline.studies.checks import cell
-from pipeline.studies.render import SUMMARY_JSON
-
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+from pipeline.studies.render import IMAGE_LINK, SUMMARY_JSON, html_page
 
 
 def _relink(folder: str, match: re.Match) -> str:
@@ -70,7 +66,7 @@ def gather(root: Path) -> tuple[str, list[dict]]:
     for folder in study_folders(root):
         entries.append(entry(folder))
         text = (folder / "summary.md").read_text()
-        body = _IMAGE.sub(functools.partial(_relink, folder.name), text)
+        body = IMAGE_LINK.sub(functools.partial(_relink, folder.name), text)
         sections.append(body.replace("# Study", "## Study", 1))
     lines = ["# gradlab: the seeds' claims, measured", "", "| study | verdict | runs | checks |", "|---|---|---|---|"]
     for e in entries:
@@ -84,24 +80,7 @@ def gather(root: Path) -> tuple[str, list[dict]]:
 
 def to_html(md_text: str, root: Path) -> str:
     """Standalone HTML: tables rendered, every PNG inlined as a data URI."""
-
-    def inline(m: re.Match) -> str:
-        path = root / m.group(2)
-        if not path.is_file():
-            return m.group(0)
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f"![{m.group(1)}](data:image/png;base64,{data})"
-
-    body = markdown.markdown(_IMAGE.sub(inline, md_text), extensions=["tables", "toc"])
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
-        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 7px}"
-        "img{max-width:100%}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>gradlab report</title>"
-        f"<style>{style}</style></head><body>{body}</body></html>"
-    )
+    return html_page(md_text, root, "gradlab report")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mlflow.entities import Run
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.data import prepared
@@ -28,7 +28,7 @@ from pipeline.harness.progress import Progress
 from pipeline.harness.provenance import code_version
 from pipeline.harness.recording import HISTORY_FILE, History, decode_history
 from pipeline.harness.validate import ConfigError, check_batch_size, validate
-from pipeline.studies import STUDIES, findings_for, render
+from pipeline.studies import STUDIES, browse, findings_for, render
 from pipeline.studies.base import StudyRun, mlflow_value
 from pipeline.studies.checks import verdict as study_verdict
 from pipeline.studies.grid import Job, expand
@@ -42,7 +42,7 @@ def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
     tags = {"stage": "study", "study": cfg.study.name, "study_size": cfg.study.size}
     own_data = prepared.data_label(cfg.data)  # data=file / openml: a parent of its own, tagged `data`
     existing = [
-        r for r in tracking.find_runs(uri, cfg.tracking.experiment, tags) if r.data.tags.get("data") == own_data
+        r for r in tracking.find_runs(uri, browse.study_experiment(cfg), tags) if r.data.tags.get("data") == own_data
     ]
     if own_data:
         tags["data"] = own_data
@@ -50,7 +50,7 @@ def _parent(cfg: DictConfig, uri: str) -> tracking.TrackedRun:
         return tracking.TrackedRun.resume(uri, existing[0].info.run_id)
     return tracking.TrackedRun(
         uri,
-        cfg.tracking.experiment,
+        browse.study_experiment(cfg),
         run_name=f"study {cfg.study.name} ({cfg.study.size}{', ' + own_data if own_data else ''})",
         tags={**tags, "claim": cfg.study.claim},
         parent_run_id="",
@@ -166,11 +166,8 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
         for job in todo:
-            job.cfg.tracking.parent_run_id = parent.run_id
-            job.cfg.tracking.run_name = f"{name} {job.label}"
-            with open_dict(job.cfg):  # the `study` tag on every child: `tags.study = 'depth'` finds them
-                job.cfg.tracking.study = name
-            job.cfg.tracking.uri = uri  # resolved here: a dask worker has neither this cwd nor this environment
+            browse.child_tracking(job, cfg, parent.run_id, uri)
+        browse.describe_experiment(parent, cfg, jobs)
         parent.set_tags({"backend": backend})
         try:
             cfgs = [j.cfg for j in todo]
@@ -199,8 +196,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         found = findings_for(name)(runs, cfg)
         folder = Path(cfg.study.get("reports_dir") or REPORTS_DIR) / report_folder(name, cfg)
         files = render.write(name, cfg.study.claim, cfg.study.size, found, runs, seconds, folder)
-        for f in files:
-            parent.log_artifact(str(f), "report")
+        browse.log_answer(parent, cfg, found, runs, files)
         v = study_verdict(found.checks)
         parent.set_tags(
             {

@@ -13,7 +13,7 @@ from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import Loop, layer_activations, probe_indices, without_accuracy
-from pipeline.harness.recording import Recorder, log_config, log_history, open_run
+from pipeline.harness.recording import Recorder, log_config, log_history, log_layer_profiles, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.threads import blas_threads_for
 from pipeline.harness.validate import validate
@@ -73,6 +73,7 @@ def run(cfg: DictConfig) -> dict:
             log_plots(
                 run, recorder, start_acts, None if diverged or not cfg.probes.histograms else layer_activations(probes)
             )
+        log_layer_profiles(run, recorder.history)
         log_history(run, recorder.history)
     final = {k: v for k, v in recorder.latest.items() if k.split("/")[0] in ("train", "val", "test")}
     result = {

@@ -90,7 +90,8 @@ def test_study_on_a_tracking_server_groups_and_reads_back_its_runs(server, tmp_p
     assert "3 runs (3 run now" in proc.stdout
     assert "MLflow UI (parent run " in proc.stdout and f"): {url}" in proc.stdout  # the server is the UI
     client = MlflowClient(url)
-    runs = client.search_runs([client.get_experiment_by_name("server-study").experiment_id])
+    study_experiment = client.get_experiment_by_name("server-study/dead_relu")  # tracking.experiment/<study>
+    runs = client.search_runs([study_experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("stage") == "study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 3

@@ -1,8 +1,10 @@
-"""The MLflow UI in a real browser: `make ui` on a store holding a small study, driven by headless Chromium.
+"""The MLflow UI in a real browser: `make ui` on a store holding the depth study at smoke size, driven by headless
+Chromium, as README's "Browsing results in the MLflow UI" walks a user through it.
 
-A user opens the experiment, expands the study's parent run to see its children, opens one and finds its
-per-layer gradient-norm charts (section grad_norm); the parent run's artifacts hold the study's report.
-A screenshot of the child's charts is saved to tests/artifacts/mlflow_ui_run.png.
+Each test answers one of the questions a user brings (issue 13): which experiment holds the study; which run is
+which and what became of it, without opening runs; the gradient norm across layers, run against run, on a log scale;
+the study's verdict on its parent run; its report and figure, rendered. One screenshot per view is kept under
+tests/artifacts/ (mlflow_ui_*.png) to look at.
 
 Needs Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run installs it) and the `playwright`
 package (the dev extra) driving it: no browser download.
@@ -11,13 +13,18 @@ package (the dev extra) driving it: no browser download.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
+from urllib.parse import quote, urljoin
 
 import pytest
+from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.harness.paths import ROOT
+from pipeline.harness.recording import PROFILES
+from pipeline.studies import browse
 from tests.helpers import free_port, run_study, serving, tmp_store
 
 pytestmark = pytest.mark.slow  # a server, a browser and a study: `make test-slow` and CI run it
@@ -29,10 +36,13 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is missing (pip install -e '.[dev]')"
 )
 
-STUDY = "dead_relu"
-CHILD_CASE = "baseline"
-SCREENSHOT = ROOT / "tests" / "artifacts" / "mlflow_ui_run.png"
+STUDY = "depth"
+PARENT = f"study {STUDY} (smoke)"
+VANISHING = "sigmoid d6"  # smoke size: depths 2 and 6; sigmoid's first-layer gradient vanishes at depth 6
+ARTIFACTS = ROOT / "tests" / "artifacts"
 TIMEOUT_MS = 30_000
+# what a plotly chart draws: its y axis's scale, and per trace (named by its run) how many points
+_DRAWN = "e => ({scale: e.layout.yaxis.type, lines: Object.fromEntries(e.data.map(t => [t.name, (t.x || []).length]))})"
 # without the background-networking flags Chromium's own connections are refused on a closed network
 CHROMIUM_FLAGS = [
     "--headless",
@@ -48,12 +58,19 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The smoke-size study in a fresh store: its result, the store folder and the child runs by name."""
+    """The smoke-size study in a fresh store: its result, the store, its experiment and runs."""
     tmp = tmp_path_factory.mktemp("ui")
-    result = run_study(STUDY, tmp, "study.n_jobs=1")
+    result = run_study(STUDY, tmp)
     children = {r.info.run_name: r for r in tracking.child_runs(tmp_store(tmp), result["parent_run_id"])}
     assert result["failed"] == 0, {name: (r.info.status, r.data.tags.get("error")) for name, r in children.items()}
-    return {"result": result, "store": tmp / "mlruns", "children": children}
+    parent = MlflowClient(tmp_store(tmp)).get_run(result["parent_run_id"])
+    return {
+        "result": result,
+        "store": tmp / "mlruns",
+        "children": children,
+        "parent": parent,
+        "experiment_id": parent.info.experiment_id,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +94,7 @@ def ui(study, tmp_path_factory):
         f"UI_PORT={port}",
     ]
     base = f"http://127.0.0.1:{port}"
-    with serving(
-        cmd, f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=gradlab", log, cwd=ROOT, env=env
-    ):
+    with serving(cmd, f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=1", log, cwd=ROOT, env=env):
         yield base
 
 
@@ -103,8 +118,12 @@ def browser_context(tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser_context):
+def page(browser_context, ui):
+    """A tab in MLflow's "Model training" mode (the UI opens in its GenAI mode, where experiments show traces)."""
     page = browser_context.new_page()
+    page.goto(ui + "/")
+    page.get_by_text("Model training", exact=True).click()
+    _close_assistant(page)
     yield page
     page.close()
 
@@ -116,62 +135,169 @@ def _close_assistant(page) -> None:
         close.click()
 
 
-def test_study_runs_listed_and_child_grad_norm_charts(study, ui, page):
-    expect = sync_api.expect
-    parent_name = f"study {STUDY} (smoke)"
-    child_name = f"{STUDY} {CHILD_CASE}"
-    assert study["result"]["runs"] == len(study["children"]) >= 2
-    assert child_name in study["children"]
-    grad_keys = sorted(k for k in study["children"][child_name].data.metrics if k.startswith("grad_norm/"))
-    assert "grad_norm/total" in grad_keys and any(k.startswith("grad_norm/layer_") for k in grad_keys)
+def _screenshot(page, name: str, full_page: bool = False) -> Path:
+    """Keep a screenshot of the view as tests/artifacts/mlflow_ui_<name>.png (look at them: README)."""
+    _close_assistant(page)
+    page.wait_for_timeout(500)  # let charts re-lay out to the page's width
+    path = ARTIFACTS / f"mlflow_ui_{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 10_000
+    return path
 
-    # home page -> "Model training" -> the experiment: the study's parent run, its children folded under it
-    page.goto(ui + "/")
-    page.get_by_text("Model training", exact=True).click()
-    page.get_by_role("link", name="gradlab", exact=True).first.click()
-    parent_link = page.get_by_role("link", name=parent_name, exact=True)
+
+def _columns_of(page, run_name: str):
+    """The runs table's row of a run, its scrolling columns (params, metrics, tags): the grid keeps the pinned
+    name column in another row element with the same row-id."""
+    name_cell = page.locator(".ag-row").filter(has=page.get_by_role("link", name=run_name, exact=True)).first
+    return page.locator(f".ag-center-cols-container .ag-row[row-id='{name_cell.get_attribute('row-id')}']")
+
+
+def _open_study_view(page, study) -> None:
+    """The study's experiment from the experiment list, its saved view "study", the parent unfolded."""
+    expect = sync_api.expect
+    page.get_by_role("link", name="Experiments").first.click()
+    page.get_by_role("link", name=f"gradlab/{STUDY}", exact=True).click()
+    page.get_by_test_id("saved-views-trigger").click()
+    page.get_by_text("study", exact=True).last.click()
+    expect(page).to_have_url(re.compile(f"viewStateShareKey={browse.SAVED_VIEW}"))
+    parent_link = page.get_by_role("link", name=PARENT, exact=True)
     expect(parent_link).to_be_visible(timeout=TIMEOUT_MS)
-    parent_row = page.locator(".ag-row").filter(has=parent_link)
-    parent_row.get_by_role("button").first.click()  # the row's expander (+)
+    page.locator(".ag-row").filter(has=parent_link).get_by_role("button").first.click()  # the row's expander (+)
     for name in study["children"]:
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
 
-    # one child: its page, the "Model metrics" tab, the charts filtered to grad_norm: one chart per key
-    page.get_by_role("link", name=child_name, exact=True).click()
-    expect(page.get_by_role("heading", name=child_name)).to_be_visible(timeout=TIMEOUT_MS)
-    assert page.url.endswith(f"/runs/{study['children'][child_name].info.run_id}")
+
+def test_each_study_is_an_experiment_listed_with_its_claim(study, page):
+    expect = sync_api.expect
+    page.get_by_role("link", name="Experiments").first.click()
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"gradlab/{STUDY}", exact=True))
+    expect(row).to_contain_text("Backprop multiplies one activation derivative per layer", timeout=TIMEOUT_MS)
+    _screenshot(page, "experiments")
+
+
+def test_runs_told_apart_by_name_with_their_verdict_in_a_column(study, page):
+    """The saved view's runs table: short distinct names, the verdict and the swept values as columns; a search
+    on the verdict tag (README's example) finds the runs whose gradient vanished."""
+    expect = sync_api.expect
+    names = list(study["children"])
+    assert len(set(names)) == len(names) == 8 and all(len(n) <= 40 for n in names)
+    assert VANISHING in names and "relu he d6" in names
+    _open_study_view(page, study)
+    for header in ("verdict", "study_case", "model.depth", "model.activation", "init.name", "test/acc"):
+        expect(page.get_by_role("columnheader", name=header, exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
+    for name, run in study["children"].items():  # each row shows the run's own verdict, no click needed
+        expect(_columns_of(page, name)).to_contain_text(run.data.tags["verdict"], timeout=TIMEOUT_MS)
+    expect(_columns_of(page, PARENT)).to_contain_text(study["result"]["verdict_text"], timeout=TIMEOUT_MS)
+    _screenshot(page, "runs")
+
+    vanished = sorted(n for n, r in study["children"].items() if "vanishing" in r.data.tags["verdict"])
+    assert vanished == [VANISHING]
+    search = page.get_by_placeholder('metrics.rmse < 1 and params.model = "tree"')
+    search.fill("tags.verdict LIKE '%vanishing%'")
+    search.press("Enter")
+    expect(page.get_by_role("link", name=VANISHING, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_role("link", name="sigmoid d2", exact=True)).to_have_count(0, timeout=TIMEOUT_MS)
+    _screenshot(page, "search")
+
+
+def test_gradient_norm_by_layer_one_chart_overlaying_runs_on_a_log_scale(study, page):
+    """The saved view's chart mode: each layer profile (profile/grad_norm: step = layer index) is one chart with one
+    line per run, y on a log scale."""
+    expect = sync_api.expect
+    _open_study_view(page, study)
+    page.locator("input[name=runs-view-mode][value=CHART]").locator("xpath=../..").click()  # the chart view
+    history = MlflowClient(tmp_store(study["store"].parent)).get_metric_history
+    for metric in PROFILES:
+        card = page.get_by_test_id("experiment-view-compare-runs-card").filter(has=page.get_by_text(metric, exact=True))
+        plot = card.locator(".js-plotly-plot")
+        expect(plot).to_be_visible(timeout=TIMEOUT_MS)
+        page.wait_for_function("e => e.data && e.data.length > 0", arg=plot.element_handle())
+        drawn = plot.evaluate(_DRAWN)
+        assert drawn["scale"] == "log", metric
+        # one line per child (the parent has no profile), each over the run's layers: step = layer index
+        expected = {name: len(history(r.info.run_id, metric)) for name, r in study["children"].items()}
+        assert drawn["lines"] == expected, metric
+    _screenshot(page, "profile")
+
+
+def test_parent_run_description_gives_the_verdict_checks_and_figure(study, page):
+    expect = sync_api.expect
+    page.goto(f"{page.url.split('#')[0]}#/experiments/{study['experiment_id']}/runs/{study['result']['parent_run_id']}")
+    expect(page.get_by_role("heading", name=PARENT)).to_be_visible(timeout=TIMEOUT_MS)
+    _close_assistant(page)
+    description = page.get_by_text(f"Verdict: {study['result']['verdict_text']}", exact=True)
+    expect(description).to_be_visible(timeout=TIMEOUT_MS)
+    show_more = page.get_by_text("Show more", exact=True)
+    if show_more.count():
+        show_more.first.click()
+    for check in study["result"]["checks"]:
+        expect(page.get_by_text(check["name"], exact=True).first).to_be_attached(timeout=TIMEOUT_MS)
+    figure = page.locator(f"img[src*='{quote(f'{browse.REPORT_DIR}/{STUDY}.png', safe='')}']")  # alt is dropped
+    figure.scroll_into_view_if_needed()
+    expect(figure).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_function("e => e.complete && e.naturalWidth > 100", arg=figure.element_handle())
+    _screenshot(page, "parent", full_page=True)
+
+
+def test_report_renders_whole_in_the_artifact_viewer(study, page):
+    """summary.html with its figure drawn; summary.md with the figure as a link that opens the image."""
+    expect = sync_api.expect
+    base = page.url.split("#")[0]
+    page.goto(f"{base}#/experiments/{study['experiment_id']}/runs/{study['result']['parent_run_id']}/artifacts")
+    page.get_by_text("report", exact=True).click()
+    for name in ("metrics.json", f"{STUDY}.png", "summary.md", "summary.html"):
+        expect(page.get_by_text(name, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+
+    page.get_by_text("summary.md", exact=True).click()
+    expect(page.get_by_role("heading", name=f"Study {STUDY} (smoke)", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    link = page.get_by_role("link", name=f"{STUDY}.png")
+    link.scroll_into_view_if_needed()
+    expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    assert f"![{STUDY}]" not in page.locator("body").inner_text()  # no image markup left as text
+    response = page.request.get(urljoin(base, link.get_attribute("href") or ""))
+    assert response.ok and response.headers["content-type"].startswith("image/png")
+    _screenshot(page, "summary_md")
+
+    page.get_by_text("summary.html", exact=True).click()
+    frame = page.frame_locator("iframe").first
+    expect(frame.get_by_role("heading", name=f"Study {STUDY} (smoke)")).to_be_visible(timeout=TIMEOUT_MS)
+    image = frame.get_by_role("img", name=STUDY, exact=True)
+    image.scroll_into_view_if_needed()
+    assert image.evaluate("e => e.complete && e.naturalWidth") > 100  # drawn, not a broken image
+    _screenshot(page, "summary_html")
+
+
+def test_child_run_grad_norm_charts(study, page):
+    """One child's page: the "Model metrics" tab, its grad_norm charts, and the profile across layers."""
+    expect = sync_api.expect
+    child = study["children"][VANISHING]
+    grad_keys = sorted(k for k in child.data.metrics if k.startswith("grad_norm/"))
+    assert "grad_norm/total" in grad_keys and any(k.startswith("grad_norm/layer_") for k in grad_keys)
+    page.goto(f"{page.url.split('#')[0]}#/experiments/{study['experiment_id']}/runs/{child.info.run_id}")
+    expect(page.get_by_role("heading", name=VANISHING)).to_be_visible(timeout=TIMEOUT_MS)
     page.get_by_role("tab", name="Model metrics").click()
-    page.get_by_placeholder("Search metric charts").fill("grad_norm")
+    search = page.get_by_placeholder("Search metric charts")
+    search.fill("grad_norm/")
     for key in grad_keys:
         # each chart's legend names the run and the full key; its title is the part after the prefix
-        expect(page.get_by_text(f"{child_name} ({key})", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.get_by_text(f"{VANISHING} ({key})", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
         expect(page.get_by_text(key.split("/", 1)[1], exact=True)).to_be_visible(timeout=TIMEOUT_MS)
-    expect(page.get_by_text("grad_norm", exact=True)).to_be_visible()  # the section: keys grouped by prefix
-    # one plotly chart per key, each with a drawn line through the logged steps ("M x,y L x,y ...")
+    _expect_lines(page, len(grad_keys))
+    _screenshot(page, "run")
+
+    search.fill("profile/grad_norm")  # the run's gradient norm across its layers: first, mean and last
+    profiles = [k for k in PROFILES if k.startswith("profile/grad_norm")]
+    for key in profiles:
+        expect(page.get_by_text(f"{VANISHING} ({key})", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    _expect_lines(page, len(profiles))
+    _screenshot(page, "run_profile")
+
+
+def _expect_lines(page, n: int) -> None:
+    """n plotly charts on the page, each with a drawn line through its points ("M x,y L x,y ...")."""
     charts = page.locator(".js-plotly-plot")
-    expect(charts).to_have_count(len(grad_keys), timeout=TIMEOUT_MS)
-    for i in range(len(grad_keys)):
+    sync_api.expect(charts).to_have_count(n, timeout=TIMEOUT_MS)
+    for i in range(n):
         line = charts.nth(i).locator("path.js-line").first
         assert "L" in (line.get_attribute("d") or ""), f"chart {i} has no line"
-
-    _close_assistant(page)
-    page.wait_for_timeout(500)  # let the charts re-lay out to the wider page
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
-
-
-def test_parent_run_holds_the_study_report(study, ui, page):
-    expect = sync_api.expect
-    parent_id = study["result"]["parent_run_id"]
-    page.goto(
-        f"{ui}/#/experiments/{study['children'][f'{STUDY} {CHILD_CASE}'].info.experiment_id}/runs/{parent_id}/artifacts"
-    )
-    expect(page.get_by_role("heading", name=f"study {STUDY} (smoke)")).to_be_visible(timeout=TIMEOUT_MS)
-    page.get_by_text("report", exact=True).click()
-    for name in ("metrics.json", f"{STUDY}.png"):
-        expect(page.get_by_text(name, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
-    page.get_by_text("summary.md", exact=True).click()
-    # the markdown is fetched from the server's artifact store and rendered
-    expect(page.get_by_role("heading", name=f"Study {STUDY} (smoke)", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
-    expect(page.get_by_text("Claim.", exact=True)).to_be_visible(timeout=TIMEOUT_MS)

@@ -287,7 +287,7 @@ def dispatch_dask(
         n = len(jobs)
         futures = client.map(run_job, [stage] * n, jobs, [threads] * n, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):  # this client's loop: it is not the default one
             outcomes[index[future.key]] = future.result()
             on_done(index[future.key], outcomes[index[future.key]])
         return outcomes

@@ -8,16 +8,34 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from mlflow.data.numpy_dataset import from_numpy
+from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made as mlflow.data loads
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
-from pipeline.data.prepared import data_config
+from pipeline.data import prepared
 from pipeline.harness.provenance import code_version
 from pipeline.harness.sweep import in_multirun, job_label, sweep_info
 
 History = dict[str, list[tuple[int, float]]]
 
 HISTORY_FILE = "history.json"
+
+# Per-layer profiles: one metric each whose MLflow step is the layer index (1 = the input side, the output layer
+# last), so that one chart draws the quantity across the layers and overlays runs. {metric: (per-layer key, when)}:
+# "mean" = the geometric mean over the run's measurements (norms multiply: profile/grad_norm's first/last layer is
+# the ratio the depth study fits), "first" / "last" = the first / last finite measurement (early in training, the
+# end), "init" = step 0 (the net as initialized: activations and weights only, gradients start at the first step).
+PROFILES = {
+    "profile/grad_norm": ("grad_norm", "mean"),
+    "profile/grad_norm_first": ("grad_norm", "first"),
+    "profile/grad_norm_last": ("grad_norm", "last"),
+    "profile/act_std_init": ("act_std", "init"),
+}
+DIGEST_CHARS = 10  # a data set's MLflow digest: the start of its content sha256
+_DATA_DIRS = (prepared.PREPARED_DIR, prepared.CACHE_DIR)  # where load_or_build keeps prepared sets
 
 # keys that do not change what a run computes: left out of the config hash
 _UNHASHED = ("hydra", "tracking", "study", "ablate", "export")
@@ -57,7 +75,7 @@ def config_hash(cfg: DictConfig) -> str:
     """
     c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
     if "data" in c:
-        c["data"] = data_config(cfg.data)
+        c["data"] = prepared.data_config(cfg.data)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -74,6 +92,7 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     all_tags = {"stage": stage, "config_hash": config_hash(cfg), "code_version": code_version(), **(tags or {})}
     if cfg.tracking.get("study"):  # a study's child
         all_tags["study"] = cfg.tracking.study
+    all_tags.update({str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()})  # a study's: case, label
     sweep = sweep_info() if in_multirun() else {}
     return tracking.TrackedRun(
         tracking.resolve_uri(cfg.tracking.uri),
@@ -96,7 +115,57 @@ def decode_history(data: dict | None) -> History:
 
 
 def log_config(run, cfg: DictConfig) -> None:
-    """Params = the flattened resolved config; the YAML itself as an artifact."""
+    """Params = the flattened resolved config; the YAML itself as an artifact; the data set as its input."""
     plain = plain_config(cfg)
     run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in ("ablate", "study")}))
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+    if run.run_id is not None:
+        run.log_inputs([dataset_input(cfg.data)])
+
+
+def dataset_input(data_cfg) -> DatasetInput:
+    """The run's prepared data set as an MLflow dataset input, what `mlflow.log_input(dataset, "training")` logs
+    (that call needs the run active in this process; TrackedRun logs by run id).
+
+    `mlflow.data.from_numpy` on the training split gives MLflow's schema and profile; the name is the data set's
+    (`wine.csv` for a user's file), the digest the start of its content sha256 (the sidecar's: the same arrays,
+    the same digest), the source the user's file or the prepared .npz. The runs table's Dataset column shows
+    `name (digest)`, the run's page the rest.
+    """
+    split, meta = prepared.load_or_build(data_cfg)  # already prepared and checked by the stage: read again, ms
+    npz = next((p for p in (prepared.paths(data_cfg, d)[0] for d in _DATA_DIRS) if p.exists()), None)
+    source = (meta.get("source") or {}).get("path") or (str(npz) if npz else str(meta["config"]["name"]))
+    dataset = from_numpy(
+        split.x_train,
+        targets=split.y_train,
+        source=LocalArtifactDatasetSource(source),  # a user's file (data=file), else the prepared .npz
+        name=prepared.data_label(data_cfg) or str(meta["config"]["name"]),  # digits; wine.csv; openml iris
+        digest=meta["sha256"][:DIGEST_CHARS],
+    )
+    return DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
+def layer_profiles(history: History) -> dict[str, list[tuple[int, float]]]:
+    """PROFILES from a run's history: {metric: [(layer, value), ...]} (layers without a usable value left out)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for metric, (prefix, when) in PROFILES.items():
+        points = []
+        for key in sorted(k for k in history if k.startswith(f"{prefix}/layer_")):
+            finite = [(s, v) for s, v in sorted(history[key]) if math.isfinite(v)]
+            if when == "init":
+                finite = [(s, v) for s, v in finite if s == 0]
+            elif when == "mean":  # geometric: of the positive values
+                logs = [math.log(v) for _, v in finite if v > 0]
+                finite = [(0, math.exp(sum(logs) / len(logs)))] if logs else []
+            if finite:
+                points.append((int(key.rsplit("_", 1)[1]), finite[-1 if when == "last" else 0][1]))
+        if points:
+            out[metric] = points
+    return out
+
+
+def log_layer_profiles(run, history: History) -> None:
+    """Log layer_profiles: one metric per quantity, its step the layer index."""
+    for metric, points in layer_profiles(history).items():
+        for layer, value in points:
+            run.log_metric(metric, value, layer)

@@ -17,16 +17,71 @@ from pipeline.harness.validate import ConfigError, validate
 
 SIZES = ("smoke", "default", "full")
 
+MAX_NAME = 40  # run names longer than this are cut in MLflow's runs table
+# well-known keys: their value after a short prefix in run names (model.depth=20 -> d20, model.activation=tanh -> tanh)
+SHORT_KEYS = {
+    "model.activation": "",
+    "seed": "s",
+    "model.depth": "d",
+    "model.width": "w",
+    "optimizer.lr": "lr",
+    "optimizer.weight_decay": "wd",
+    "regularizer.strength": "λ",
+    "train.batch_size": "B",
+    "train.epochs": "ep",
+    "train.clip.max_norm": "clipnorm",
+    "train.clip.max_value": "clipval",
+    "init.std": "std",
+    "init.gain": "gain",
+    "init.bias": "bias",
+    "init.value": "c",
+    "data.noise": "noise",
+    "data.n_samples": "n",
+}
+# switches: shown by this word when true, left out when false
+SHORT_SWITCHES = {"model.batch_norm": "bn", "model.residual": "res"}
+
 
 @dataclass
 class Job:
     """One point of the grid: its swept values and its composed config."""
 
-    label: str
+    label: str  # every value spelled out: "relu he model.depth=20 seed=1" (the report's tables use it)
     values: dict[str, str]
     cfg: DictConfig
     hash: str
     case: str | None = None  # the name of the study case it belongs to, if the case has one
+    name: str = ""  # the short run name, unique in the study: "relu he d20 s1"
+
+
+def short_value(key: str, value: str) -> str:
+    """One key's value as a run name shows it: d20, lr0.3, Bfull, bn (true) / "" (false), sigmoid, he_normal."""
+    if key in SHORT_SWITCHES or value in ("true", "false"):
+        return SHORT_SWITCHES.get(key, key.rsplit(".", 1)[-1]) if value == "true" else ""
+    if key == "train.batch_size" and value == "null":
+        return "Bfull"
+    if key in SHORT_KEYS:
+        return f"{SHORT_KEYS[key]}{value}"
+    if "." not in key or (CONF_DIR / key).is_dir():  # a group choice (init=he_normal) or a top-level word
+        return f"no-{key}" if value in ("none", "null") else value
+    return f"{key.rsplit('.', 1)[-1]}={value}"  # any other key: its last part spelled out (beta1=0.9)
+
+
+def short_name(case: str | None, case_values: dict[str, str], swept: dict[str, str], fallback: str) -> str:
+    """The run name of one job: the case's name (else its values), then the swept values in short form."""
+    parts = [case] if case else [short_value(k, v) for k, v in case_values.items()]
+    parts += [short_value(k, v) for k, v in swept.items()]
+    return " ".join(p for p in parts if p) or fallback
+
+
+def _unique_names(jobs: list[Job]) -> None:
+    """Cut names to MAX_NAME and make them unique in the study: a clash or a cut gets the config hash's start."""
+    count: dict[str, int] = {}
+    for job in jobs:
+        count[job.name] = count.get(job.name, 0) + 1
+    for job in jobs:
+        if count[job.name] > 1 or len(job.name) > MAX_NAME:
+            job.name = f"{job.name[: MAX_NAME - 8].rstrip()} #{job.hash[:6]}"
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -151,7 +206,9 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
             validate(job_cfg)
             parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]
             label = " ".join(parts + [f"{k}={v}" for k, v in swept.items()]) or study.name
-            jobs.append(Job(label, values, job_cfg, config_hash(job_cfg), case_name))
+            name = short_name(case_name, case_values, swept, study.name)
+            jobs.append(Job(label, values, job_cfg, config_hash(job_cfg), case_name, name))
+    _unique_names(jobs)
     return jobs
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import mlflow
 import psutil
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,6 +103,7 @@ class TrackedRun:
         self.parent_run_id = parent or None
         self.flush_every = flush_every
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._mlflow_before = seconds_in_mlflow()
         self._client: MlflowClient | None = None
         self._buffer: list[Metric] = []
@@ -140,7 +141,7 @@ class TrackedRun:
         except MlflowException:  # the cached experiment may have been deleted since: look it up afresh
             experiment_id = ensure_experiment(self.uri, self.experiment)
             run = self._call(self._store.create_run, experiment_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         return self
 
     @classmethod
@@ -149,7 +150,7 @@ class TrackedRun:
         run = cls(uri, parent_run_id="")
         run._client = client(run.uri)
         info = run._call(run._client.get_run, run_id).info
-        run.run_name, run.run_id = info.run_name, run_id
+        run.run_name, run.run_id, run.experiment_id = info.run_name, run_id, info.experiment_id
         run._call(run._client.update_run, run_id, status="RUNNING")
         run._call(run._client.set_tag, run_id, WRITER_TAG, writer_process())  # this process writes it now
         return run
@@ -181,6 +182,19 @@ class TrackedRun:
             self._call(
                 self._store.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
             )
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Set tags on the run's experiment (`mlflow.note.content` is its description in the UI)."""
+        for key, value in tags.items():
+            self._call(self._store.set_experiment_tag, self.experiment_id, key, str(value))
+
+    def log_inputs(self, datasets: list[DatasetInput]) -> None:
+        """Record the data sets the run read (the runs table's Dataset column)."""
+        self._call(self._store.log_inputs, self.run_id, datasets=datasets)
+
+    def log_image(self, image: Any, key: str, step: int = 0) -> None:
+        """An image (a PIL image or an array) under `key` at `step`: the run's Model metrics tab shows it."""
+        self._call(self._store.log_image, self.run_id, image, key=key, step=step, synchronous=True)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         """Save a matplotlib figure as an artifact, then close it to free its memory."""
@@ -283,6 +297,7 @@ class NullRun:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.seconds_in_mlflow = 0.0
 
     def start(self) -> NullRun:
@@ -299,6 +314,15 @@ class NullRun:
         """Do nothing."""
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def log_inputs(self, datasets: list[DatasetInput]) -> None:
+        """Do nothing."""
+
+    def log_image(self, image: Any, key: str, step: int = 0) -> None:
         """Do nothing."""
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:

@@ -56,7 +56,7 @@ def start_and_stop(tmp_path, store):
         while time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
             _, runs = runs_by_name(store)
-            quick, slow = runs.get("dead_relu quick"), runs.get("dead_relu slow")
+            quick, slow = runs.get("quick"), runs.get("slow")
             if quick and quick.info.status == "FINISHED" and slow and slow.info.status == "RUNNING":
                 break
         time.sleep(1.5)  # let the slow job log a few steps
@@ -77,8 +77,8 @@ def test_sigterm_stops_a_study_cleanly_and_a_rerun_resumes(tmp_path):
     assert seconds < 15
     client, runs = runs_by_name(store)
     assert runs["study dead_relu (smoke)"].info.status == "KILLED"
-    assert runs["dead_relu quick"].info.status == "FINISHED"
-    slow = runs["dead_relu slow"]
+    assert runs["quick"].info.status == "FINISHED"
+    slow = runs["slow"]
     assert slow.info.status == "KILLED"  # ended by its own worker, not left RUNNING
     assert "ended_by" not in slow.data.tags  # ... and not by the parent's clean-up of dead workers' runs
     assert len(client.get_metric_history(slow.info.run_id, "train/loss")) > 5  # its buffer was flushed
@@ -88,5 +88,5 @@ def test_sigterm_stops_a_study_cleanly_and_a_rerun_resumes(tmp_path):
     client, _ = runs_by_name(store)
     all_runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     names = sorted(r.info.run_name for r in all_runs)
-    assert names.count("dead_relu quick") == 1 and names.count("dead_relu slow") == 2
+    assert names.count("quick") == 1 and names.count("slow") == 2
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
