@@ -13,7 +13,7 @@ from pipeline.harness import export, plots
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import Loop, layer_activations, probe_indices, without_accuracy
-from pipeline.harness.recording import Recorder, log_config, log_history, log_layer_profiles, open_run
+from pipeline.harness.recording import Recorder, dense_stride, log_config, log_history, log_layer_profiles, open_run
 from pipeline.harness.seeding import rng_for
 from pipeline.harness.threads import blas_threads_for
 from pipeline.harness.validate import validate
@@ -49,12 +49,19 @@ def run(cfg: DictConfig) -> dict:
         )
         if probes is not None and probes.skipped:
             run.set_tags({"probes_skipped": "; ".join(f"{k}: {v}" for k, v in probes.skipped.items())})
-        recorder = Recorder(run)
+        dense = Loop.dense_measurements(len(data.y_train), cfg.train.batch_size, cfg.probes.every, cfg.train.epochs)
+        recorder = Recorder(run, dense_stride(dense, cfg.tracking.get("max_points")))
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)
         with blas_threads_for(trainer.net.sizes, cfg.train.batch_size or len(data.y_train)):
-            loop.run()
+            try:
+                loop.run()
+            except BaseException:  # a crash or an interrupt: the series MLflow was spared go in history.json
+                recorder.close()
+                log_history(run, recorder.history)
+                raise
+        recorder.close()
         diverged = loop.diverged_at_step is not None
         if not diverged:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

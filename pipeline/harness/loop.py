@@ -171,12 +171,14 @@ class Loop:
             interval_loss, interval_n = interval_loss + loss, interval_n + 1
             if self.step % every == 0 or last:
                 self.recorder.log(
-                    {"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds}, self.step
+                    {"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
+                    self.step,
+                    dense=True,
                 )
                 interval_loss, interval_n = 0.0, 0
             if measure and self.probes is not None:
                 metrics = self.probes.measure()
-                self.recorder.log(metrics, self.step)
+                self.recorder.log(metrics, self.step, dense=True)
                 if not math.isfinite(metrics.get("grad_norm/total", 0.0)):
                     self.diverge()
                     break
@@ -186,6 +188,12 @@ class Loop:
     def regression(self) -> bool:
         """Real targets: no accuracy to log (the loss is the mean squared error)."""
         return self.trainer.loss.regression
+
+    @staticmethod
+    def dense_measurements(n_train: int, batch_size: int | None, every: int, epochs: int) -> int:
+        """At most how many dense measurements (loss and probes) a run makes: each `every` steps, each epoch's end."""
+        steps = math.ceil(n_train / batch_size) if batch_size else 1
+        return min(steps, steps // every + 1) * epochs
 
     def diverge(self) -> None:
         self.diverged_at_step = self.step

@@ -199,6 +199,7 @@ RULES: dict[str, Check] = {
     "tracking.run_name": optional(text),
     "tracking.parent_run_id": optional(text),
     "tracking.figures": choice(("auto", True, False)),
+    "tracking.max_points": optional(integer(1)),
 }
 
 
