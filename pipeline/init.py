@@ -20,7 +20,7 @@ from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import probe_indices
 from pipeline.harness.recording import Recorder, log_config, log_layer_profiles, open_run
 from pipeline.harness.seeding import rng_for
-from pipeline.harness.validate import validate
+from pipeline.harness.validate import ConfigError, validate
 from pipeline.probes import ProbeSet, build_probes
 
 
@@ -28,6 +28,7 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
     """(metrics, network) of the initialized network on the probe batch."""
     trainer = build_trainer(cfg, data)
     net = trainer.net
+    assert isinstance(net, MLP)  # run() refuses recurrent models
     idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
     x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -60,6 +61,11 @@ def per_layer(metrics: dict, prefix: str, n: int) -> list[float]:
 def run(cfg: DictConfig) -> dict:
     """Analyse the configured network at initialization; returns the per-layer profile and verdict."""
     validate(cfg)
+    if cfg.model.get("cell"):
+        raise ConfigError(
+            f"model.cell: got '{cfg.model.cell}'; the init stage analyses the MLP's layers; "
+            "allowed: an MLP model (mlp, deep, resmlp); train a recurrent model with pipeline.train"
+        )
     data = load_data(cfg)
     tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
     with open_run(cfg, "init", tags) as run:

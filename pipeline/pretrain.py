@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.data import prepared
-from pipeline.engine import layer_name, make_optimizer, minibatches
+from pipeline.engine import MLP, layer_name, make_optimizer, minibatches
 from pipeline.engine.autoencoder import Autoencoder
 from pipeline.harness import pretrained
 from pipeline.harness.build import DTYPES, build_loss, build_network
@@ -37,6 +37,8 @@ from pipeline.probes import ProbeSet, build_probes
 
 def check(cfg: DictConfig) -> None:
     """What pretraining needs beyond the per-key rules: a plain MLP with at least one hidden layer."""
+    if cfg.model.get("cell"):
+        raise ConfigError(f"model.cell: got {cfg.model.cell!r}; allowed: null (pretraining stacks an MLP's layers)")
     if cfg.model.depth < 1:
         raise ConfigError("model.depth: got 0; allowed: >= 1 hidden layer to pretrain")
     if cfg.model.batch_norm or cfg.model.residual:
@@ -79,7 +81,7 @@ def start_profile(cfg: DictConfig, net, data) -> dict[str, float]:
     idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
     x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        value, dlogits = build_loss(cfg.model)(net.forward(x, train=True), y)
+        value, dlogits = build_loss(cfg.model, data.regression)(net.forward(x, train=True), y)
         net.backward(dlogits)
         acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
         probes = build_probes(list(cfg.probes.instruments), exact_spectral=True)
@@ -100,7 +102,8 @@ def run(cfg: DictConfig) -> dict:
     plain = plain_config(cfg)
     with open_run(cfg, "pretrain") as run:  # from here on, a failure is recorded as a FAILED run
         log_config(run, cfg)
-        net = build_network(cfg.model, cfg.init, data.n_features, data.n_classes, rng_for(cfg.seed, "init"))
+        net = build_network(cfg.model, cfg.init, data.n_features, data.out_dim, rng_for(cfg.seed, "init"))
+        assert isinstance(net, MLP)  # check() refuses model.cell
         batch_rng, noise_rng = rng_for(cfg.seed, "pretrain").spawn(2)
         recorder = Recorder(run)
         x_train, x_val = data.x_train, data.x_val  # the input of the layer being trained: codes of those below

@@ -134,6 +134,8 @@ def _from_run(run_id: str, tracking_uri: str | None) -> Pretrained:
 def check_fits(pre: Pretrained, model: Mapping[str, Any], in_dim: int) -> None:
     """One ConfigError line when the weights do not fit `model` on inputs of `in_dim` features."""
     meta, where = pre.meta, pre.where
+    if model.get("cell"):
+        raise ConfigError(f"init: init=pretrained loads an MLP's hidden layers; model.cell is {model['cell']}")
     if model.get("batch_norm") or model.get("residual"):
         raise ConfigError(
             "init: init=pretrained loads plain dense + activation layers; allowed: model.batch_norm=false and "
