@@ -260,3 +260,12 @@ def test_a_diverging_layer_stops_the_stage_with_one_line_and_a_failed_run(tmp_pa
         pretrain.run(config("data=xor", f"tracking.uri={store}", f"export={tmp_path / 'w'}"))
     _, (run,) = runs_of(store)
     assert run.info.status == "FAILED" and not (tmp_path / "w" / "weights.npz").exists()
+
+
+def test_recurrent_models_are_refused_by_pretrain_and_by_init_pretrained(pretrained_run):
+    _, _, folder = pretrained_run
+    with pytest.raises(ConfigError, match="model.cell: got 'rnn'"):
+        pretrain.run(config("model=rnn", "data=seq_digits", "tracking.enabled=false"))
+    cfg = config("model=rnn", "data=seq_digits", "init=pretrained", f"init.source={folder}", "tracking.enabled=false")
+    with pytest.raises(ConfigError, match="init=pretrained loads an MLP's hidden layers; model.cell is rnn"):
+        train.run(cfg)
