@@ -101,7 +101,7 @@ def run(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     plain = plain_config(cfg)
     with open_run(cfg, "pretrain") as run:  # from here on, a failure is recorded as a FAILED run
-        log_config(run, cfg)
+        log_config(run, cfg, "pretrain")
         net = build_network(cfg.model, cfg.init, data.n_features, data.out_dim, rng_for(cfg.seed, "init"))
         assert isinstance(net, MLP)  # check() refuses model.cell
         batch_rng, noise_rng = rng_for(cfg.seed, "pretrain").spawn(2)

@@ -121,3 +121,19 @@ def test_a_run_ended_between_two_series_still_sends_each_series_last_value():
     rec.close()
     last = {key: (s, m[key]) for s, m in run.logged for key in m}
     assert last == {"train/loss": (5, 5.0), "grad_norm/total": (4, 40.0)}
+
+
+def test_pretrain_settings_are_the_pretrain_stages_identity_only():
+    from pipeline.harness.recording import config_hash
+
+    a, b = config("pretrain.epochs=3"), config("pretrain.epochs=4")
+    assert config_hash(a) == config_hash(b) == config_hash(a, "train")  # training does not read them
+    assert config_hash(a, "pretrain") != config_hash(b, "pretrain")
+
+
+def test_a_train_run_logs_no_pretrain_params(tmp_path):
+    store = tmp_store(tmp_path)
+    cfg = config("data=xor", "model.depth=1", "model.width=4", "train.epochs=1", f"tracking.uri={store}")
+    result = train.run(cfg)
+    params = MlflowClient(store).get_run(result["run_id"]).data.params
+    assert "model.depth" in params and not [k for k in params if k.startswith("pretrain.")]

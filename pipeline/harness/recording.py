@@ -39,6 +39,14 @@ _DATA_DIRS = (prepared.PREPARED_DIR, prepared.CACHE_DIR)  # where load_or_build 
 
 # keys that do not change what a run computes: left out of the config hash
 _UNHASHED = ("hydra", "tracking", "study", "ablate", "export")
+# keys only one stage reads: left out of every other stage's hash and params (a fine-tuning run depends on the
+# weights it loads, named by init.source, not on the settings that made them)
+_STAGE_ONLY = {"pretrain": "pretrain"}
+
+
+def _left_out(stage: str | None) -> tuple[str, ...]:
+    """The top-level keys not part of `stage`'s identity."""
+    return tuple(key for key, owner in _STAGE_ONLY.items() if owner != stage)
 
 
 class Recorder:
@@ -108,13 +116,13 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in c.items() if k != "hydra"}
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, stage: str | None = None) -> str:
     """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded).
 
     The data's identity is its prepared set's (`data=file` adds the file's sha256): a study run again on an
     edited file runs its jobs again instead of resuming finished ones.
     """
-    c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
+    c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED + _left_out(stage)}
     if "data" in c:
         c["data"] = prepared.data_config(cfg.data)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -130,7 +138,7 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     if not cfg.tracking.enabled:
         return tracking.NullRun()
     tracking.end_stale_active_run()
-    all_tags = {"stage": stage, "config_hash": config_hash(cfg), "code_version": code_version(), **(tags or {})}
+    all_tags = {"stage": stage, "config_hash": config_hash(cfg, stage), "code_version": code_version(), **(tags or {})}
     if cfg.tracking.get("study"):  # a study's child
         all_tags["study"] = cfg.tracking.study
     all_tags.update({str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()})  # a study's: case, label
@@ -155,10 +163,12 @@ def decode_history(data: dict | None) -> History:
     return {k: [(int(s), float(v)) for s, v in pts] for k, pts in (data or {}).items()}
 
 
-def log_config(run, cfg: DictConfig) -> None:
-    """Params = the flattened resolved config; the YAML itself as an artifact; the data set as its input."""
+def log_config(run, cfg: DictConfig, stage: str | None = None) -> None:
+    """Params = the flattened resolved config (less what only another stage reads); the YAML itself as an
+    artifact; the data set as its input."""
     plain = plain_config(cfg)
-    run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in ("ablate", "study")}))
+    skipped = ("ablate", "study", *_left_out(stage))
+    run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in skipped}))
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
     if run.run_id is not None:
         run.log_inputs([dataset_input(cfg.data)])
