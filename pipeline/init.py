@@ -14,13 +14,13 @@ from omegaconf import DictConfig
 from pipeline.analysis.diagnosis import diagnose
 from pipeline.analysis.theory import predicted_act_var
 from pipeline.engine import MLP, layer_name
-from pipeline.harness import export, plots
+from pipeline.harness import export, plots, pretrained
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import probe_indices
 from pipeline.harness.recording import Recorder, check_store, log_config, log_layer_profiles, open_run
 from pipeline.harness.seeding import rng_for
-from pipeline.harness.validate import validate
+from pipeline.harness.validate import ConfigError, validate
 from pipeline.probes import ProbeSet, build_probes
 
 
@@ -28,6 +28,7 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
     """(metrics, network) of the initialized network on the probe batch."""
     trainer = build_trainer(cfg, data)
     net = trainer.net
+    assert isinstance(net, MLP)  # run() refuses recurrent models
     idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
     x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -40,12 +41,14 @@ def analyse(cfg: DictConfig, data) -> tuple[dict, MLP]:
         metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
     metrics["init/loss"] = loss
     init_params = {k: v for k, v in cfg.init.items() if k not in ("name", "bias")}
-    theory = predicted_act_var(
-        net,
-        cfg.init.name,
-        dict(init_params, negative_slope=net.activation.negative_slope),
-        bias=float(cfg.init.get("bias") or 0.0),
-    )
+    theory = None
+    if cfg.init.name != "pretrained":  # no formula predicts learned weights
+        theory = predicted_act_var(
+            net,
+            cfg.init.name,
+            dict(init_params, negative_slope=net.activation.negative_slope),
+            bias=float(cfg.init.get("bias") or 0.0),
+        )
     if theory is not None:
         metrics.update({f"theory_act_var/{layer_name(i)}": v for i, v in enumerate(theory, 1)})
     return metrics, net
@@ -58,9 +61,15 @@ def per_layer(metrics: dict, prefix: str, n: int) -> list[float]:
 def run(cfg: DictConfig) -> dict:
     """Analyse the configured network at initialization; returns the per-layer profile and verdict."""
     validate(cfg)
+    if cfg.model.get("cell"):
+        raise ConfigError(
+            f"model.cell: got '{cfg.model.cell}'; the init stage analyses the MLP's layers; "
+            "allowed: an MLP model (mlp, deep, resmlp); train a recurrent model with pipeline.train"
+        )
     check_store(cfg)
     data = load_data(cfg)
-    with open_run(cfg, "init") as run:
+    tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
+    with open_run(cfg, "init", tags) as run:
         log_config(run, cfg)
         metrics, net = analyse(cfg, data)
         recorder = Recorder(run)

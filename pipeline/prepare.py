@@ -20,9 +20,14 @@ def summary_line(result: dict) -> str:
     sizes = result["split_sizes"]
     state = "reused" if result["reused"] else "built"
     name = data_label(result["config"]) or result["config"]["name"]  # a user's file by its name: wine.csv
+    if result.get("task") == "regression":
+        what = f"regression (a constant predictor's MSE {result['target_stats']['train']['var']:.3f})"
+    else:
+        what = f"{result['n_classes']} classes"
+    steps = f"{result['seq_len']} steps of " if result.get("seq_len") else ""
     return (
         f"{name}: {state} {result['path']} — train {sizes['train']}, val {sizes['val']}, "
-        f"test {sizes['test']}; {result['n_features']} features, {result['n_classes']} classes"
+        f"test {sizes['test']}; {steps}{result['n_features']} feature{'s' * (result['n_features'] != 1)}, {what}"
     )
 
 

@@ -9,13 +9,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.analysis.diagnosis import diagnose
-from pipeline.harness import export, plots
+from pipeline.harness import export, plots, pretrained
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
-from pipeline.harness.loop import Loop, layer_activations, probe_indices
+from pipeline.harness.loop import Loop, layer_activations, probe_indices, without_accuracy
 from pipeline.harness.recording import (
     Recorder,
     check_store,
+    dense_stride,
     log_config,
     log_history,
     log_layer_profiles,
@@ -32,11 +33,13 @@ def run(cfg: DictConfig) -> dict:
     validate(cfg)
     check_store(cfg)
     data = load_data(cfg)
+    tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
     t0 = time.perf_counter()
-    with open_run(cfg, "train") as run:  # from here on, a failure is recorded as a FAILED run
+    with open_run(cfg, "train", tags) as run:  # from here on, a failure is recorded as a FAILED run
         log_config(run, cfg)
         trainer = build_trainer(cfg, data)
-        probe_x = data.x_train[probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))]
+        probe_idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
+        probe_x, probe_y = data.x_train[probe_idx], data.y_train[probe_idx]
         full_batch = (data.x_train, data.y_train) if cfg.probes.get("gradient_noise") else None
         probes = (
             ProbeSet(
@@ -49,31 +52,39 @@ def run(cfg: DictConfig) -> dict:
                 source=cfg.probes.activations,
                 every=cfg.probes.every,
                 instruments=list(cfg.probes.instruments),
+                probe_y=probe_y,
             )
             if cfg.probes.enabled
             else None
         )
-        recorder = Recorder(run)
+        if probes is not None and probes.skipped:
+            run.set_tags({"probes_skipped": "; ".join(f"{k}: {v}" for k, v in probes.skipped.items())})
+        dense = Loop.dense_measurements(len(data.y_train), cfg.train.batch_size, cfg.probes.every, cfg.train.epochs)
+        recorder = Recorder(run, dense_stride(dense, cfg.tracking.get("max_points")))
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)
         with blas_threads_for(trainer.net.sizes, cfg.train.batch_size or len(data.y_train)):
-            loop.run()
+            try:
+                loop.run()
+            except BaseException:  # a crash or an interrupt: the series MLflow was spared go in history.json
+                recorder.close()
+                log_history(run, recorder.history)
+                raise
+        recorder.close()
         diverged = loop.diverged_at_step is not None
         if not diverged:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 final_loss, final_acc = trainer.evaluate(data.x_train, data.y_train)
                 test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
-            recorder.log(
-                {
-                    "train/final_loss": final_loss,
-                    "train/final_acc": final_acc,
-                    "test/loss": test_loss,
-                    "test/acc": test_acc,
-                },
-                loop.step,
-            )
-        labels = diagnose(recorder.finite_latest(), trainer.net, diverged)
+            final_metrics = {
+                "train/final_loss": final_loss,
+                "train/final_acc": final_acc,
+                "test/loss": test_loss,
+                "test/acc": test_acc,
+            }
+            recorder.log(without_accuracy(final_metrics) if loop.regression else final_metrics, loop.step)
+        labels = diagnose(recorder.finite_latest(), trainer.net, diverged, regression=loop.regression)
         run.set_tags({"verdict": ",".join(labels)})
         if figures:
             log_plots(
@@ -92,6 +103,7 @@ def run(cfg: DictConfig) -> dict:
         "seconds_per_epoch": float(np.mean(loop.epoch_seconds)) if loop.epoch_seconds else math.nan,
         "tracking_seconds": run.seconds_in_mlflow,
         "metrics": final,
+        "chance_loss": recorder.latest.get("data/chance_loss", math.nan),
     }
     if cfg.get("export"):
         export.train_files(cfg.export, recorder.history, result)
@@ -125,7 +137,12 @@ def log_plots(run, recorder: Recorder, start_acts, end_acts) -> None:
 
 def summary_line(result: dict) -> str:
     m = result["metrics"]
-    acc = f"test/acc {m['test/acc']:.3f}" if "test/acc" in m else f"diverged at step {result['diverged_at_step']}"
+    if "test/acc" in m:
+        acc = f"test/acc {m['test/acc']:.3f}"
+    elif "test/loss" in m:  # a regression: its loss (MSE) against a constant predictor's
+        acc = f"test/loss {m['test/loss']:.4f} (constant predictor {result['chance_loss']:.4f})"
+    else:
+        acc = f"diverged at step {result['diverged_at_step']}"
     run = f"  run {result['run_id']}" if result["run_id"] else ""
     return (
         f"{acc}  verdict {','.join(result['verdict'])}  {result['epochs']} epochs, "

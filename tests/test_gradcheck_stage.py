@@ -60,3 +60,11 @@ def test_config_names_match_design(init):
         assert key in cfg.model
     assert {"tol"} <= set(cfg.gradcheck) and "strength" in cfg.regularizer
     assert gradcheck.run(cfg)["passed"]
+
+
+def test_the_autoencoders_of_pretraining_pass_and_a_wrong_derivative_fails_them(monkeypatch):
+    result = gradcheck.run(config("gradcheck.autoencoder=true"))
+    assert len(result["combinations"]) == 6 * 2 * 2 and result["passed"] and result["max_rel_error"] < 1e-8
+    monkeypatch.setattr(Sigmoid, "grad", lambda self, z, a=None: a * (1.0 - a) * 1.01)
+    result = gradcheck.run(config("gradcheck.autoencoder=true"))
+    assert not result["passed"] and all(label.startswith("autoencoder sigmoid") for label in result["failed"])

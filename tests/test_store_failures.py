@@ -321,8 +321,9 @@ def test_a_uri_from_the_environment_is_named_so(monkeypatch):
         ("train", ["-m", "model.depth=1,2", *TINY[:1]]),  # a sweep: its parent run is never made
         pytest.param("init", ["model.depth=2"], marks=pytest.mark.slow),
         pytest.param("ablate", ["study.size=smoke"], marks=pytest.mark.slow),
+        pytest.param("pretrain", ["model.depth=2"], marks=pytest.mark.slow),
     ],
-    ids=["train", "study", "sweep", "init", "ablate"],
+    ids=["train", "study", "sweep", "init", "ablate", "pretrain"],
 )
 def test_a_server_where_nothing_listens_is_one_line_at_once(tmp_path, module, args):
     uri = f"http://127.0.0.1:{free_port()}"

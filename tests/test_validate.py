@@ -14,7 +14,7 @@ BAD = [
     ("train.batch_size=0", "train.batch_size: got 0; allowed: null or an integer >= 1"),
     ("train.epochs=abc", "train.epochs: got 'abc'; allowed: an integer >= 1"),
     ("train.epochs=2.5", "train.epochs: got 2.5; allowed: an integer >= 1"),
-    ("model.loss=nll", "model.loss: got 'nll'; allowed: one of cross_entropy, mse, hinge"),
+    ("model.loss=nll", "model.loss: got 'nll'; allowed: one of auto, cross_entropy, mse, hinge"),
     ("init.std=-1", "init.std: got -1; allowed: a number >= 0"),
     ("data.test_size=1.5", "data.test_size: got 1.5; allowed: a number > 0 and < 1"),
     ("train.clip.max_norm=0", "train.clip.max_norm: got 0; allowed: null or a number > 0"),

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from pipeline.engine import MLP, layer_name
+from pipeline.engine import Network, layer_name
 
 # thresholds, documented in the README's "Verdicts" table
 VANISHING_RATIO = 1e-3  # first-layer / last-layer gradient norm (or last / first hidden activation std)
@@ -35,10 +35,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def is_symmetric(net: MLP) -> bool:
+def is_symmetric(net: Network) -> bool:
     """Some hidden layer (width > 1) whose units all have the same incoming weights and bias within 1e-6."""
     for layer in net.hidden:
-        w = layer.params["W"]  # (fan_in, width)
+        w = layer.W  # (fan_in, width); a recurrent layer: its input weights W_xh
         if w.shape[1] < 2:
             continue
         cols = [w] + ([layer.params["b"][None, :]] if "b" in layer.params else [])
@@ -47,7 +47,7 @@ def is_symmetric(net: MLP) -> bool:
     return False
 
 
-def learned(latest: dict[str, float]) -> bool:
+def learned(latest: dict[str, float], regression: bool = False) -> bool:
     """False when a trained run ended no better than a constant predictor (True without the numbers).
 
     Accuracy: test/acc (else val/acc) <= chance + ABOVE_CHANCE x (1 - chance), chance = data/chance_acc.
@@ -56,23 +56,38 @@ def learned(latest: dict[str, float]) -> bool:
     often than chance. Not the initial loss, which a bad init inflates (a sigmoid net relaxing to the
     uniform output would look as if it learned); and not "above the constant's loss", which an overconfident
     net that did learn (70% accuracy, huge logits) also is.
+
+    A regression (real targets, no accuracy) is judged by its MSE against the constant predictor's (the
+    targets' variance), the accuracy rule's analogue: the test (else validation) MSE must get more than
+    ABOVE_CHANCE of the way from the constant's to 0, and the final training MSE at least CONSTANT_LOSS_TOL
+    below the constant's (no overconfidence excuses a loss above it).
     """
+    end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
+    if regression:
+        if constant is None:
+            return True
+        held_out = latest.get("test/loss", latest.get("val/loss"))
+        if held_out is not None and held_out >= (1.0 - ABOVE_CHANCE) * constant:
+            return False
+        return not (end is not None and end >= (1.0 - CONSTANT_LOSS_TOL) * constant)
     acc = latest.get("test/acc", latest.get("val/acc"))
     chance = latest.get("data/chance_acc")
     if acc is not None and chance is not None and acc <= chance + ABOVE_CHANCE * (1.0 - chance):
         return False
-    end, constant = latest.get("train/final_loss"), latest.get("data/chance_loss")
     return not (
         end is not None and constant is not None and constant > 0 and abs(end / constant - 1.0) <= CONSTANT_LOSS_TOL
     )
 
 
-def diagnose(latest: dict[str, float], net: MLP | None = None, diverged: bool = False) -> list[str]:
-    """Labels from the last measured value of each metric (and the network for symmetry)."""
+def diagnose(
+    latest: dict[str, float], net: Network | None = None, diverged: bool = False, regression: bool = False
+) -> list[str]:
+    """Labels from the last measured value of each metric (and the network for symmetry); `regression`: real
+    targets, judged by the loss alone (see `learned`)."""
     labels = []
     if diverged:
         labels.append("diverged")
-    elif not learned(latest):
+    elif not learned(latest, regression):
         labels.append("not_learning")
     n = net and len(net.layers)
     if n:

@@ -125,13 +125,23 @@ def save(split: datasets.Split, data_cfg, folder: Path = PREPARED_DIR, source: d
         "sha256": content_sha256(arrays),
         "shapes": {name: list(a.shape) for name, a in arrays.items()},
         "split_sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")},
-        "class_counts": {
-            s: np.bincount(arrays[f"y_{s}"], minlength=split.n_classes).tolist() for s in ("train", "val", "test")
-        },
         "n_features": split.n_features,
-        "n_classes": split.n_classes,
+        "seq_len": split.seq_len,  # steps per sequence; null for flat features
         "seed": data_config(data_cfg)["seed"],
     }
+    if split.regression:  # real targets: their mean and variance (the variance is a constant predictor's MSE)
+        meta["task"] = "regression"
+        meta["target_stats"] = {
+            s: {"mean": float(arrays[f"y_{s}"].mean()), "var": float(arrays[f"y_{s}"].var())}
+            for s in ("train", "val", "test")
+            if len(arrays[f"y_{s}"])
+        }
+    else:
+        meta["task"] = "classification"
+        meta["class_counts"] = {
+            s: np.bincount(arrays[f"y_{s}"], minlength=split.n_classes).tolist() for s in ("train", "val", "test")
+        }
+        meta["n_classes"] = split.n_classes
     if source is not None:
         meta["source"] = source
     _write_atomic(npz, lambda f: np.savez(f, **arrays))

@@ -3,9 +3,11 @@
 from pipeline.engine.activations import ACTIVATIONS, Activation, make_activation
 from pipeline.engine.clipping import GradientClipper, global_norm
 from pipeline.engine.initializers import INITIALIZERS, make_initializer
-from pipeline.engine.losses import LOSSES, Loss, make_loss
+from pipeline.engine.losses import LOSSES, REGRESSION_LOSSES, Loss, make_loss
+from pipeline.engine.model import Network
 from pipeline.engine.network import MLP, layer_name
 from pipeline.engine.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from pipeline.engine.recurrent import RECURRENT_INITS, RecurrentNet, spectral_radius
 from pipeline.engine.regularizers import REGULARIZERS, Regularizer, make_regularizer
 from pipeline.engine.training import Trainer, minibatches
 
@@ -20,6 +22,11 @@ __all__ = [
     "LOSSES",
     "Loss",
     "make_loss",
+    "REGRESSION_LOSSES",
+    "Network",
+    "RECURRENT_INITS",
+    "RecurrentNet",
+    "spectral_radius",
     "MLP",
     "layer_name",
     "OPTIMIZERS",

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.engine.losses import Loss
-from pipeline.engine.network import MLP
+from pipeline.engine.model import Network
+from pipeline.engine.recurrent import RecurrentNet
 from pipeline.engine.regularizers import Regularizer
 
 # a tensor whose gradient is this many times smaller than the network's largest one, and whose
@@ -44,9 +45,19 @@ class TensorCheck:
         return 0.0 if self.negligible or denom == 0.0 else self.diff_norm / denom
 
 
-def objective(net: MLP, loss: Loss, regularizer: Regularizer | None, x: np.ndarray, y: np.ndarray) -> float:
-    """Mean batch loss plus penalty: the function whose gradient the engine computes."""
-    value = loss.value(net.forward(x, train=True), y)
+def objective(
+    net: Network, loss: Loss, regularizer: Regularizer | None, x: np.ndarray, y: np.ndarray, state0=None
+) -> float:
+    """Mean batch loss plus penalty: the function whose gradient the engine computes.
+
+    `state0`: a recurrent net's initial state, held fixed (what truncated backprop through time differentiates).
+    """
+    if state0 is None:
+        logits = net.forward(x, train=True)
+    else:
+        assert isinstance(net, RecurrentNet)
+        logits = net.forward(x, train=True, state0=state0)
+    value = loss.value(logits, y)
     if regularizer is not None:
         value += regularizer.penalty([net.params[k] for k in net.weight_keys])
     return value
@@ -63,13 +74,14 @@ def analytic_gradients(net, loss, regularizer, x, y) -> dict[str, np.ndarray]:
     return grads
 
 
-def kink_distance(net: MLP, loss: Loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def kink_distance(net: Network, loss: Loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per example, the smallest distance of any kinked pre-activation or hinge margin from its kink."""
     logits = net.forward(x, train=True)
     dist = loss.kink_distance(logits, y)
     for layer in net.layers:
         if layer.activation.kink_at_zero:
-            dist = np.minimum(dist, np.abs(layer.cache["z"]).min(axis=1))
+            # (batch, width), or a recurrent layer's (batch*time, H): every step of an example counts
+            dist = np.minimum(dist, np.abs(layer.cache["z"]).reshape(len(dist), -1).min(axis=1))
     return dist
 
 
@@ -92,7 +104,7 @@ def away_from_kinks(net, loss, x, y, margin: float, min_examples: int = 2, round
     )
 
 
-def nudge_from_zero(net: MLP, regularizer: Regularizer | None, margin: float) -> None:
+def nudge_from_zero(net: Network, regularizer: Regularizer | None, margin: float) -> None:
     """Move weights within `margin` of 0 out to +-margin, where |w| of l1/elastic is differentiable."""
     if regularizer is None or not regularizer.kink_at_zero:
         return
@@ -134,7 +146,7 @@ def noise_floor(f_value: float, h: float, entries: int) -> float:
 
 
 def check_gradients(
-    net: MLP,
+    net: Network,
     loss: Loss,
     regularizer: Regularizer | None,
     x: np.ndarray,
@@ -145,12 +157,15 @@ def check_gradients(
 ) -> list[TensorCheck]:
     """Compare every parameter tensor's backprop gradient with central differences (float64 nets).
 
-    `max_entries` samples that many entries per tensor (all when None).
+    `max_entries` samples that many entries per tensor (all when None). A recurrent net with truncated
+    backprop through time (`bptt = k`) is checked against the objective it differentiates: the last k steps
+    from the state before them, that state held fixed.
     """
     if net.dtype != np.float64:
         raise ValueError("gradient checks need a float64 network: float32 round-off swamps the differences")
     analytic = analytic_gradients(net, loss, regularizer, x, y)
-    f_value = objective(net, loss, regularizer, x, y)
+    x_num, state0 = net.stopped_prefix(x) if isinstance(net, RecurrentNet) else (x, None)
+    f_value = objective(net, loss, regularizer, x_num, y, state0)
     rng = rng or np.random.default_rng(0)
     results = []
     for name, w in net.params.items():
@@ -158,7 +173,7 @@ def check_gradients(
             entries = np.arange(w.size)
         else:
             entries = np.sort(rng.choice(w.size, size=max_entries, replace=False))
-        numeric = numerical_gradient(lambda: objective(net, loss, regularizer, x, y), w, h, entries)
+        numeric = numerical_gradient(lambda: objective(net, loss, regularizer, x_num, y, state0), w, h, entries)
         a = analytic[name].reshape(-1)[entries]
         results.append(
             TensorCheck(

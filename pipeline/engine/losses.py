@@ -9,6 +9,7 @@ class Loss:
     """`loss(logits, y) -> (value, dlogits)` with the value averaged over the batch."""
 
     name = ""
+    regression = False  # targets are real numbers (y float, one output), not class labels
 
     def __call__(self, logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
@@ -81,10 +82,31 @@ class MulticlassHinge(Loss):
         return np.abs(m).min(axis=1)
 
 
+class SquaredError(Loss):
+    """Regression: the plain mean squared error 1/n * sum (output - y)^2 of one output and real targets y.
+
+    Not halved, so it reads as the MSE of the literature (the adding problem's constant predictor: 1/6).
+    """
+
+    name = "mse"
+    regression = True
+
+    def __call__(self, logits, y):
+        n = logits.shape[0]
+        diff = logits - y.reshape(n, -1).astype(logits.dtype, copy=False)  # (batch, 1)
+        value = float(np.vdot(diff, diff)) / n
+        diff *= 2.0 / n
+        return value, diff
+
+
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (SoftmaxCrossEntropy, MeanSquaredError, MulticlassHinge)}
+REGRESSION_LOSSES: dict[str, type[Loss]] = {SquaredError.name: SquaredError}
 
 
-def make_loss(name: str) -> Loss:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
-    return LOSSES[name]()
+def make_loss(name: str, regression: bool = False) -> Loss:
+    """The named loss; with `regression`, the one for real targets (only mse has one)."""
+    table = REGRESSION_LOSSES if regression else LOSSES
+    if name not in table:
+        what = "regression loss" if regression else "loss"
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(table)}")
+    return table[name]()

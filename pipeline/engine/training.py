@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.engine.clipping import GradientClipper
 from pipeline.engine.losses import Loss
-from pipeline.engine.network import MLP
+from pipeline.engine.model import Network
 from pipeline.engine.optimizers import Optimizer
 from pipeline.engine.regularizers import Regularizer
 
@@ -28,7 +28,7 @@ def minibatches(n: int, batch_size: int | None, rng: np.random.Generator) -> Ite
 class Trainer:
     """Owns the step; after `step` the network exposes grads (post-clip) and `preclip_grads`."""
 
-    net: MLP
+    net: Network
     loss: Loss
     optimizer: Optimizer
     regularizer: Regularizer | None = None
@@ -75,11 +75,15 @@ class Trainer:
         return value
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> tuple[float, float]:
-        """Mean loss (without penalty) and accuracy in eval mode, in chunks to bound memory."""
+        """Mean loss (without penalty) and accuracy in eval mode, in chunks to bound memory.
+
+        A regression loss has no accuracy: NaN.
+        """
         total_loss, correct = 0.0, 0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = self.net.forward(xb, train=False)
             total_loss += self.loss.value(logits, yb) * len(xb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-        return total_loss / len(x), correct / len(x)
+            if not self.loss.regression:
+                correct += int((logits.argmax(axis=1) == yb).sum())
+        return total_loss / len(x), (float("nan") if self.loss.regression else correct / len(x))

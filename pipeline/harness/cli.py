@@ -67,7 +67,7 @@ def stage_main(
     def main(cfg: DictConfig):
         multirun = in_multirun()
         job = f"job {HydraConfig.get().job.num} ({job_label()}): " if multirun else ""
-        if multirun and (previous := finished_before(config_hash(cfg))):  # a resumed sweep: done already
+        if multirun and (previous := finished_before(config_hash(cfg, stage))):  # a resumed sweep: done already
             say(f"already finished: run {previous}", prefix=job)
             return {"status": "skipped", "run_id": previous}
         runs_before = run_counts()

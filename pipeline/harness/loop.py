@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from pipeline.data.sources import Split
-from pipeline.engine import MLP, Loss, Trainer, minibatches
+from pipeline.engine import Loss, Network, Trainer, minibatches
 from pipeline.engine.schedules import make_schedule
 from pipeline.harness.recording import Recorder
 from pipeline.harness.seeding import rng_for
@@ -39,8 +39,11 @@ def chance_loss(loss: Loss, y: np.ndarray, n_classes: int) -> float:
     """The loss a constant predictor scores on labels y: the best of logits 0, the class prior and its log.
 
     For cross-entropy the log prior wins and this is the labels' entropy (ln K when balanced): what a net
-    that learned nothing converges to, whatever loss it started from.
+    that learned nothing converges to, whatever loss it started from. For real targets (regression) the best
+    constant is their mean, and its mean squared error their variance (the adding problem's 1/6).
     """
+    if loss.regression:
+        return float(loss.value(np.full((len(y), 1), y.mean()), y)) if len(y) else float("nan")
     prior = np.bincount(y, minlength=n_classes) / max(len(y), 1)  # (classes,)
     constants = (np.zeros(n_classes), prior, np.log(np.maximum(prior, 1e-12)))
     return min(float(loss.value(np.broadcast_to(c, (len(y), n_classes)), y)) for c in constants)
@@ -59,6 +62,11 @@ def show_progress(setting, in_job: bool = False) -> bool:
     return sys.stdout.isatty() and not in_job if setting == "auto" else bool(setting)
 
 
+def without_accuracy(metrics: dict) -> dict:
+    """The metrics but the accuracies (`*/acc`, `*_acc`), which a regression does not have."""
+    return {k: v for k, v in metrics.items() if not k.endswith(("/acc", "_acc"))}
+
+
 @dataclass
 class Loop:
     """The epochs of one run; stops cleanly at the first non-finite loss or gradient."""
@@ -74,7 +82,7 @@ class Loop:
     train_seconds: float = 0.0  # time in training steps only (probes and logging excluded), for loss vs time
 
     @property
-    def net(self) -> MLP:
+    def net(self) -> Network:
         return self.trainer.net
 
     def run(self) -> None:
@@ -91,15 +99,11 @@ class Loop:
             # where learning starts from: the whole training set's loss before any step, and chance accuracy
             # (the majority class's share); analysis.diagnosis compares the end of training with both
             initial_loss, initial_acc = self.trainer.evaluate(data.x_train, data.y_train)
-            self.recorder.log(
-                {
-                    "train/initial_loss": initial_loss,
-                    "train/initial_acc": initial_acc,
-                    "data/chance_acc": chance_accuracy(data.y_train),
-                    "data/chance_loss": chance_loss(self.trainer.loss, data.y_train, data.n_classes),
-                },
-                0,
-            )
+            start = {"train/initial_loss": initial_loss, "train/initial_acc": initial_acc}
+            if not self.regression:
+                start["data/chance_acc"] = chance_accuracy(data.y_train)
+            start["data/chance_loss"] = chance_loss(self.trainer.loss, data.y_train, data.n_classes)
+            self.recorder.log(without_accuracy(start) if self.regression else start, 0)
             if self.probes is not None:  # the network at initialization: activations and weights at step 0
                 self.recorder.log(self.probes.measure(before_training=True), 0)
         # a job of a study or a sweep draws no bar of its own: the study's or sweep's bar counts the jobs
@@ -129,11 +133,14 @@ class Loop:
                 }
                 if val_loss is not None:
                     epoch_metrics.update({"val/loss": val_loss, "val/acc": val_acc})
-                self.recorder.log(epoch_metrics, self.step)
+                self.recorder.log(without_accuracy(epoch_metrics) if self.regression else epoch_metrics, self.step)
                 bar.set_postfix(
                     loss=f"{train_loss:.4f}",
-                    acc=f"{train_acc:.3f}",
-                    val_acc="-" if val_acc is None else f"{val_acc:.3f}",
+                    **(
+                        {}
+                        if self.regression
+                        else {"acc": f"{train_acc:.3f}", "val_acc": "-" if val_acc is None else f"{val_acc:.3f}"}
+                    ),
                 )
         bar.close()
 
@@ -156,23 +163,37 @@ class Loop:
             ):
                 self.diverge()
                 break
-            logits = self.net.layers[-1].cache["a"]  # (batch, classes) of this step, before any probe forward
-            correct += int((logits.argmax(axis=1) == y[idx]).sum())
+            if not self.regression:
+                logits = self.net.layers[-1].cache["a"]  # (batch, classes) of this step, before any probe forward
+                correct += int((logits.argmax(axis=1) == y[idx]).sum())
             seen += len(idx)
             total_loss += loss * len(idx)
             interval_loss, interval_n = interval_loss + loss, interval_n + 1
             if self.step % every == 0 or last:
                 self.recorder.log(
-                    {"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds}, self.step
+                    {"train/loss": interval_loss / interval_n, "time/train_seconds": self.train_seconds},
+                    self.step,
+                    dense=True,
                 )
                 interval_loss, interval_n = 0.0, 0
             if measure and self.probes is not None:
                 metrics = self.probes.measure()
-                self.recorder.log(metrics, self.step)
+                self.recorder.log(metrics, self.step, dense=True)
                 if not math.isfinite(metrics.get("grad_norm/total", 0.0)):
                     self.diverge()
                     break
-        return (total_loss / seen if seen else math.nan), (correct / seen if seen else math.nan)
+        return (total_loss / seen if seen else math.nan), (correct / seen if seen and not self.regression else math.nan)
+
+    @property
+    def regression(self) -> bool:
+        """Real targets: no accuracy to log (the loss is the mean squared error)."""
+        return self.trainer.loss.regression
+
+    @staticmethod
+    def dense_measurements(n_train: int, batch_size: int | None, every: int, epochs: int) -> int:
+        """At most how many dense measurements (loss and probes) a run makes: each `every` steps, each epoch's end."""
+        steps = math.ceil(n_train / batch_size) if batch_size else 1
+        return min(steps, steps // every + 1) * epochs
 
     def diverge(self) -> None:
         self.diverged_at_step = self.step

@@ -39,25 +39,74 @@ _DATA_DIRS = (prepared.PREPARED_DIR, prepared.CACHE_DIR)  # where load_or_build 
 
 # keys that do not change what a run computes: left out of the config hash
 _UNHASHED = ("hydra", "tracking", "study", "ablate", "export")
+# keys only one stage reads: left out of every other stage's hash and params (a fine-tuning run depends on the
+# weights it loads, named by init.source, not on the settings that made them)
+_STAGE_ONLY = {"pretrain": "pretrain"}
+
+
+def _left_out(stage: str | None) -> tuple[str, ...]:
+    """The top-level keys not part of `stage`'s identity."""
+    return tuple(key for key, owner in _STAGE_ONLY.items() if owner != stage)
 
 
 class Recorder:
-    """Keeps every logged metric in memory and forwards it to the (buffered) tracking run."""
+    """Keeps every logged metric in memory (history.json: full resolution) and forwards it to the tracking run;
+    the dense series (the loss and the probes, every `probes.every` steps) at most `max_points` points each.
 
-    def __init__(self, run):
+    MLflow's charts sample a few hundred points per series anyway, and each value written to SQLite costs
+    ~0.08 ms: probes at every step used to cost 4-10x the training. A dense measurement goes to MLflow when
+    it falls on the stride (every `stride`-th dense step), and the last one always does (`close`), so the
+    latest values MLflow shows are the run's last.
+    """
+
+    def __init__(self, run, stride: int = 1):
         self.run = run
+        self.stride = max(1, int(stride))
         self.history: History = defaultdict(list)
         self.latest: dict[str, float] = {}
+        self._dense_steps = 0  # distinct steps that dense measurements were made at
+        self._dense_step: int | None = None
+        self._held: dict[str, tuple[int, float]] = {}  # per series, its latest value the stride kept from MLflow
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float], step: int, dense: bool = False) -> None:
+        """Record `metrics` at `step`; `dense`: one of the frequent measurements (thinned for MLflow)."""
         for key, value in metrics.items():
             value = float(value)
             self.history[key].append((step, value))
             self.latest[key] = value
-        self.run.log_metrics(metrics, step)
+        if not dense:
+            self.run.log_metrics(metrics, step)
+            return
+        if step != self._dense_step:
+            self._dense_step = step
+            self._dense_steps += 1
+        if (self._dense_steps - 1) % self.stride == 0:
+            self.run.log_metrics(metrics, step)
+            for key in metrics:
+                self._held.pop(key, None)
+        else:
+            self._held.update((key, (step, float(value))) for key, value in metrics.items())
+
+    def close(self) -> None:
+        """Forward each dense series' last value if the stride kept it from MLflow (once): the latest value
+        MLflow shows is the run's last, even when it ended between two measurements."""
+        by_step: dict[int, dict[str, float]] = defaultdict(dict)
+        for key, (step, value) in self._held.items():
+            by_step[step][key] = value
+        for step, metrics in sorted(by_step.items()):
+            self.run.log_metrics(metrics, step)
+        self._held = {}
 
     def finite_latest(self) -> dict[str, float]:
         return {k: v for k, v in self.latest.items() if math.isfinite(v)}
+
+
+def dense_stride(n_measurements: int, max_points: int | None) -> int:
+    """Every how many dense measurements one goes to MLflow: `max_points` points per series at most
+    (None or 0: every one)."""
+    if not max_points or n_measurements <= max_points:
+        return 1
+    return math.ceil(n_measurements / max_points)
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -67,13 +116,13 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in c.items() if k != "hydra"}
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, stage: str | None = None) -> str:
     """Identity of what a run computes: same hash -> same metrics (tracking and study keys excluded).
 
     The data's identity is its prepared set's (`data=file` adds the file's sha256): a study run again on an
     edited file runs its jobs again instead of resuming finished ones.
     """
-    c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED}
+    c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED + _left_out(stage)}
     if "data" in c:
         c["data"] = prepared.data_config(cfg.data)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -95,7 +144,7 @@ def open_run(cfg: DictConfig, stage: str, tags: dict[str, str] | None = None):
     if not cfg.tracking.enabled:
         return tracking.NullRun()
     tracking.end_stale_active_run()
-    all_tags = {"stage": stage, "config_hash": config_hash(cfg), "code_version": code_version(), **(tags or {})}
+    all_tags = {"stage": stage, "config_hash": config_hash(cfg, stage), "code_version": code_version(), **(tags or {})}
     if cfg.tracking.get("study"):  # a study's child
         all_tags["study"] = cfg.tracking.study
     all_tags.update({str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()})  # a study's: case, label
@@ -120,10 +169,12 @@ def decode_history(data: dict | None) -> History:
     return {k: [(int(s), float(v)) for s, v in pts] for k, pts in (data or {}).items()}
 
 
-def log_config(run, cfg: DictConfig) -> None:
-    """Params = the flattened resolved config; the YAML itself as an artifact; the data set as its input."""
+def log_config(run, cfg: DictConfig, stage: str | None = None) -> None:
+    """Params = the flattened resolved config (less what only another stage reads); the YAML itself as an
+    artifact; the data set as its input."""
     plain = plain_config(cfg)
-    run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in ("ablate", "study")}))
+    skipped = ("ablate", "study", *_left_out(stage))
+    run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in skipped}))
     run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
     if run.run_id is not None:
         run.log_inputs([dataset_input(cfg.data)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # each consumer gets its own stream: adding a probe never shifts the init or the batch order
-STREAMS = {"data": 0, "init": 1, "batches": 2, "probe": 3, "gradcheck": 4}
+STREAMS = {"data": 0, "init": 1, "batches": 2, "probe": 3, "gradcheck": 4, "pretrain": 16}
 
 
 def rng_for(seed: int, stream: str) -> np.random.Generator:

@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.sources import READERS, SOURCES
-from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, REGULARIZERS
+from pipeline.data.sources import READERS, READS, REGRESSION, SEQUENCES, SOURCES
+from pipeline.engine import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, RECURRENT_INITS, REGULARIZERS
 from pipeline.probes import INSTRUMENTS
 from pipeline.probes.base import SOURCES as ACTIVATION_SOURCES
 
 SCHEDULES = ("constant", "step", "cosine")
+CELLS = ("rnn", "lstm")  # model=rnn, model=lstm (model.cell)
 DTYPES = ("float32", "float64")
 
 
@@ -137,6 +138,9 @@ RULES: dict[str, Check] = {
     "data.factor": number(0, 1, lo_open=True, hi_open=True),
     "data.n_classes": integer(2),
     "data.n_features": integer(1),
+    "data.seq_len": integer(2),
+    "data.cue_steps": integer(1),
+    "data.read": choice(READS),
     "model.depth": integer(0),
     "model.width": integer(1),
     "model.activation": choice(ACTIVATIONS),
@@ -144,15 +148,22 @@ RULES: dict[str, Check] = {
     "model.alpha": number(0, lo_open=True),
     "model.batch_norm": boolean,
     "model.residual": boolean,
-    "model.loss": choice(LOSSES),
+    "model.loss": choice(("auto", *LOSSES)),
+    "model.cell": choice(CELLS),
+    "model.bptt": optional(integer(1)),
+    "model.forget_bias": number(),
     "model.dtype": choice(DTYPES),
-    "init.name": choice(INITIALIZERS),
+    "init.name": choice((*INITIALIZERS, "pretrained")),
+    "init.source": optional(text),
+    "init.output": optional(choice(INITIALIZERS)),
     "init.std": number(0),
     "init.mean": number(),
     "init.value": number(),
     "init.limit": number(0),
     "init.gain": optional(number(0, lo_open=True)),
     "init.bias": number(),
+    "init.recurrent": choice(RECURRENT_INITS),
+    "init.recurrent_gain": number(0),
     "optimizer.name": choice(OPTIMIZERS),
     "optimizer.lr": number(0, lo_open=True),
     "optimizer.momentum": number(0, 1, hi_open=True),
@@ -184,13 +195,21 @@ RULES: dict[str, Check] = {
     "probes.activations": choice(ACTIVATION_SOURCES),
     "probes.gradient_noise": boolean,
     "probes.instruments": names_from(INSTRUMENTS),
+    "pretrain.epochs": integer(0),
+    "pretrain.batch_size": optional(integer(1)),
+    "pretrain.noise": number(0, 1, hi_open=True),
+    "pretrain.loss": choice(("mse", "cross_entropy")),
     "tracking.enabled": boolean,
     "tracking.uri": optional(tracking_uri),
     "tracking.experiment": text,
     "tracking.run_name": optional(text),
     "tracking.parent_run_id": optional(text),
     "tracking.figures": choice(("auto", True, False)),
+    "tracking.max_points": optional(integer(1)),
 }
+
+# pretraining's own optimizer: the same keys and ranges as the optimizer group's
+RULES.update({f"pretrain.{k}": v for k, v in list(RULES.items()) if k.startswith("optimizer.")})
 
 
 def _flat(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -227,6 +246,11 @@ def validate(cfg: Mapping, groups: tuple[str, ...] | None = None) -> None:
 def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
     if flat.get("data.name") == "file" and flat.get("data.label") is None:
         raise ConfigError("data.label: got null; allowed: the name of the label column (or .npz array) of data.path")
+    if flat.get("init.name") == "pretrained" and flat.get("init.source") is None:
+        raise ConfigError(
+            "init.source: got null; allowed: with init=pretrained, a pretrained weights file, its folder, "
+            "or a pretrain run's id"
+        )
     test, val = flat.get("data.test_size"), flat.get("data.val_size")
     if (
         isinstance(test, (int, float))
@@ -236,11 +260,34 @@ def _check_combinations(cfg: Mapping, flat: Mapping[str, Any]) -> None:
         and test + val >= 1
     ):
         raise ConfigError(f"data.val_size: got {val} with data.test_size {test}; allowed: val_size + test_size < 1")
+    _check_sequences(flat)
     if flat.get("model.batch_norm") is True and flat.get("train.batch_size") == 1:
         raise ConfigError(
             "model.batch_norm: batch norm needs batches of >= 2 examples; "
             "allowed: train.batch_size >= 2 or null with batch_norm=true"
         )
+
+
+def _check_sequences(flat: Mapping[str, Any]) -> None:
+    """Sequence data go with a recurrent model and back; real targets with the mean squared error."""
+    data, cell, loss = flat.get("data.name"), flat.get("model.cell"), flat.get("model.loss")
+    if data is None or "model.loss" not in flat:  # a check of the data group alone (the prepare stage)
+        pass
+    elif data in SEQUENCES and cell is None:
+        raise ConfigError(
+            f"model: data={data} is a sequence task (batch x time x features) and the MLP takes flat features; "
+            "allowed: model=rnn or model=lstm"
+        )
+    elif cell is not None and data not in SEQUENCES:
+        raise ConfigError(
+            f"model.cell: got {_show(cell)}, which reads sequences, with data={data}; "
+            f"allowed: a sequence data set: data={', '.join(SEQUENCES)}"
+        )
+    elif data in REGRESSION and loss not in ("auto", "mse"):
+        raise ConfigError(f"model.loss: got {_show(loss)}; data={data} is a regression task; allowed: auto or mse")
+    cue, steps = flat.get("data.cue_steps"), flat.get("data.seq_len")
+    if isinstance(cue, int) and isinstance(steps, int) and cue > steps:
+        raise ConfigError(f"data.cue_steps: got {cue} with data.seq_len {steps}; allowed: cue_steps <= seq_len")
 
 
 def check_batch_size(batch_size: int | None, n_train: int) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.engine import MLP, Trainer
+from pipeline.engine import Network, Trainer
 from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
+from pipeline.probes.recurrent import GradientThroughTime
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 INSTRUMENTS: dict[str, type[Probe]] = {
@@ -23,6 +24,7 @@ INSTRUMENTS: dict[str, type[Probe]] = {
         ActivationStats,
         Saturation,
         DeadUnits,
+        GradientThroughTime,
     )
 }
 # the costly extra (a full-batch gradient per measurement): asked for with probes.gradient_noise, not listed
@@ -57,7 +59,7 @@ class ProbeSet:
 
     def __init__(
         self,
-        net: MLP,
+        net: Network,
         trainer: Trainer | None = None,
         probe_x: np.ndarray | None = None,
         probes: list[Probe] | None = None,
@@ -67,6 +69,7 @@ class ProbeSet:
         source: str = "probe_batch",
         every: int | None = None,
         instruments: list[str] | None = None,
+        probe_y: np.ndarray | None = None,
     ):
         """`instruments`: the names to measure (conf/probes: probes.instruments; every one when None), unless
         `probes` gives the instruments themselves. `full_batch` (x, y) adds the gradient-noise probe for
@@ -78,11 +81,15 @@ class ProbeSet:
         if source not in SOURCES:
             raise ValueError(f"unknown activation source {source!r}; allowed: {', '.join(SOURCES)}")
         self.net, self.trainer, self.probe_x, self.source = net, trainer, probe_x, source
-        window = len(probe_x) if probe_x is not None and source == "train_batch" else None
+        self.probe_y = probe_y  # labels of the probe batch: the gradient through time is measured on it
+        # dead = silent on the last window rows of activations: examples, or example-steps for sequences
+        window = int(np.prod(probe_x.shape[:-1])) if probe_x is not None and source == "train_batch" else None
         chosen = list(probes if probes is not None else build_probes(instruments, every=every, dead_window=window))
         if full_batch is not None and trainer is not None:  # last: it reuses the gradient buffers
             chosen.append(GradientNoise(*full_batch, batch_size, rng or np.random.default_rng(0)))
         self.probes = [p for p in chosen if p.applies(net)]
+        # asked for, says nothing about this network, and the user should be told why (probes_skipped tag)
+        self.skipped = {p.name: why for p in chosen if not p.applies(net) and (why := p.why_not(net))}
         if probe_x is None and source == "probe_batch":
             self.probes = [p for p in self.probes if not p.needs_activations]
 
@@ -94,7 +101,12 @@ class ProbeSet:
         `before_training`: only the probes that need no step (activations, weights), at step 0.
         """
         ctx = ProbeContext(
-            self.net, self.trainer, self.probe_x, activations, source="probe_batch" if before_training else self.source
+            self.net,
+            self.trainer,
+            self.probe_x,
+            activations,
+            source="probe_batch" if before_training else self.source,
+            probe_y=self.probe_y,
         )
         out: dict[str, float] = {}
         for probe in self.probes:

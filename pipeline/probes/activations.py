@@ -31,6 +31,11 @@ class Saturation(Probe):
     def applies(self, net) -> bool:
         return net.activation.saturates and len(net.hidden) > 0
 
+    def why_not(self, net) -> str | None:
+        if getattr(getattr(net, "cell", None), "gates", 1) > 1:
+            return "the LSTM has no single cell activation (its sigmoid gates and tanh candidate saturate apart)"
+        return None
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         act = ctx.net.activation
         threshold = SATURATION_SHARE * act.max_grad

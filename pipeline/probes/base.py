@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.engine import MLP, Trainer, layer_name
+from pipeline.engine import Network, Trainer, layer_name
 
 SOURCES = ("probe_batch", "train_batch")
 
@@ -20,11 +20,12 @@ class ProbeContext:
     no cost, from the caches the training step's own forward left (`source="train_batch"`).
     """
 
-    net: MLP
+    net: Network
     trainer: Trainer | None = None
     probe_x: np.ndarray | None = None  # (probe_batch, in_dim)
     _activations: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
     source: str = "probe_batch"
+    probe_y: np.ndarray | None = None  # (probe_batch,): the probe batch's labels, for probes that backpropagate
 
     @property
     def preclip_grads(self) -> dict[str, np.ndarray]:
@@ -53,11 +54,24 @@ class Probe:
     needs_activations = False
     needs_step = False  # reads a training step's gradients: nothing to say before the first step
 
-    def applies(self, net: MLP) -> bool:
+    def applies(self, net: Network) -> bool:
         return True
+
+    def why_not(self, net: Network) -> str | None:
+        """Why this probe says nothing about `net`, where a user who asked for it should be told (else None)."""
+        return None
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         raise NotImplementedError
+
+
+def weight_names(layer) -> tuple[str, ...]:
+    """The layer's weight tensors: ("W",) for a dense layer, ("W_xh", "W_hh") for a recurrent one.
+
+    Per-layer weight probes measure them together (one norm over all of them); a layer with several also
+    gets one key per tensor (`grad_norm/W_hh`).
+    """
+    return getattr(layer, "weight_names", ("W",))
 
 
 def per_layer(prefix: str, values) -> dict[str, float]:

@@ -36,7 +36,7 @@ class GradientNoise(Probe):
         return np.concatenate([g.ravel().astype(np.float64) for g in net.grads.values()])
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        norms = [layer.norm for layer in ctx.net.layers if layer.norm is not None]
+        norms = [n for n in (getattr(layer, "norm", None) for layer in ctx.net.layers) if n is not None]
         saved = [(n.running_mean.copy(), n.running_var.copy()) for n in norms]
         full = self._gradient(ctx, slice(None))
         spread = [

@@ -6,22 +6,28 @@ import math
 
 import numpy as np
 
-from pipeline.probes.base import Probe, ProbeContext, per_layer, sq_norm
+from pipeline.probes.base import Probe, ProbeContext, per_layer, sq_norm, weight_names
 
 SPARSE_BELOW = 1e-3
 
 
 class WeightNorm(Probe):
-    """weight_norm/layer_XX = Frobenius norm of W."""
+    """weight_norm/layer_XX = Frobenius norm of W (a recurrent layer: of W_xh and W_hh together)."""
 
     name = "weight_norm"
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        return per_layer("weight_norm", (math.sqrt(sq_norm(layer.params["W"])) for layer in ctx.net.layers))
+        return per_layer(
+            "weight_norm",
+            (math.sqrt(sum(sq_norm(layer.params[n]) for n in weight_names(layer))) for layer in ctx.net.layers),
+        )
 
 
 class SpectralNorm(Probe):
     """spectral_norm/layer_XX = largest singular value of W: how much the layer can stretch a signal.
+
+    A recurrent layer's W here is its input matrix W_xh (`layer.W`); W_hh's spectral radius, what decides
+    the gradient through time, is a recurrent probe of its own.
 
     Exact (an SVD) when `exact`; otherwise power iteration warm-started from the previous measurement,
     which tracks the slowly moving top singular vector for a few matrix-vector products per layer
@@ -64,11 +70,9 @@ class SpectralNorm(Probe):
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         if self.exact:
             return per_layer(
-                "spectral_norm", (np.linalg.norm(layer.params["W"].astype(np.float64), 2) for layer in ctx.net.layers)
+                "spectral_norm", (np.linalg.norm(layer.W.astype(np.float64), 2) for layer in ctx.net.layers)
             )
-        return per_layer(
-            "spectral_norm", (self._power(i, layer.params["W"]) for i, layer in enumerate(ctx.net.layers, 1))
-        )
+        return per_layer("spectral_norm", (self._power(i, layer.W) for i, layer in enumerate(ctx.net.layers, 1)))
 
 
 class Sparsity(Probe):
@@ -82,8 +86,8 @@ class Sparsity(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         small, total = 0, 0
-        for i, layer in enumerate(ctx.net.layers):
-            w = layer.params["W"]
+        tensors = [layer.params[n] for layer in ctx.net.layers for n in weight_names(layer)]
+        for i, w in enumerate(tensors):
             scratch, flags = self._scratch.get(i, (None, None))
             if scratch is None or scratch.shape != w.shape:
                 scratch, flags = self._scratch[i] = np.empty_like(w), np.empty(w.shape, dtype=bool)

@@ -93,3 +93,18 @@ def test_chance_loss_is_the_label_entropy_for_cross_entropy_and_a_constant_predi
 def test_an_overconfident_net_that_learned_is_not_called_not_learning():
     # a large init under Adam: 70% right, but the wrong answers so confident that the loss is far above ln 10
     assert learned({**TRAINED, "train/final_loss": 6.5, "test/acc": 0.70})
+
+
+def test_a_regression_learned_only_below_the_constant_predictors_mse():
+    from pipeline.analysis.diagnosis import diagnose, learned
+
+    constant = {"data/chance_loss": 0.167}
+    assert learned({**constant, "train/final_loss": 0.03}, regression=True)
+    assert not learned({**constant, "train/final_loss": 0.166}, regression=True)  # within 1%
+    assert not learned({**constant, "train/final_loss": 0.22}, regression=True)  # worse than the constant
+    assert learned({**constant, "train/final_loss": 0.22})  # a classifier may be overconfident there
+    assert diagnose({**constant, "train/final_loss": 0.22}, regression=True) == ["not_learning"]
+    # held out: the test MSE must get a quarter of the way from the constant's to 0 (0.125 here)
+    assert learned({**constant, "train/final_loss": 0.05, "test/loss": 0.12}, regression=True)
+    assert not learned({**constant, "train/final_loss": 0.05, "test/loss": 0.13}, regression=True)
+    assert not learned({**constant, "train/final_loss": 0.05, "val/loss": 0.18}, regression=True)
