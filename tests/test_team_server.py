@@ -185,7 +185,7 @@ def test_a_dask_study_logs_every_run_to_the_postgresql_server(team_server, tmp_p
     )
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(url)
-    experiment = client.get_experiment_by_name("team-dask")
+    experiment = client.get_experiment_by_name("team-dask/dead_relu")  # a study's own experiment
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
