@@ -130,7 +130,7 @@ def check_autoencoder(
     The corruption is drawn once (from `rng`) and held fixed: the checked function is the loss of the clean x
     from that corrupted input. Examples within `kink_margin` of a ReLU kink are dropped first.
     """
-    from pipeline.engine.gradcheck import TensorCheck, noise_floor, numerical_gradient
+    from pipeline.engine.gradcheck import compare_tensors
 
     if ae.params["W"].dtype != np.float64:
         raise ValueError("gradient checks need a float64 autoencoder: float32 round-off swamps the differences")
@@ -144,23 +144,4 @@ def check_autoencoder(
     ae.loss_and_grads(x_in, x)
     analytic = {k: g.copy() for k, g in ae.grads.items()}
     f_value = ae.value(x_in, x)
-    results = []
-    for name, w in ae.params.items():
-        entries = np.arange(w.size)
-        numeric = numerical_gradient(lambda: ae.value(x_in, x), w, h, entries)
-        a = analytic[name].reshape(-1)
-        results.append(
-            TensorCheck(
-                name,
-                w.shape,
-                len(entries),
-                float(np.linalg.norm(a)),
-                float(np.linalg.norm(numeric)),
-                float(np.linalg.norm(a - numeric)),
-                float(noise_floor(f_value, h, len(entries))),
-            )
-        )
-    largest = max(c.analytic_norm for c in results)
-    for c in results:
-        c.largest_norm = largest
-    return results
+    return compare_tensors(ae.params, analytic, lambda: ae.value(x_in, x), f_value, h, lambda w: np.arange(w.size))
