@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,3 +109,40 @@ def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 90, grac
         yield proc
     finally:
         stop_group(proc, grace)
+
+
+DVC = Path(sys.executable).parent / "dvc"
+
+
+def must(args: list[str], cwd: Path, timeout: float = 300) -> str:
+    """Run a command that must succeed; its output."""
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def tiny_project(repo: Path) -> None:
+    """The project's conf/ and pipeline/ copied into `repo`, its default config made tiny: two epochs on
+    xor, no MLflow, no probes."""
+    shutil.copytree(ROOT / "conf", repo / "conf")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "conf" / "config.yaml").write_text(
+        (ROOT / "conf" / "config.yaml")
+        .read_text()
+        .replace("- data: digits", "- data: xor")
+        .replace("- tracking: local", "- tracking: 'off'")
+        .replace("- probes: default", "- probes: 'off'")
+    )  # quoted: YAML reads off as false
+    (repo / "conf" / "train" / "default.yaml").write_text(
+        (ROOT / "conf" / "train" / "default.yaml").read_text().replace("epochs: 10", "epochs: 2")
+    )
+
+
+def git_dvc_init(repo: Path) -> None:
+    """`repo` as a git + DVC repository with the project's DVC config (no plots section), and params.yaml."""
+    must(["git", "init", "-q"], repo)
+    must(["git", "config", "user.email", "t@example.com"], repo)
+    must(["git", "config", "user.name", "t"], repo)
+    must([str(DVC), "init", "-q"], repo)
+    (repo / ".dvc" / "config").write_text((ROOT / ".dvc" / "config").read_text().split("[plots]")[0])
+    must([sys.executable, "-m", "pipeline.params"], repo)

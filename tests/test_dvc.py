@@ -1,7 +1,5 @@
 """DVC: params.yaml in sync with conf/, and a tiny pipeline through dvc repro in a temporary repository."""
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,8 +8,7 @@ import yaml
 
 from pipeline import params
 from pipeline.harness.paths import ROOT, project_root
-
-DVC = Path(sys.executable).parent / "dvc"
+from tests.helpers import DVC, git_dvc_init, must, tiny_project
 
 
 def test_params_yaml_matches_conf():
@@ -41,48 +38,24 @@ stages:
 """
 
 
-def run(args, cwd):
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")
 def test_tiny_pipeline_repro_is_then_up_to_date_and_exp_run_composes(tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "conf", repo / "conf")
-    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    # a tiny default config: two epochs on xor, no MLflow
-    (repo / "conf" / "config.yaml").write_text(
-        (ROOT / "conf" / "config.yaml")
-        .read_text()
-        .replace("- data: digits", "- data: xor")
-        .replace("- tracking: local", "- tracking: 'off'")
-        .replace("- probes: default", "- probes: 'off'")
-    )  # quoted: YAML reads off as false
-    (repo / "conf" / "train" / "default.yaml").write_text(
-        (ROOT / "conf" / "train" / "default.yaml").read_text().replace("epochs: 10", "epochs: 2")
-    )
+    tiny_project(repo)
     (repo / "dvc.yaml").write_text(TINY_DVC.format(py=sys.executable))
     (repo / ".gitignore").write_text("/data/\n/reports/\n/outputs/\n__pycache__/\n")
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "t@example.com"], repo)
-    run(["git", "config", "user.name", "t"], repo)
-    run([str(DVC), "init", "-q"], repo)
-    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    (repo / ".dvc" / "config").write_text((repo / ".dvc" / "config").read_text().split("[plots]")[0])
-    run([sys.executable, "-m", "pipeline.params"], repo)
+    git_dvc_init(repo)
     assert yaml.safe_load((repo / "params.yaml").read_text())["data"]["name"] == "xor"
 
-    out = run([str(DVC), "repro"], repo)
+    out = must([str(DVC), "repro"], repo)
     assert "Running stage 'train'" in out
     assert (repo / "reports" / "train_run" / "metrics.json").exists()
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny pipeline"], repo)
-    assert "up to date" in run([str(DVC), "repro"], repo).lower()
+    must(["git", "add", "-A"], repo)
+    must(["git", "commit", "-qm", "tiny pipeline"], repo)
+    assert "up to date" in must([str(DVC), "repro"], repo).lower()
 
-    run([str(DVC), "exp", "run", "-S", "model.depth=1"], repo)  # composes params.yaml from conf/ + override
+    must([str(DVC), "exp", "run", "-S", "model.depth=1"], repo)  # composes params.yaml from conf/ + override
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["depth"] == 1
-    shown = run([str(DVC), "exp", "show", "--csv"], repo)
+    shown = must([str(DVC), "exp", "show", "--csv"], repo)
     assert "model.depth" in shown and "test/acc" in shown

@@ -1,8 +1,6 @@
 """DVC: pretrain -> finetune with the weights file between them; a pretrain parameter reruns those two only."""
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,9 +8,9 @@ import pytest
 import yaml
 
 from pipeline.harness.paths import ROOT
+from tests.helpers import DVC, git_dvc_init, must, tiny_project
 from tests.test_dvc_deps import stages
 
-DVC = Path(sys.executable).parent / "dvc"
 WEIGHTS = "models/pretrained/weights.npz"
 
 
@@ -41,27 +39,10 @@ def test_only_pretrain_and_finetune_depend_on_pretraining():
     assert "pretrain" not in spec["train"]["params"]
 
 
-def run(args, cwd):
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
-
-
 def tiny_repo(repo: Path) -> None:
     """A git + DVC repository with the project's code and its real prepare/train/pretrain/finetune stages, at
     tiny sizes (xor, 2 epochs, no MLflow)."""
-    shutil.copytree(ROOT / "conf", repo / "conf")
-    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "conf" / "config.yaml").write_text(
-        (ROOT / "conf" / "config.yaml")
-        .read_text()
-        .replace("- data: digits", "- data: xor")
-        .replace("- tracking: local", "- tracking: 'off'")
-        .replace("- probes: default", "- probes: 'off'")
-    )
-    (repo / "conf" / "train" / "default.yaml").write_text(
-        (ROOT / "conf" / "train" / "default.yaml").read_text().replace("epochs: 10", "epochs: 2")
-    )
+    tiny_project(repo)
     (repo / "conf" / "pretrain" / "default.yaml").write_text(
         (ROOT / "conf" / "pretrain" / "default.yaml")
         .read_text()
@@ -74,17 +55,11 @@ def tiny_repo(repo: Path) -> None:
         stage["cmd"] = stage["cmd"].replace("python -m", f"{sys.executable} -m")
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": keep}, sort_keys=False))
     (repo / ".gitignore").write_text("/data/\n/reports/\n/models/\n/outputs/\n__pycache__/\n")
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "t@example.com"], repo)
-    run(["git", "config", "user.name", "t"], repo)
-    run([str(DVC), "init", "-q"], repo)
-    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    (repo / ".dvc" / "config").write_text((repo / ".dvc" / "config").read_text().split("[plots]")[0])
-    run([sys.executable, "-m", "pipeline.params"], repo)
+    git_dvc_init(repo)
 
 
 def changed_stages(repo: Path) -> set[str]:
-    return set(json.loads(run([str(DVC), "status", "--json"], repo) or "{}"))
+    return set(json.loads(must([str(DVC), "status", "--json"], repo) or "{}"))
 
 
 @pytest.mark.slow
@@ -92,31 +67,31 @@ def changed_stages(repo: Path) -> set[str]:
 def test_a_pretrain_parameter_reruns_pretrain_and_finetune_and_nothing_else(tmp_path):
     repo = tmp_path / "repo"
     tiny_repo(repo)
-    out = run([str(DVC), "repro"], repo)
+    out = must([str(DVC), "repro"], repo)
     for name in ("prepare", "train", "pretrain", "finetune"):
         assert f"Running stage '{name}'" in out
     meta = json.loads((repo / "models" / "pretrained" / "weights.json").read_text())
     assert meta["pretrain"]["epochs"] == 1 and meta["data"]["config"]["name"] == "xor"
     assert json.loads((repo / "reports" / "finetune_run" / "metrics.json").read_text())["test/acc"] >= 0
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    must(["git", "add", "-A"], repo)
+    must(["git", "commit", "-qm", "tiny pipeline"], repo)
     assert changed_stages(repo) == set()
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["pretrain"]["epochs"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert changed_stages(repo) == {"pretrain", "finetune"}
-    out = run([str(DVC), "repro"], repo)
+    out = must([str(DVC), "repro"], repo)
     assert "Running stage 'pretrain'" in out and "Running stage 'finetune'" in out
     assert "Running stage 'train'" not in out and "Running stage 'prepare'" not in out
     assert json.loads((repo / "models" / "pretrained" / "weights.json").read_text())["pretrain"]["epochs"] == 2
     assert changed_stages(repo) == set()
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "two pretraining epochs"], repo)
+    must(["git", "add", "-A"], repo)
+    must(["git", "commit", "-qm", "two pretraining epochs"], repo)
 
     # dvc exp run -S recomposes params.yaml from conf/ with the override (Hydra composition, .dvc/config)
-    out = run([str(DVC), "exp", "run", "-S", "pretrain.epochs=3"], repo)
+    out = must([str(DVC), "exp", "run", "-S", "pretrain.epochs=3"], repo)
     assert "Running stage 'pretrain'" in out and "Running stage 'train'" not in out
     assert yaml.safe_load((repo / "params.yaml").read_text())["pretrain"]["epochs"] == 3
-    shown = run([str(DVC), "exp", "show", "--csv"], repo)
+    shown = must([str(DVC), "exp", "show", "--csv"], repo)
     assert "pretrain.epochs" in shown and "recon/layer_01" in shown
