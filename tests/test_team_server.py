@@ -273,3 +273,10 @@ def test_writers_ride_out_a_server_restart_and_a_postgresql_restart(team_server)
             assert status == "FINISHED" and said["written"] == found == 300, (fault, said, status, found)
         else:  # a clean failure: one line, the run not left RUNNING
             assert "\n" not in said["error"] and status in ("FAILED", "KILLED"), (fault, said, status)
+
+
+@pytest.mark.parametrize("uri", ["/nope", "http://127.0.0.1:1"])
+def test_reap_on_a_store_that_cannot_be_used_is_one_line_and_exit_2(uri, capsys):
+    assert team.main(["reap", "--uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: tracking.uri: {'got ' if uri == '/nope' else uri}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.harness.paths import ROOT
+from pipeline.tracking.store import StoreError
 
 DEFAULT_DIR = ROOT / "mlruns" / "team"
 PG_GLOB = "/usr/lib/postgresql/*/bin"  # Debian's versioned layout; pg_ctl is not on PATH there
@@ -285,8 +286,9 @@ def status(team: Team) -> str:
 def reap(uri: str) -> str:
     """Runs left RUNNING by a writer process of this host that is gone, marked KILLED; one line."""
     from pipeline.tracking.queries import end_orphaned_runs
+    from pipeline.tracking.store import check_store
 
-    ended = end_orphaned_runs(uri)
+    ended = end_orphaned_runs(check_store(uri))  # a store that cannot be used: StoreError, one line
     return f"{len(ended)} run(s) left RUNNING by a writer that is gone marked KILLED" + (
         f": {', '.join(ended)}" if ended else ""
     )
@@ -311,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             print({"start": start, "stop": stop, "status": status}[args.action](team))
     except TeamError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StoreError as e:
+        print(f"error: {e.message}", file=sys.stderr)
         return 2
     return 0
 
