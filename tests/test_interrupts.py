@@ -89,3 +89,30 @@ def test_an_interrupt_during_an_mlflow_call_waits_for_the_call():
     assert finished == ["commit done"]
     with pytest.raises(tracking.Terminated):
         signals._interrupt(signal.SIGTERM, None)  # outside a call: at once
+
+
+def _ctrl_c_then_report() -> dict:
+    """A job's body: Ctrl-C reaches this process (as it reaches every process of a terminal's group)."""
+    import os
+
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # a handler that raises would have run by now
+    return {"run_id": "r", "handler": str(signal.getsignal(signal.SIGINT))}
+
+
+def test_a_study_worker_leaves_ctrl_c_to_its_parent(monkeypatch, tmp_path):
+    """A worker (a board given) ignores SIGINT inside a job and after it; its parent relays a stop as SIGTERM."""
+    from pipeline.harness import dispatch
+
+    monkeypatch.setitem(dispatch.JOB_STAGES, "probe", __name__)
+    monkeypatch.setattr(sys.modules[__name__], "run", lambda cfg: _ctrl_c_then_report(), raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        outcome = dispatch.run_job("probe", None, None, board=str(tmp_path))
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert outcome["status"] == "FINISHED", outcome
+    assert after is signal.SIG_IGN  # idle between jobs too: the next Ctrl-C lands nowhere
+    with pytest.raises(KeyboardInterrupt):  # a run in the user's own process still stops on Ctrl-C
+        dispatch.run_job("probe", None, None)

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.harness import help as _help  # noqa: F401 -- registers the resolvers the --help pages use
 from pipeline.harness.paths import CONF_DIR
 from pipeline.harness.recording import config_hash
-from pipeline.harness.sweep import finished_before, in_multirun, job_label, say
+from pipeline.harness.sweep import SWEEP_PID_ENV, finished_before, in_multirun, job_label, say
 from pipeline.harness.sweep import interrupted as sweep_interrupted
 from pipeline.harness.validate import ConfigError
 from pipeline.tracking import StoreError, Terminated, install_signal_handlers, interrupt_outcome, run_counts
@@ -40,9 +40,19 @@ def blas_limit():
     return threadpool_limits(limits=max(1, (os.cpu_count() or 1) // jobs), user_api="blas")
 
 
+def leave_sigint_to_parent() -> None:
+    """Ignore SIGINT in this worker for good: the parent owns Ctrl-C and relays a stop as SIGTERM.
+
+    On a terminal Ctrl-C reaches every process of the group at once; a worker raising KeyboardInterrupt
+    on its own lands it anywhere, even in a garbage-collection callback that prints a traceback and goes on.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def sigterm_raises():
-    """SIGTERM raises Terminated, SIGINT KeyboardInterrupt while a stage runs (runs end KILLED).
+def sigterm_raises(sigint: bool = True):
+    """SIGTERM raises Terminated, SIGINT KeyboardInterrupt (unless `sigint` is False: a worker whose parent
+    relays Ctrl-C as SIGTERM) while a stage runs (runs end KILLED).
 
     Restoring matters in loky workers: loky stops idle workers with SIGTERM, which must stay quiet.
     """
@@ -51,6 +61,8 @@ def sigterm_raises():
         return
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     install_signal_handlers()
+    if not sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
@@ -71,8 +83,11 @@ def stage_main(
             say(f"already finished: run {previous}", prefix=job)
             return {"status": "skipped", "run_id": previous}
         runs_before = run_counts()
+        in_worker = multirun and os.environ.get(SWEEP_PID_ENV, str(os.getpid())) != str(os.getpid())
+        if in_worker:
+            leave_sigint_to_parent()
         try:
-            with blas_limit(), sigterm_raises():
+            with blas_limit(), sigterm_raises(sigint=not in_worker):
                 result = run(cfg)
         except (KeyboardInterrupt, Terminated) as e:
             if multirun:

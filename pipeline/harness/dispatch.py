@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from pipeline import tracking
+from pipeline.harness.cli import leave_sigint_to_parent
 
 STOP_SECONDS = 8.0  # how long interrupted workers get to end their runs cleanly
 
@@ -67,8 +68,10 @@ def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None 
     shared = Board(board) if board else None
     mlflow_before = tracking.seconds_in_mlflow()
     t0 = time.perf_counter()
+    if shared:
+        leave_sigint_to_parent()
     try:
-        with sigterm_raises():
+        with sigterm_raises(sigint=not shared):
             if shared and not shared.enter():
                 return {"status": "CANCELLED"}
             result = run(cfg)
@@ -127,7 +130,7 @@ def dispatch(
             outcomes.append(run_job(stage, cfg, threads))
             on_done(i, outcomes[-1])
         return outcomes
-    executor = get_reusable_executor(max_workers=max(workers, pool))
+    executor = get_reusable_executor(max_workers=max(workers, pool), initializer=leave_sigint_to_parent)
     with tempfile.TemporaryDirectory(prefix="gradlab-board-") as folder:
         futures = [executor.submit(run_job, stage, cfg, threads, folder) for cfg in jobs]
         index = {f: i for i, f in enumerate(futures)}
@@ -163,7 +166,7 @@ def warm_up(workers: int, uri: str | None = None) -> None:
     Called before the study composes its jobs, so the workers' start-up overlaps with that work.
     """
     if workers > 1:
-        executor = get_reusable_executor(max_workers=workers)
+        executor = get_reusable_executor(max_workers=workers, initializer=leave_sigint_to_parent)
         for _ in range(workers):
             executor.submit(_import_stages, uri)
 

@@ -37,6 +37,9 @@ LAUNCHER_LOGGERS = ("hydra", "hydra_plugins")  # their per-job INFO lines would 
 _said: list[tuple[str, str]] = []  # what this process's job had to say, for its record (when the sweep reports)
 _active: MlflowSweepCallback | None = None  # the sweep this process runs, for interrupted()
 
+# the pid of a sweep's own process, for its jobs: a job in another process is a launcher's worker
+SWEEP_PID_ENV = "GRADLAB_SWEEP_PID"
+
 
 def sweep_info() -> dict:
     """Inside a Hydra multirun job: {"parent_run_id", "swept": [keys], "reports", "done"} of its sweep ({} when
@@ -151,6 +154,7 @@ class MlflowSweepCallback(Callback):
             )
             sys.exit(2)
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())  # its launcher's workers leave Ctrl-C to this process
         task_overrides = list(config.hydra.overrides.task)
         self.total = sweep_size(task_overrides)
         info: dict = {"parent_run_id": None, "swept": swept_keys(task_overrides), "reports": True, "done": {}}
@@ -275,6 +279,7 @@ class MlflowSweepCallback(Callback):
         global _active
         _active = None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        os.environ.pop(SWEEP_PID_ENV, None)
         self._stop_progress()
         how = "SIGTERM" if isinstance(e, tracking.Terminated) else "SIGINT"
         of = f" of {self.total}" if self.total else ""
@@ -301,6 +306,7 @@ class MlflowSweepCallback(Callback):
         global _active
         _active = None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        os.environ.pop(SWEEP_PID_ENV, None)
         self._stop_progress()
         if self.parent is None or self.parent.run_id is None:
             return
