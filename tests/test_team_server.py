@@ -280,3 +280,130 @@ def test_reap_on_a_store_that_cannot_be_used_is_one_line_and_exit_2(uri, capsys)
     assert team.main(["reap", "--uri", uri]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: tracking.uri: {'got ' if uri == '/nope' else uri}")
+
+
+def test_after_the_store_failed_a_runs_later_calls_get_one_short_try(tmp_path, monkeypatch):
+    """The bounded retries are spent once per run: a stage saving its history on the way out after a failed flush
+    does not wait for them a second time (a train run ended 66 s after PostgreSQL stopped, now 33 s)."""
+    from mlflow.exceptions import MlflowException
+
+    run = tracking.TrackedRun(tmp_store(tmp_path), "fast", run_name="r").start()
+    seen = []
+
+    def refused(*args, **kwargs):
+        seen.append(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
+        raise MlflowException("API request to http://x failed with exception Max retries exceeded (Connection refused)")
+
+    monkeypatch.setattr(run._store, "log_batch", refused)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    raised = []
+    for _ in range(2):
+        run.log_metrics({"x": 1.0}, 0)
+        with pytest.raises(tracking.StoreError, match="stopped answering") as failed:
+            run.flush()
+        raised.append(failed.value)
+    assert seen == ["5", "0"]
+    assert raised[1] is raised[0]  # the line names the first failure (it had the full retries and timeout)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # restored
+
+
+# a train run long enough to be logging when the fault comes (digits, probes on: a flush every ~20 epochs)
+LONG_TRAIN = ("data=digits", "train.epochs=3000", "tracking=server")
+# The client's bound: 6 tries with waits of 0+2+4+8+16 s (+ up to 1 s jitter each), each try up to 20 s when the
+# server does not reply (with PostgreSQL down, MLflow's server answers 503 at first, then some requests hang: it
+# retries creating a database engine for minutes), then the fail-fast end (5 s): about 155 s at most.
+FOR_GOOD_SECONDS = 170
+
+
+def _wait_for_runs(url: str, experiment: str, n: int, procs: list[subprocess.Popen], budget: float = 180) -> None:
+    """Until `experiment` holds n runs (every writer logging)."""
+    client = MlflowClient(url)
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None and len(client.search_runs([found.experiment_id])) >= n:
+            return
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.3)
+    raise AssertionError(f"{n} runs not created within {budget} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["postgres", "server"])
+def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_their_runs(team_server, fault):
+    """PostgreSQL (or the MLflow server) stopped and not restarted while two train runs and a steady writer log:
+    each ends within the client's bounded retries, exit 2 and one line, never hangs; what was acknowledged is in
+    the store and nothing more. Their runs could not be ended in a store that was down: back up, they are RUNNING,
+    and `team reap` marks them KILLED with an `ended_by` tag."""
+    _, args, folder, _ = team_server
+    url = _url(args)
+    t = team.Team(
+        folder, port=int(args[args.index("--port") + 1]), pg_port=int(args[args.index("--pg-port") + 1]), workers=2
+    )
+    experiment = f"for-good-{fault}"
+    trains = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.train",
+                *LONG_TRAIN,
+                f"tracking.uri={url}",
+                f"tracking.experiment={experiment}",
+                f"seed={seed}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
+    steady, steady_id = _steady_writer(url)
+    try:
+        _wait_for_runs(url, experiment, 2, trains)
+        time.sleep(1)  # every writer past its first flush
+        (team.stop_postgres if fault == "postgres" else team.stop_mlflow)(t)
+        t0 = time.perf_counter()
+        errs, seconds = [], []
+        for proc in trains:
+            _, err = proc.communicate(timeout=FOR_GOOD_SECONDS + 60)  # a hang fails here, not forever
+            errs.append((proc.returncode, err))
+            seconds.append(time.perf_counter() - t0)
+        out, _ = steady.communicate(timeout=FOR_GOOD_SECONDS + 60)
+        seconds.append(time.perf_counter() - t0)
+        said = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for proc in (*trains, steady):
+            if proc.poll() is None:
+                proc.kill()
+        (team.start_postgres if fault == "postgres" else team.start_mlflow)(t)  # back: the other tests need it
+    for code, err in errs:
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"error: tracking.uri: {url} stopped answering ("), err
+        assert err.strip().endswith(") and stays RUNNING"), err
+        if fault == "server":
+            assert "(connection refused); run " in err, err
+    assert said["error"] is not None and "\n" not in said["error"], said
+    assert max(seconds) < FOR_GOOD_SECONDS, seconds
+
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    runs = {r.info.run_id: r for r in client.search_runs([found.experiment_id])}
+    runs[steady_id] = client.get_run(steady_id)
+    before = {run_id: r.info.status for run_id, r in runs.items()}
+    assert set(before.values()) == {"RUNNING"}, before  # no store to mark them in while it was down
+    # nothing half-written: the steady writer's acknowledged batches, whole, and nothing more
+    assert sum(len(client.get_metric_history(steady_id, f"k{k}")) for k in range(10)) == said["written"] > 0
+    reaped = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.team", "reap", "--uri", url], capture_output=True, text=True
+    )
+    assert reaped.returncode == 0, reaped.stderr
+    assert set(runs) <= set(reaped.stdout.strip().rsplit(": ", 1)[1].split(", ")), reaped.stdout
+    after = {run_id: client.get_run(run_id) for run_id in runs}
+    assert all(r.info.status == "KILLED" for r in after.values())
+    assert all(r.data.tags["ended_by"].startswith("reaper: its writer process") for r in after.values())
+    print(
+        f"{fault} stopped for good: writers ended {', '.join(f'{s:.1f}' for s in seconds)} s after; "
+        f"runs {sorted(set(before.values()))} -> KILLED by reap; steady writer {said['written']} values acknowledged "
+        f"and read back"
+    )

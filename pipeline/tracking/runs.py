@@ -134,6 +134,7 @@ class TrackedRun:
         self._client: MlflowClient | None = None
         self._buffer: list[Metric] = []
         self._ended = False
+        self._store_failed: StoreError | None = None  # the first call that found the store failed
 
     @property
     def seconds_in_mlflow(self) -> float:
@@ -159,9 +160,18 @@ class TrackedRun:
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one MLflow call with lock retry (interrupts held during each SQLite attempt); a failing store
-        raises StoreError."""
-        with store_errors(self.uri):
-            return _attempts(self._guard, fn, args, kwargs)
+        raises StoreError. Once the store has failed this run, a later call (the history saved on the way out)
+        gets one short try, and failing again raises the first StoreError: the bounded retries are spent once
+        per run, not once per call, and the line the user reads names the first failure."""
+        failed = self._store_failed
+        try:
+            with fail_fast() if failed else contextlib.nullcontext(), store_errors(self.uri):
+                return _attempts(self._guard, fn, args, kwargs)
+        except StoreError as exc:
+            if failed is None:
+                self._store_failed = exc
+                raise
+            raise failed  # noqa: B904 -- its own cause (the first failure) is the one to keep
 
     def start(self) -> TrackedRun:
         """Create the run (and the experiment if needed); a second call does nothing."""
