@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help studies run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean team-server team-server-stop load-test
+.PHONY: help studies run sweep test test-slow test-all lint gradcheck ui repro params plots lock clean team-server team-server-stop load-test load-test-train
 
 # the flagship study (vanishing gradients against depth), then the one-page report of every study run so far
 help:  ## this list
@@ -45,15 +45,20 @@ ui: $(STAMP)  ## the MLflow UI on mlruns/ at http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(UI_STORE)/mlflow.db \
 		--default-artifact-root $(UI_STORE)/artifacts --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
-# the team tracking server on one host: PostgreSQL in mlruns/team/pg and `mlflow server` on it (README "Scaling out")
+# the team tracking server on one host: PostgreSQL in mlruns/team/pg and `mlflow server` on it (README "Scaling out");
+# TEAM_ARGS: its options (`make team-server TEAM_ARGS="--dir /srv/gradlab-team"`: a folder PostgreSQL can reach)
+TEAM_ARGS ?=
 team-server: $(STAMP)  ## MLflow on PostgreSQL (needs Debian's postgresql) at http://127.0.0.1:5000
-	$(PY) -m pipeline.tracking.team start
+	$(PY) -m pipeline.tracking.team start $(TEAM_ARGS)
 
 team-server-stop: $(STAMP)  ## stop the team server (its data stays in mlruns/team)
-	$(PY) -m pipeline.tracking.team stop
+	$(PY) -m pipeline.tracking.team stop $(TEAM_ARGS)
 
 load-test: $(STAMP)  ## N = 4, 16, 32 writers against SQLite, a server on SQLite, on PostgreSQL (~4 min)
 	$(PY) -m benchmarks.tracking_load
+
+load-test-train: $(STAMP)  ## N = 4, 16 real train runs as writers against each setup and tracking=off (~4 min)
+	$(PY) -m benchmarks.tracking_load --mode train
 
 test: $(STAMP)  ## the default test suite (under 2 minutes)
 	$(PY) -m pytest -q

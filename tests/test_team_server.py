@@ -123,6 +123,28 @@ def test_missing_postgresql_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path
     assert not (tmp_path / "team").exists()  # said before anything was made
 
 
+def test_a_folder_postgresql_cannot_reach_under_root_is_one_line_before_initdb(tmp_path):
+    """Run as root, PostgreSQL runs as `postgres`: a clone under /root (mode 0700) cannot hold its cluster."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the cluster to the postgres user")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user (PostgreSQL is not installed)")
+    private = tmp_path / "private"
+    (private / "team").mkdir(parents=True)
+    private.chmod(0o700)
+    with pytest.raises(team.TeamError) as refused:
+        team.reachable(private / "team")
+    assert str(refused.value) == (
+        f"PostgreSQL runs as the `postgres` user, which cannot reach {private / 'team'} ({private} is private: "
+        "mode 700): start it with --dir in a folder it can reach (e.g. --dir /srv/gradlab-team), or clone the "
+        "project there"
+    )
+
+
 @pytest.fixture(scope="module")
 def team_server():
     """MLflow on PostgreSQL, from `python -m pipeline.tracking.team start`; always stopped."""
@@ -205,6 +227,20 @@ def test_load_benchmark_loses_nothing_on_every_setup_at_a_tiny_size(team_server)
     assert rows[0]["values_written"] == 4 * 3 * 5 * 4
     assert rows[0]["values_lost"] == 0 and rows[0]["runs_failed"] == rows[0]["runs_running"] == 0
     assert "| server-postgres | 4 | 240 |" in tracking_load.markdown(rows)
+
+
+@pytest.mark.slow
+def test_load_benchmark_with_train_runs_as_writers_loses_nothing(team_server, tmp_path):
+    from benchmarks import tracking_load
+
+    _, args, _, _ = team_server
+    row = tracking_load.train_load(_url(args), 2, tmp_path)
+    assert row["exit_nonzero"] == 0 and not row["writer_errors"], row
+    assert row["values_written"] > 0 and row["values_lost"] == row["values_extra"] == 0, row
+    assert row["runs_failed"] == row["runs_running"] == row["runs_missing"] == 0, row
+    off = tracking_load.train_load(None, 2, tmp_path)
+    table = tracking_load.train_markdown([{"setup": "off", **off}, {"setup": "server-postgres", **row}])
+    assert f"| server-postgres | 2 | {row['seconds']} | {row['seconds'] / off['seconds']:.2f}x |" in table
 
 
 # a writer that logs 30 batches over ~9 s, then says what it wrote (or the one line that stopped it)
@@ -407,3 +443,21 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
         f"runs {sorted(set(before.values()))} -> KILLED by reap; steady writer {said['written']} values acknowledged "
         f"and read back"
     )
+
+
+def test_the_load_test_counts_what_a_train_run_promised_mlflow_and_finds_a_missing_value(tmp_path, monkeypatch):
+    """expected_counts, from a real run's history.json, matches every metric's history in the store value for value
+    (the dense series strided to 8 points and their last, the rest whole); a value the store lacks is counted lost."""
+    from benchmarks import tracking_load
+    from pipeline import train
+    from tests.helpers import config
+
+    uri = tmp_store(tmp_path)
+    overrides = [a.replace("train.epochs=30", "train.epochs=12") for a in tracking_load.TRAIN_ARGS]
+    train.run(config(*overrides, f"tracking.uri={uri}", "tracking.experiment=counted"))
+    row = tracking_load.train_read_back(uri, "counted", 1)
+    assert row["values_lost"] == row["values_extra"] == 0 and row["runs_failed"] == row["runs_running"] == 0
+    assert row["values_written"] == row["values_read_back"] < row["history_values"]  # strided: fewer than measured
+    promised = tracking_load.expected_counts
+    monkeypatch.setattr(tracking_load, "expected_counts", lambda h, e: {**promised(h, e), "train/loss": 99})
+    assert tracking_load.train_read_back(uri, "counted", 1)["values_lost"] > 0

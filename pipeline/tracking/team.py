@@ -127,6 +127,18 @@ def postgres_running(team: Team) -> bool:
     return proc.returncode == 0
 
 
+def reachable(folder: Path) -> None:
+    """Under root: the `postgres` user can write `folder` (every folder above it lets it through), else one line."""
+    proc = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(folder)], check=False)
+    if proc.returncode != 0:
+        private = next((p for p in folder.parents if p.exists() and not p.stat().st_mode & 0o001), None)
+        where = f" ({private} is private: mode {private.stat().st_mode & 0o777:o})" if private else ""
+        raise TeamError(
+            f"PostgreSQL runs as the `postgres` user, which cannot reach {folder}{where}: "
+            "start it with --dir in a folder it can reach (e.g. --dir /srv/gradlab-team), or clone the project there"
+        )
+
+
 def init_postgres(team: Team) -> None:
     """A new cluster in DIR/pg and the `mlflow` role's password in DIR/pgpass (once)."""
     team.dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +149,7 @@ def init_postgres(team: Team) -> None:
     if os.geteuid() == 0:
         for folder in (team.pgdata, team.socket_dir):
             shutil.chown(folder, "postgres", "postgres")
+        reachable(team.pgdata)
     cmd = [pg_bin("initdb"), "-D", str(team.pgdata), "-U", "postgres", "-E", "UTF8"]
     _run([*cmd, "--auth-local=trust", "--auth-host=scram-sha-256"], "initdb")
     password = secrets.token_urlsafe(24)
