@@ -366,7 +366,7 @@ def _wait_for_runs(url: str, experiment: str, n: int, procs: list[subprocess.Pop
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["postgres", "server"])
-def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_their_runs(team_server, fault):
+def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_their_runs(team_server, fault, tmp_path):
     """PostgreSQL (or the MLflow server) stopped and not restarted while two train runs and a steady writer log:
     each ends within the client's bounded retries, exit 2 and one line, never hangs; what was acknowledged is in
     the store and nothing more. Their runs could not be ended in a store that was down: back up, they are RUNNING,
@@ -387,6 +387,7 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
                 f"tracking.uri={url}",
                 f"tracking.experiment={experiment}",
                 f"seed={seed}",
+                f"hydra.run.dir={tmp_path / str(seed)}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -394,9 +395,10 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
         )
         for seed in (0, 1)
     ]
-    steady, steady_id = _steady_writer(url)
+    steady = None
     try:
         _wait_for_runs(url, experiment, 2, trains)
+        steady, steady_id = _steady_writer(url)  # ~9 s of batches: the fault lands in the middle
         time.sleep(1)  # every writer past its first flush
         (team.stop_postgres if fault == "postgres" else team.stop_mlflow)(t)
         t0 = time.perf_counter()
@@ -410,7 +412,7 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
         said = json.loads(out.strip().splitlines()[-1])
     finally:
         for proc in (*trains, steady):
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill()
         (team.start_postgres if fault == "postgres" else team.start_mlflow)(t)  # back: the other tests need it
     for code, err in errs:
