@@ -57,7 +57,7 @@ team-server-stop: $(STAMP)  ## stop the team server (its data stays in mlruns/te
 load-test: $(STAMP)  ## N = 4, 16, 32 writers against SQLite, a server on SQLite, on PostgreSQL (~4 min)
 	$(PY) -m benchmarks.tracking_load
 
-load-test-train: $(STAMP)  ## N = 4, 16 real train runs as writers against each setup and tracking=off (~4 min)
+load-test-train: $(STAMP)  ## N = 4, 16 real train runs as writers against each setup and tracking=off (~12 min on 2 busy cores)
 	$(PY) -m benchmarks.tracking_load --mode train
 
 test: $(STAMP)  ## the default test suite (under 2 minutes)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.tracking_load                       # N = 4, 16, 32 against every setup (~4 min)
     python -m benchmarks.tracking_load --writers 4 --batches 5 --setups local,server-sqlite
-    python -m benchmarks.tracking_load --mode train          # N = 4, 16 real `python -m pipeline.train` runs (~4 min)
+    python -m benchmarks.tracking_load --mode train          # N = 4, 16 real `python -m pipeline.train` runs (~12 min)
+    python -m benchmarks.tracking_load --mode render         # the BENCHMARKS.md section again from the JSON
 
 Setups: `local` (the project's default: every writer opens the SQLite file itself), `server-sqlite` and
 `server-postgres` (an `mlflow server` with 4 workers on SQLite, on PostgreSQL: `pipeline.tracking.team`).
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pg-port", type=int, default=5491)
     parser.add_argument("--note", default=f"{os.cpu_count()} cores", help="the conditions, for the record")
     parser.add_argument("--out", default=str(RESULTS), help="the JSON results file ('': none)")
+    parser.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"), help="where the section goes")
     args = parser.parse_args(argv)
     train = args.mode == "train"
     writers = args.writers or ("4,16" if train else "4,16,32")
@@ -406,7 +408,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result["synthetic"] = {**common, "batches": args.batches, "keys": args.keys, "steps": args.steps}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        write_section(ROOT / "BENCHMARKS.md", section(result))
+        write_section(Path(args.markdown), section(result))
     print(section(result))
     return rows
 

@@ -463,3 +463,28 @@ def test_the_load_test_counts_what_a_train_run_promised_mlflow_and_finds_a_missi
     promised = tracking_load.expected_counts
     monkeypatch.setattr(tracking_load, "expected_counts", lambda h, e: {**promised(h, e), "train/loss": 99})
     assert tracking_load.train_read_back(uri, "counted", 1)["values_lost"] > 0
+
+
+def test_render_keeps_the_old_results_layout_and_writes_both_tables_and_the_findings(tmp_path):
+    """`--mode render`: the section again from the JSON (an older file's top-level rows are the synthetic ones)."""
+    from benchmarks import tracking_load
+
+    synthetic = {"setup": "local", "writers": 4, "values_written": 8, "values_lost": 0, "seconds": 1.0}
+    synthetic.update(values_per_second=8, batch_p50_ms=1.0, batch_p99_ms=2.0, runs_failed=0, runs_running=0)
+    old = {"date": "d", "note": "n", "batches": 1, "keys": 2, "steps": 4, "rows": [synthetic]}
+    results, md = tmp_path / "load.json", tmp_path / "B.md"
+    results.write_text(json.dumps(old))
+    md.write_text(f"# Benchmarks\n\n{tracking_load.BEGIN}\nstale\n{tracking_load.END}\n\n## after\n")
+    off = {"setup": "off", "writers": 4, "seconds": 10.0, "run_p50_s": 9.0, "run_max_s": 10.0, "exit_nonzero": 0}
+    local = {**off, "setup": "local", "seconds": 15.0, "values_written": 100, "values_per_second": 7}
+    local.update(runs_failed=0, runs_running=0, values_lost=0, values_extra=0)
+    data = tracking_load.previous(results)
+    data.update(train={"date": "t", "note": "m", "args": ["data=xor"], "rows": [off, local]}, findings=["why"])
+    results.write_text(json.dumps(data))
+    tracking_load.main(["--mode", "render", "--out", str(results), "--markdown", str(md)])
+    text = md.read_text()
+    assert "stale" not in text and text.endswith("<!-- end of tracking load -->\n## after\n")
+    assert "| local | 4 | 8 | 1.0 | 8 | 1.0 | 2.0 | 0 | 0 | 0 |" in text
+    assert "| local | 4 | 15.0 | 1.50x | 9.0 | 10.0 | 100 | 7 | 0 | 0 | 0 | 0 | 0 |" in text
+    assert "| off | 4 | 10.0 | - |" in text and text.count("- why") == 1
+    assert json.loads(results.read_text())["synthetic"]["rows"] == [synthetic]  # kept, in the new layout
