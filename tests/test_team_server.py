@@ -369,8 +369,8 @@ def _wait_for_runs(url: str, experiment: str, n: int, procs: list[subprocess.Pop
 def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_their_runs(team_server, fault, tmp_path):
     """PostgreSQL (or the MLflow server) stopped and not restarted while two train runs and a steady writer log:
     each ends within the client's bounded retries, exit 2 and one line, never hangs; what was acknowledged is in
-    the store and nothing more. Their runs could not be ended in a store that was down: back up, they are RUNNING,
-    and `team reap` marks them KILLED with an `ended_by` tag."""
+    the store, whole batches, with at most the batch in flight. Their runs could not be ended in a store that was
+    down: back up, they are RUNNING, and `team reap` marks them KILLED with an `ended_by` tag."""
     _, args, folder, _ = team_server
     url = _url(args)
     t = team.Team(
@@ -430,8 +430,10 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
     runs[steady_id] = client.get_run(steady_id)
     before = {run_id: r.info.status for run_id, r in runs.items()}
     assert set(before.values()) == {"RUNNING"}, before  # no store to mark them in while it was down
-    # nothing half-written: the steady writer's acknowledged batches, whole, and nothing more
-    assert sum(len(client.get_metric_history(steady_id, f"k{k}")) for k in range(10)) == said["written"] > 0
+    # nothing half-written: the steady writer's acknowledged batches, whole; and at most the one batch in flight
+    # when the store went (committed, its reply lost: measured once in three PostgreSQL stops)
+    found = sum(len(client.get_metric_history(steady_id, f"k{k}")) for k in range(10))
+    assert found % 10 == 0 and 0 < said["written"] <= found <= said["written"] + 10, (found, said)
     reaped = subprocess.run(
         [sys.executable, "-m", "pipeline.tracking.team", "reap", "--uri", url], capture_output=True, text=True
     )
@@ -442,8 +444,8 @@ def test_writers_end_in_one_line_when_the_store_stops_for_good_and_reap_ends_the
     assert all(r.data.tags["ended_by"].startswith("reaper: its writer process") for r in after.values())
     print(
         f"{fault} stopped for good: writers ended {', '.join(f'{s:.1f}' for s in seconds)} s after; "
-        f"runs {sorted(set(before.values()))} -> KILLED by reap; steady writer {said['written']} values acknowledged "
-        f"and read back"
+        f"runs {sorted(set(before.values()))} -> KILLED by reap; steady writer {said['written']} values acknowledged, "
+        f"{found} read back"
     )
 
 
