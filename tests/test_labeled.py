@@ -88,3 +88,9 @@ def test_a_bad_count_on_the_command_line_is_one_line_and_no_run(tmp_path):
         "holds 1257 examples of 10 classes)"
     ]
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # refused before any run (the store is not created)
+
+
+def test_run_names_show_the_count_and_leave_every_label_unsaid():
+    from pipeline.studies.grid import short_value
+
+    assert short_value("data.n_labeled", "100") == "lab100" and short_value("data.n_labeled", "null") == ""
