@@ -1,4 +1,5 @@
-"""The finetune job (study.stage: finetune): pretrain, then train from its weights, one identity for both."""
+"""The finetune job (study.stage: finetune): pretrain, then train from its weights, one identity for both (the
+runs it logs to MLflow: slow, a fresh store each; the smoke study end to end covers them too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.helpers import config, tmp_store
 SMALL = ("model.activation=sigmoid", "model.depth=2", "model.width=8", "init=standard", "train.epochs=1")
 
 
+@pytest.mark.slow
 def test_without_pretraining_it_is_the_train_run_itself_with_its_start_and_identity(tmp_path):
     store = tmp_store(tmp_path)
     cfg = config(*SMALL, "pretrain.epochs=0", f"tracking.uri={store}", "tracking.run_name=job")
@@ -38,6 +40,7 @@ def test_the_identity_covers_pretraining_for_finetune_jobs_only():
     assert all(j.hash == config_hash(j.cfg) for j in depth)
 
 
+@pytest.mark.slow
 def test_with_pretraining_two_runs_the_fine_tuning_one_linked_to_the_pretrain_one(tmp_path):
     store = tmp_store(tmp_path)
     cfg = config(*SMALL, "pretrain.epochs=2", f"tracking.uri={store}", "tracking.run_name=sig d2")

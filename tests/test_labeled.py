@@ -65,22 +65,25 @@ def test_the_count_is_the_runs_identity_not_the_prepared_sets():
     assert len(load_data(few).y_train) == 100 and len(load_data(plain).y_train) == 1257
 
 
-def test_train_uses_the_labeled_part_and_records_it_pretrain_reads_every_input(tmp_path):
-    store = tmp_store(tmp_path)
-    small = ("model.depth=1", "model.width=8", "train.epochs=1", f"tracking.uri={store}", "probes.enabled=false")
-    result = train.run(config(*small, "data.n_labeled=30", "train.batch_size=10"))
-    assert result["steps"] == 3  # 30 examples in batches of 10
-    from mlflow import MlflowClient
-
-    run = MlflowClient(store).get_run(result["run_id"])
-    assert run.data.params["data.n_labeled"] == "30"
-    pre = [
-        pretrain.run(config(*small, "pretrain.epochs=1", "tracking.enabled=false", extra))
-        for extra in ("data.n_labeled=30", "data.n_labeled=null")
-    ]
+def test_train_uses_the_labeled_part_pretrain_reads_every_input():
+    small = ("model.depth=1", "model.width=8", "train.epochs=1", "tracking.enabled=false", "probes.enabled=false")
+    assert train.run(config(*small, "data.n_labeled=30", "train.batch_size=10"))["steps"] == 3  # 30 in batches of 10
+    pre = [pretrain.run(config(*small, "pretrain.epochs=1", n)) for n in ("data.n_labeled=30", "data.n_labeled=null")]
     assert pre[0]["recon"] == pre[1]["recon"]  # the same inputs, the same weights
 
 
+@pytest.mark.slow
+def test_the_count_is_a_param_of_the_run(tmp_path):
+    from mlflow import MlflowClient
+
+    store = tmp_store(tmp_path)
+    result = train.run(
+        config("model.depth=1", "train.epochs=1", "data.n_labeled=30", "train.batch_size=10", f"tracking.uri={store}")
+    )
+    assert MlflowClient(store).get_run(result["run_id"]).data.params["data.n_labeled"] == "30"
+
+
+@pytest.mark.slow
 def test_a_bad_count_on_the_command_line_is_one_line_and_no_run(tmp_path):
     proc = cli("train", "data.n_labeled=5000", f"tracking.uri={tmp_store(tmp_path)}")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
