@@ -20,6 +20,7 @@ STUDIES = (
     "dead_relu",
     "optimizers",
     "recurrent",
+    "rnn_spectral",
 )
 
 

@@ -37,6 +37,8 @@ SHORT_KEYS = {
     "init.value": "c",
     "data.noise": "noise",
     "data.n_samples": "n",
+    "data.seq_len": "T",
+    "init.recurrent_gain": "rho",
 }
 # switches: shown by this word when true, left out when false
 SHORT_SWITCHES = {"model.batch_norm": "bn", "model.residual": "res"}
