@@ -8,9 +8,22 @@ import math
 import numpy as np
 
 from pipeline.engine import RecurrentNet, spectral_radius
+from pipeline.engine.recurrent import LSTMCell, RNNCell
 from pipeline.probes.base import Probe, ProbeContext
 
 LSTM_GATES = ("i", "f", "o", "g")  # W_hh's blocks, in the engine's order
+
+
+def cell_of(net) -> RNNCell | LSTMCell:
+    """The recurrent layer of a net the probe applies to."""
+    assert isinstance(net, RecurrentNet)
+    return net.cell
+
+
+def lstm_of(net) -> LSTMCell:
+    cell = cell_of(net)
+    assert isinstance(cell, LSTMCell)
+    return cell
 
 
 def is_recurrent(net) -> bool:
@@ -84,7 +97,7 @@ class SpectralRadius(Probe):
         return is_recurrent(net)
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
-        w_hh = ctx.net.cell.params["W_hh"]  # (H, G*H)
+        w_hh = cell_of(ctx.net).params["W_hh"]  # (H, G*H)
         if not np.all(np.isfinite(w_hh)):
             return {"spectral_radius/W_hh": math.nan}
         if not is_lstm(ctx.net):
@@ -111,7 +124,7 @@ class PerStepTheory(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         z, a = ctx.activations()[0]  # (batch*time, H): every step of every example
-        w_hh = ctx.net.cell.params["W_hh"].astype(np.float64)  # (H, H)
+        w_hh = cell_of(ctx.net).params["W_hh"].astype(np.float64)  # (H, H)
         if not (np.all(np.isfinite(w_hh)) and np.all(np.isfinite(a))):
             return {"grad_time_theory": math.nan}
         sigma = float(np.linalg.norm(w_hh, 2))
@@ -131,7 +144,7 @@ class ForgetGate(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         ctx.activations()  # the measured batch's forward (the probe batch's, or the step's own)
-        return {"forget_gate/mean": float(np.mean(ctx.net.cell.forget_gates(), dtype=np.float64))}
+        return {"forget_gate/mean": float(np.mean(lstm_of(ctx.net).forget_gates(), dtype=np.float64))}
 
 
 class CellState(Probe):
@@ -145,5 +158,5 @@ class CellState(Probe):
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         ctx.activations()
-        c = ctx.net.cell.cell_states().astype(np.float64)  # (batch, time, H)
+        c = lstm_of(ctx.net).cell_states().astype(np.float64)  # (batch, time, H)
         return {"cell_state/norm": float(np.mean(np.sqrt(np.sum(c * c, axis=2))))}

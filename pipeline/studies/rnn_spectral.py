@@ -178,8 +178,8 @@ def figure(runs: list[StudyRun]) -> Figure:
             steps, loss = np.r_[0, steps], np.r_[r.get("train/initial_loss"), loss]  # from the loss before step 1
             ok = np.isfinite(loss)
             if r.diverged:
-                label = f"{label}: diverged at step {r.get('diverged_at_step'):g}" if i == 0 else None
-                clip_ax.semilogy(steps[ok], loss[ok], color=colour[case], marker="o", label=label)
+                shown = f"{label}: diverged at step {r.get('diverged_at_step'):g}" if i == 0 else None
+                clip_ax.semilogy(steps[ok], loss[ok], color=colour[case], marker="o", label=shown)
                 clip_ax.axvline(r.get("diverged_at_step"), color=colour[case], lw=0.8, ls=":")
             elif ok.any():
                 clip_ax.semilogy(steps[ok], loss[ok], color=colour[case], alpha=0.8, label=label if i == 0 else None)
