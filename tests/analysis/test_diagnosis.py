@@ -120,3 +120,14 @@ def test_the_gradient_through_time_gives_the_same_labels_as_through_depth(ratio,
     assert labels == ([label] if label else ["healthy"])
     # a truncated run logs no ratio: nothing is said about time
     assert diagnose({**learned, "grad_time_factor": 0.1}, regression=True) == ["healthy"]
+
+
+def test_a_net_with_overflowed_weights_is_not_symmetric_and_raises_no_warning():
+    import warnings
+
+    net = net_of("tanh")
+    net.layers[0].W[:, 0] = np.inf  # what a diverged run leaves
+    net.layers[0].W[:, 1] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "symmetric" not in diagnose({}, net)
