@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import yaml
 from mlflow.data.numpy_dataset import from_numpy
 from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made as mlflow.data loads
 from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -175,7 +176,7 @@ def log_config(run, cfg: DictConfig, stage: str | None = None) -> None:
     plain = plain_config(cfg)
     skipped = ("ablate", "study", *_left_out(stage))
     run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in skipped}))
-    run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+    run.log_text(yaml.safe_dump(plain, sort_keys=False), "config.yaml")  # plain containers: no OmegaConf round trip
     if run.run_id is not None:
         run.log_inputs([dataset_input(cfg.data)])
 
