@@ -212,6 +212,7 @@ def _artifact(client, run, path: str) -> str:
     return Path(client.download_artifacts(run.info.run_id, path)).read_text()
 
 
+@pytest.mark.slow  # ~5 s: a run with its figures (the default suite checks grad_time.json above)
 def test_a_recurrent_run_draws_its_gradient_through_time_heat_map(tmp_path):
     store = tmp_store(tmp_path)
     result = train.run(
