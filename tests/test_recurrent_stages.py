@@ -205,6 +205,7 @@ def test_lstm_learns_the_adding_problem_below_the_constant_predictor(tmp_path):
     assert [s for s, _ in history["grad_time_factor"]] == steps.tolist()
     assert "plots" not in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "saturation: the LSTM has no single cell activation" in run.data.tags["probes_skipped"]
+    assert "grad_time_theory: the LSTM has no single cell activation f" in run.data.tags["probes_skipped"]
     assert run.data.params["model.cell"] == "lstm" and run.data.tags["verdict"] == "healthy"
 
 

@@ -122,6 +122,13 @@ class PerStepTheory(Probe):
     def applies(self, net) -> bool:
         return is_rnn(net)
 
+    def why_not(self, net) -> str | None:
+        return (
+            "the LSTM has no single cell activation f (its gradient runs through the forget gates)"
+            if is_lstm(net)
+            else None
+        )
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         z, a = ctx.activations()[0]  # (batch*time, H): every step of every example
         w_hh = cell_of(ctx.net).params["W_hh"].astype(np.float64)  # (H, H)
@@ -142,6 +149,9 @@ class ForgetGate(Probe):
     def applies(self, net) -> bool:
         return is_lstm(net)
 
+    def why_not(self, net) -> str | None:
+        return "a vanilla RNN has no forget gate (model=lstm has)" if is_rnn(net) else None
+
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         ctx.activations()  # the measured batch's forward (the probe batch's, or the step's own)
         return {"forget_gate/mean": float(np.mean(lstm_of(ctx.net).forget_gates(), dtype=np.float64))}
@@ -155,6 +165,9 @@ class CellState(Probe):
 
     def applies(self, net) -> bool:
         return is_lstm(net)
+
+    def why_not(self, net) -> str | None:
+        return "a vanilla RNN has no cell state (model=lstm has)" if is_rnn(net) else None
 
     def measure(self, ctx: ProbeContext) -> dict[str, float]:
         ctx.activations()

@@ -181,6 +181,15 @@ def test_the_lstm_probes_do_not_apply_to_the_rnn_nor_the_rnn_ones_to_the_lstm():
     }
     assert on["rnn"] == {"grad_time_theory", "spectral_radius", "saturation"}
     assert on["lstm"] == {"forget_gate", "cell_state", "spectral_radius"}
+    # asked for where they say nothing, the run's probes_skipped tag says why; an MLP is told nothing of them
+    assert set(ProbeSet(trainer("rnn").net, None, batch()[0], instruments=names).skipped) == {
+        "forget_gate",
+        "cell_state",
+    }
+    from pipeline.engine import MLP
+
+    mlp = MLP(3, 2, 2, 4, make_activation("tanh"), make_initializer("xavier_normal"), np.random.default_rng(0))
+    assert not ProbeSet(mlp, None, batch()[0][:, 0], instruments=names).skipped
 
 
 def test_hidden_state_saturation_is_the_share_of_h_near_tanh_s_bounds():
