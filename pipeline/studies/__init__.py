@@ -19,6 +19,9 @@ STUDIES = (
     "normalization",
     "dead_relu",
     "optimizers",
+    "pretraining",
+    "recurrent",
+    "rnn_spectral",
 )
 
 
