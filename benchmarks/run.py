@@ -32,9 +32,9 @@ TARGETS = {
     "recurrent_vs_torch": (
         1.0,
         "<=",
-        "engine time per recurrent step (forward, BPTT, SGD update) / PyTorch CPU's nn.RNN (tanh) or nn.LSTM + "
-        "nn.Linear on h_T (same weights, float32, batch; first losses equal); cpu_ratio_one_thread: both on one "
-        "thread, CPU time",
+        "engine CPU time per recurrent step (forward, BPTT, SGD update) / PyTorch CPU's nn.RNN (tanh) or nn.LSTM "
+        "+ nn.Linear on h_T, both on one thread (same weights, float32, batch; first losses equal); wall_ratio: "
+        "wall time, each with its own threads (swings with the machine's load)",
     ),
     "engine_vs_sklearn": (0.5, "<=", "engine time per epoch / MLPClassifier's on digits (128,128), batch 64"),
     "probes_overhead": (0.10, "<=", "time per step with probes=full / probes=off, minus 1"),
