@@ -43,7 +43,19 @@ TARGETS = {
     "parallel_speedup_default_study": (
         None,
         "",
-        "the same ratio for `python -m pipeline.study study=depth` (default size, 21 runs, a fresh command each)",
+        "the same ratio for `python -m pipeline.study study=depth` (default size, 60 runs, a fresh command each)",
+    ),
+    "study_efficiency": (
+        2.0,
+        "<=",
+        "`depth` (default size, a fresh command, n_jobs=1) wall time / what it cannot avoid: a fresh import of the"
+        " stages plus its runs' training steps (n_jobs_2_ratio: the same at n_jobs=2, the steps shared by 2)",
+    ),
+    "parallel_speedup_full_study": (1.8, ">=", "`depth` at full size, wall time at n_jobs=1 / at n_jobs=2"),
+    "all_studies_seconds": (
+        60.0,
+        "<=",
+        "wall seconds (not a ratio) of the eleven studies at default size, fresh commands one after the other",
     ),
     "gflops": (None, "", "wide step's FLOP rate / a plain float32 matmul's (the practical ceiling)"),
 }
@@ -107,6 +119,8 @@ def collect(quick: bool) -> dict:
     )
     result.update(studies.study_timing(repeats=1 if quick else 2, quick=quick))
     result.update(studies.default_study(quick))
+    result.update(studies.full_depth_speedup(quick))
+    result.update(studies.all_studies(quick))
     result["seconds"] = time.perf_counter() - t0
     return result
 

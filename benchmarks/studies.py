@@ -134,30 +134,59 @@ def _run_sampling_rss(command: list[str]) -> tuple[float, float, str]:
     return time.perf_counter() - t0, peak, out
 
 
+def import_seconds() -> float:
+    """Wall seconds of a fresh interpreter importing what a study's command needs (its stages): the floor."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import pipeline.study, pipeline.train, pipeline.init"], cwd=ROOT, check=True)
+    return time.perf_counter() - t0
+
+
+def training_seconds(store: str) -> tuple[float, int]:
+    """The summed `time/train_seconds` (training steps only) of the store's train runs, and their count."""
+    client = tracking.client(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, "tags.stage = 'train'", max_results=5000)
+    return sum(r.data.metrics.get("time/train_seconds", 0.0) for r in runs), len(runs)
+
+
+def study_command(name: str, size: str, n_jobs: int, folder: str, *extra: str) -> list[str]:
+    """`python -m pipeline.study` as a user types it, with a fresh store and reports folder in `folder`."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.study",
+        f"study={name}",
+        f"study.size={size}",
+        f"study.n_jobs={n_jobs}",
+        f"tracking.uri=sqlite:///{folder}/mlflow.db",
+        f"+study.reports_dir={folder}/reports",
+        *extra,
+    ]
+
+
 def default_study(quick: bool) -> dict:
     """The `depth` study at default size as a user runs it (a fresh command, fresh store), n_jobs 1 and 2:
-    wall times, their ratio, and the peak resident memory of the n_jobs=2 run, workers included.
+    wall times, their ratio, the peak resident memory of the n_jobs=2 run, workers included, and its
+    efficiency: wall time / what it cannot avoid (a fresh import of the stages, measured just before, plus its
+    runs' training steps, shared by the jobs).
 
-    --quick: the smoke size without MLflow, only to exercise the code.
+    --quick: the smoke size, only to exercise the code.
     """
     size = "smoke" if quick else "default"
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
         for n_jobs in (1, 2):
-            command = [
-                sys.executable,
-                "-m",
-                "pipeline.study",
-                "study=depth",
-                f"study.size={size}",
-                f"study.n_jobs={n_jobs}",
-                f"tracking.uri=sqlite:///{tmp}/{n_jobs}/mlflow.db",
-                f"+study.reports_dir={tmp}/{n_jobs}/reports",
-            ] + (["tracking=off"] if quick else [])
-            seconds, rss, printed = _run_sampling_rss(command)
+            floor = import_seconds()
+            folder = f"{tmp}/{n_jobs}"
+            seconds, rss, printed = _run_sampling_rss(study_command("depth", size, n_jobs, folder))
             out[f"n_jobs_{n_jobs}_seconds"], out[f"n_jobs_{n_jobs}_peak_rss"] = seconds, rss
             mlflow = re.search(r"([\d.]+) s in MLflow", printed)  # the study's own summary line
             out[f"n_jobs_{n_jobs}_mlflow_seconds"] = float(mlflow.group(1)) if mlflow else float("nan")
+            train, runs = training_seconds(f"sqlite:///{folder}/mlflow.db")
+            out[f"n_jobs_{n_jobs}_import_seconds"], out[f"n_jobs_{n_jobs}_train_seconds"] = floor, train
+            out["runs"] = runs
+    floor_1 = out["n_jobs_1_import_seconds"] + out["n_jobs_1_train_seconds"]
+    floor_2 = out["n_jobs_2_import_seconds"] + out["n_jobs_2_train_seconds"] / 2
     return {
         "parallel_speedup_default_study": {
             "ratio": out["n_jobs_1_seconds"] / out["n_jobs_2_seconds"],
@@ -166,10 +195,71 @@ def default_study(quick: bool) -> dict:
             "study": f"depth ({size})",
             "mlflow_share_n_jobs_1": out["n_jobs_1_mlflow_seconds"] / out["n_jobs_1_seconds"],
         },
+        "study_efficiency": {
+            "ratio": out["n_jobs_1_seconds"] / floor_1,
+            "n_jobs_1_seconds": out["n_jobs_1_seconds"],
+            "import_seconds": out["n_jobs_1_import_seconds"],
+            "train_seconds": out["n_jobs_1_train_seconds"],
+            "n_jobs_2_ratio": out["n_jobs_2_seconds"] / floor_2,
+            "n_jobs_2_seconds": out["n_jobs_2_seconds"],
+            "runs": out["runs"],
+            "study": f"depth ({size})",
+        },
         "memory": {
             "peak_rss_mib": out["n_jobs_2_peak_rss"] / 2**20,
             "n_jobs_1_peak_rss_mib": out["n_jobs_1_peak_rss"] / 2**20,
             "limit_mib": 2048,
             "study": f"depth ({size}), n_jobs=2",
         },
+    }
+
+
+# the eleven studies of the first map (issue 14's target: all of them at default size within a minute)
+ELEVEN = (
+    "depth",
+    "activations",
+    "init",
+    "init_depth",
+    "batch_size",
+    "learning_rate",
+    "optimizers",
+    "regularization",
+    "clipping",
+    "normalization",
+    "dead_relu",
+)
+
+
+def all_studies(quick: bool) -> dict:
+    """Every one of the eleven studies at default size, one after the other as fresh commands (n_jobs=2, fresh
+    stores): the total wall time and each study's. --quick: two of them at smoke size."""
+    names, size = (ELEVEN[:2], "smoke") if quick else (ELEVEN, "default")
+    each: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
+        for name in names:
+            t0 = time.perf_counter()
+            done = subprocess.run(
+                study_command(name, size, 2, f"{tmp}/{name}"), cwd=ROOT, capture_output=True, text=True
+            )
+            if done.returncode:
+                raise RuntimeError(f"benchmark study {name} failed: {done.stderr.strip().splitlines()[-1:]}")
+            each[f"{name}_seconds"] = time.perf_counter() - t0
+    return {"all_studies_seconds": {"ratio": sum(each.values()), "size": size, **each}}
+
+
+def full_depth_speedup(quick: bool) -> dict:
+    """The `depth` study at full size (enough work for the serial parts not to dominate), n_jobs 1 vs 2, fresh
+    commands and stores. --quick: smoke size."""
+    size = "smoke" if quick else "full"
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
+        for n_jobs in (1, 2):
+            seconds[n_jobs], _, _ = _run_sampling_rss(study_command("depth", size, n_jobs, f"{tmp}/{n_jobs}"))
+    return {
+        "parallel_speedup_full_study": {
+            "ratio": seconds[1] / seconds[2],
+            "n_jobs_1_seconds": seconds[1],
+            "n_jobs_2_seconds": seconds[2],
+            "study": f"depth ({size})",
+        }
     }

@@ -6,7 +6,7 @@ k = 1..depth, is trained alone as a tied-weight autoencoder (engine/autoencoder.
 (`pretrain.noise`). One MLflow run holds every layer: `recon/layer_XX` (the clean training set's
 reconstruction loss), `recon_rel/layer_XX` (that over the inputs' variance: 1 = no better than the mean
 input) and `recon_val/layer_XX`, with the epoch as step, so the layers' curves sit side by side in one
-chart; `start/<probe>/layer_XX`, the stack as fine-tuning starts it (`start_profile`); and the stacked
+chart; `start/<probe>/layer_XX`, the stack as fine-tuning starts it (`harness/start.py`); and the stacked
 weights as the artifact `pretrained/weights.npz` (+ weights.json). With `export=FOLDER` the same files go
 to FOLDER (a DVC output), with metrics.json. `init=pretrained init.source=...` then starts a `train` run
 from them.
@@ -26,13 +26,12 @@ from pipeline.data import prepared
 from pipeline.engine import MLP, layer_name, make_optimizer, minibatches
 from pipeline.engine.autoencoder import Autoencoder
 from pipeline.harness import pretrained
-from pipeline.harness.build import DTYPES, build_loss, build_network
+from pipeline.harness.build import DTYPES, build_network
 from pipeline.harness.cli import stage_main
-from pipeline.harness.loop import probe_indices
 from pipeline.harness.recording import Recorder, check_store, log_config, log_history, open_run, plain_config
 from pipeline.harness.seeding import rng_for
+from pipeline.harness.start import start_profile
 from pipeline.harness.validate import ConfigError, validate
-from pipeline.probes import ProbeSet, build_probes
 
 
 def check(cfg: DictConfig) -> None:
@@ -72,22 +71,6 @@ def measure(recorder: Recorder, ae: Autoencoder, name: str, x_train, x_val, epoc
         metrics[f"recon_val/{name}"] = ae.evaluate(x_val)
     recorder.log(metrics, epoch)
     return recon
-
-
-def start_profile(cfg: DictConfig, net, data) -> dict[str, float]:
-    """The stack as fine-tuning with the same seed starts it (its output layer drawn as there): the configured
-    probes after one forward and backward pass of the fixed probe batch, as `python -m pipeline.init` measures
-    (`start/grad_norm/layer_01`: the gradient the first layer gets at the first step; `start/loss`)."""
-    idx = probe_indices(len(data.x_train), cfg.probes.batch_size, rng_for(cfg.seed, "probe"))
-    x, y = data.x_train[idx], data.y_train[idx]  # (probe_batch, features), (probe_batch,)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        value, dlogits = build_loss(cfg.model, data.regression)(net.forward(x, train=True), y)
-        net.backward(dlogits)
-        acts = [(layer.cache["z"], layer.cache["a"]) for layer in net.layers]
-        probes = build_probes(list(cfg.probes.instruments), exact_spectral=True)
-        metrics = ProbeSet(net, None, x, probes).measure(activations=acts)
-    metrics["loss"] = value
-    return {f"start/{k}": v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def run(cfg: DictConfig) -> dict:

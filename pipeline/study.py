@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
-from pipeline.data import prepared
+from pipeline.data import labeled, prepared
 from pipeline.harness.cli import stage_main
 from pipeline.harness.dispatch import JOB_STAGES, check_backend, dispatch, dispatch_dask, warm_up
 from pipeline.harness.paths import ROOT
@@ -77,6 +77,11 @@ def _study_run(job: Job, child: Run | None, uri: str | None) -> StudyRun:
         child.data.tags.get("error"),
         job.case,
     )
+
+
+def _job_runs(uri: str, parent_run_id: str, stage: str) -> list[Run]:
+    """The parent's children that are jobs of the study: runs of its stage (a finetune job's pretrain run is not)."""
+    return [c for c in tracking.child_runs(uri, parent_run_id) if c.data.tags.get("stage", stage) == stage]
 
 
 def current(run: Run) -> bool:
@@ -149,7 +154,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         data_key = json.dumps(OmegaConf.to_container(job.cfg.data, resolve=True), sort_keys=True)
         if data_key not in n_train:
             split, _ = prepared.load_or_build(job.cfg.data)
-            n_train[data_key] = len(split.y_train)
+            n_train[data_key] = labeled.n_train(job.cfg.data, split)  # data.n_labeled checked here too
         check_batch_size(job.cfg.train.batch_size, n_train[data_key])
     t0 = time.perf_counter()
     name, stage = cfg.study.name, cfg.study.get("stage", "train")
@@ -160,7 +165,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         tracked = (uri, parent.run_id) if uri and parent.run_id else None
         done = {}
         if tracked:
-            done = {h: c for h, c in _pick(tracking.child_runs(*tracked)).items() if current(c)}
+            done = {h: c for h, c in _pick(_job_runs(*tracked, stage)).items() if current(c)}
         todo = [j for j in jobs if j.hash not in done]
         workers = max(1, min(len(todo), pool))
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
@@ -178,7 +183,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
         except (KeyboardInterrupt, tracking.Terminated) as e:
             if tracked:  # whatever a killed worker could not end itself
                 tracking.end_running_children(*tracked, "KILLED")
-                finished = sum(c.info.status == "FINISHED" for c in _pick(tracking.child_runs(*tracked)).values())
+                finished = sum(c.info.status == "FINISHED" for c in _pick(_job_runs(*tracked, stage)).values())
                 # the command's one line on an interrupt (harness/cli.py prints it, after the progress bar is gone)
                 how = "SIGTERM" if isinstance(e, tracking.Terminated) else "SIGINT"
                 e.add_note(
@@ -186,7 +191,7 @@ def run(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> dict:
                     "the rest marked KILLED; running the same command again resumes"
                 )
             raise
-        children = tracking.child_runs(*tracked) if tracked else []
+        children = _job_runs(*tracked, stage) if tracked else []
         latest = _pick(children)
         if tracked:
             _mark_superseded(tracked[0], children, latest)

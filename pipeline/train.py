@@ -28,12 +28,15 @@ from pipeline.harness.validate import validate
 from pipeline.probes import ProbeSet
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train `cfg`; returns the run id, verdict, final metrics and timing."""
+def run(cfg: DictConfig, tags: dict[str, str] | None = None, start: dict[str, float] | None = None) -> dict:
+    """Train `cfg`; returns the run id, verdict, final metrics and timing. A finetune job (harness/finetune.py)
+    passes `tags` (its `stage` and `config_hash`, over the stage's) and `start` (metrics of the net before the
+    first update, logged at step 0)."""
     validate(cfg)
     check_store(cfg)
     data = load_data(cfg)
-    tags = pretrained.checked_source_tags(cfg, data.n_features)  # init=pretrained: checked before any run opens
+    # init=pretrained: checked before any run opens
+    tags = {**pretrained.checked_source_tags(cfg, data.n_features), **(tags or {})}
     t0 = time.perf_counter()
     with open_run(cfg, "train", tags) as run:  # from here on, a failure is recorded as a FAILED run
         log_config(run, cfg)
@@ -61,6 +64,8 @@ def run(cfg: DictConfig) -> dict:
             run.set_tags({"probes_skipped": "; ".join(f"{k}: {v}" for k, v in probes.skipped.items())})
         dense = Loop.dense_measurements(len(data.y_train), cfg.train.batch_size, cfg.probes.every, cfg.train.epochs)
         recorder = Recorder(run, dense_stride(dense, cfg.tracking.get("max_points")))
+        if start:
+            recorder.log(start, 0)
         figures = wants_figures(cfg)
         start_acts = layer_activations(probes) if figures and cfg.probes.histograms else None
         loop = Loop(cfg, data, trainer, recorder, probes)

@@ -11,7 +11,16 @@ import pytest
 
 from pipeline.harness.paths import ROOT
 
-RATIO_KEYS = ("engine_vs_sklearn", "tracking_overhead", "parallel_speedup", "parallel_speedup_default_study", "gflops")
+RATIO_KEYS = (
+    "engine_vs_sklearn",
+    "tracking_overhead",
+    "parallel_speedup",
+    "parallel_speedup_default_study",
+    "study_efficiency",
+    "parallel_speedup_full_study",
+    "all_studies_seconds",
+    "gflops",
+)
 PER_SHAPE = {
     "engine_vs_torch": ("small", "deep", "wide"),
     "recurrent_vs_torch": ("rnn small", "lstm small", "rnn large", "lstm large"),
@@ -52,6 +61,10 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
             assert math.isclose(r["first_loss_engine"], r["first_loss_torch"], rel_tol=1e-4), r
     assert result["tracking_overhead"]["ratio"] < 1.0
     assert result["parallel_speedup"]["runs"] == 2
+    efficiency = result["study_efficiency"]  # the floor is read back from the study's own store
+    assert efficiency["runs"] == 8 and efficiency["train_seconds"] > 0 and efficiency["import_seconds"] > 0.2
+    assert efficiency["ratio"] > 1  # a study cannot take less than its import and its training
+    assert set(result["all_studies_seconds"]) == {"ratio", "size", "depth_seconds", "activations_seconds"}
     assert 0 < result["engine_vs_sklearn"]["engine_test_acc"] <= 1
     assert result["memory"]["peak_rss_mib"] > 20  # a Python process with NumPy loaded is never smaller
     table = md.read_text()

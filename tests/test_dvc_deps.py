@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline.harness.paths import ROOT
-from pipeline.harness.provenance import closure, module_file
+from pipeline.harness.provenance import JOB_MODULES, closure, module_file
 from pipeline.studies import STUDIES
 
 DVC = Path(sys.executable).parent / "dvc"
@@ -59,11 +59,7 @@ def needed(cmd: str) -> set[Path]:
     module = re.search(r"-m (pipeline\.\w+)", cmd).group(1)
     starts = [module_file(module)]
     if (study := study_of(cmd)) is not None:
-        starts += [
-            ROOT / "pipeline" / "studies" / f"{study}.py",
-            module_file("pipeline.train"),
-            module_file("pipeline.init"),
-        ]
+        starts += [ROOT / "pipeline" / "studies" / f"{study}.py", *(module_file(m) for m in JOB_MODULES)]
     return {p for p in closure(*starts) if not docstring_only(p)}
 
 

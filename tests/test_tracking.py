@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import shutil
 import signal
 import sqlite3
 import sys
@@ -471,3 +472,28 @@ def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all
+
+
+def test_a_fresh_store_is_copied_from_the_cached_schema(tmp_path, monkeypatch):
+    """The first fresh store caches MLflow's empty schema (no default experiment); the next is a copy of it,
+    whose default experiment MLflow makes as it does in a store it builds itself."""
+    from pipeline.tracking import store as store_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = store_module.schema_template()
+    assert not template.exists()
+    first = f"sqlite:///{tmp_path}/a/mlflow.db"
+    made_by_mlflow = tracking.client(first).get_experiment("0")
+    with sqlite3.connect(template) as con:  # the schema, without the first store's default experiment
+        assert con.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+        assert con.execute("SELECT COUNT(*) FROM alembic_version").fetchone() == (1,)
+    second = f"sqlite:///{tmp_path}/b/mlflow.db"
+    made, copy = [], shutil.copyfile
+    monkeypatch.setattr(store_module.shutil, "copyfile", lambda a, b: made.append(a) or copy(a, b))
+    client = tracking.client(second)
+    assert made == [template]
+    default = client.get_experiment("0")
+    assert (default.name, default.artifact_location) == (made_by_mlflow.name, made_by_mlflow.artifact_location)
+    with tracking.TrackedRun(second, "x", parent_run_id="") as run:
+        run.log_metrics({"m": 1.0}, 0)
+    assert client.get_run(run.run_id).data.metrics == {"m": 1.0}

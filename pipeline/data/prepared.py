@@ -28,9 +28,11 @@ def data_config(data_cfg) -> dict:
     """The data group as a plain dict: what identifies a prepared data set.
 
     For `data=file` it also holds the file's sha256 (`file_sha256`): an edited file is another data set.
+    `n_labeled` is left out: it picks the labeled part of the training split, not another prepared set.
     """
     plain = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
     assert isinstance(plain, dict)
+    plain.pop("n_labeled", None)
     if plain.get("name") == "file":
         plain["file_sha256"] = external.file_sha256(plain.get("path"))
     return plain

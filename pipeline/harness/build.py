@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.data import prepared
+from pipeline.data import labeled, prepared
 from pipeline.data.sources import Split
 from pipeline.engine import (
     MLP,
@@ -132,7 +132,9 @@ def build_clipper(clip: Mapping | None) -> GradientClipper:
 
 
 def load_data(cfg: DictConfig) -> Split:
+    """The run's split: prepared, its training part cut to `data.n_labeled` labeled examples, in the model's dtype."""
     split, _ = prepared.load_or_build(cfg.data)
+    split = labeled.labeled(split, cfg.data.get("n_labeled"), cfg.data.seed)
     data = prepared.as_dtype(split, DTYPES[cfg.model.dtype])
     check_batch_size(cfg.train.batch_size, len(data.y_train))
     return data

@@ -52,7 +52,8 @@ class Board:
 
 # the stages a study's jobs may run, by the name conf/study/*.yaml gives (study.stage); imported by name in
 # the worker, so the harness does not import the stages above it
-JOB_STAGES = {"train": "pipeline.train", "init": "pipeline.init"}
+# finetune: pretrain then train in one job (harness/finetune.py)
+JOB_STAGES = {"train": "pipeline.train", "init": "pipeline.init", "finetune": "pipeline.harness.finetune"}
 
 
 def run_job(stage: str, cfg: DictConfig, threads: int | None, board: str | None = None) -> dict:

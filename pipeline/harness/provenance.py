@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pipeline.harness.paths import ROOT
 
-JOB_MODULES = ("pipeline.train", "pipeline.init")  # what a study's worker runs (harness/dispatch.py)
+# what a study's worker runs (harness/dispatch.py: JOB_STAGES; a finetune job imports pretrain by name)
+JOB_MODULES = ("pipeline.train", "pipeline.init", "pipeline.harness.finetune", "pipeline.pretrain")
 
 
 def module_file(name: str) -> Path | None:

@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import yaml
 from mlflow.data.numpy_dataset import from_numpy
 from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made as mlflow.data loads
 from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -39,14 +40,14 @@ _DATA_DIRS = (prepared.PREPARED_DIR, prepared.CACHE_DIR)  # where load_or_build 
 
 # keys that do not change what a run computes: left out of the config hash
 _UNHASHED = ("hydra", "tracking", "study", "ablate", "export")
-# keys only one stage reads: left out of every other stage's hash and params (a fine-tuning run depends on the
-# weights it loads, named by init.source, not on the settings that made them)
-_STAGE_ONLY = {"pretrain": "pretrain"}
+# keys only some stages read: left out of every other stage's hash and params (a fine-tuning run depends on the
+# weights it loads, named by init.source, not on the settings that made them; a `finetune` job makes them itself)
+_STAGE_ONLY = {"pretrain": ("pretrain", "finetune")}
 
 
 def _left_out(stage: str | None) -> tuple[str, ...]:
     """The top-level keys not part of `stage`'s identity."""
-    return tuple(key for key, owner in _STAGE_ONLY.items() if owner != stage)
+    return tuple(key for key, owners in _STAGE_ONLY.items() if stage not in owners)
 
 
 class Recorder:
@@ -125,6 +126,8 @@ def config_hash(cfg: DictConfig, stage: str | None = None) -> str:
     c = {k: v for k, v in plain_config(cfg).items() if k not in _UNHASHED + _left_out(stage)}
     if "data" in c:
         c["data"] = prepared.data_config(cfg.data)
+        if cfg.data.get("n_labeled") is not None:  # the labeled part a run trains on (null: hashes as before)
+            c["data"]["n_labeled"] = cfg.data.n_labeled
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -175,7 +178,7 @@ def log_config(run, cfg: DictConfig, stage: str | None = None) -> None:
     plain = plain_config(cfg)
     skipped = ("ablate", "study", *_left_out(stage))
     run.log_params(tracking.flatten({k: v for k, v in plain.items() if k not in skipped}))
-    run.log_text(OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+    run.log_text(yaml.safe_dump(plain, sort_keys=False), "config.yaml")  # plain containers: no OmegaConf round trip
     if run.run_id is not None:
         run.log_inputs([dataset_input(cfg.data)])
 

@@ -131,6 +131,7 @@ RULES: dict[str, Check] = {
     "data.dataset": openml_name,
     "data.version": openml_version,
     "data.n_samples": optional(integer(10)),
+    "data.n_labeled": optional(integer(1)),
     "data.noise": number(0),
     "data.test_size": number(0, 1, lo_open=True, hi_open=True),
     "data.val_size": number(0, 1, hi_open=True),

@@ -19,6 +19,7 @@ STUDIES = (
     "normalization",
     "dead_relu",
     "optimizers",
+    "pretraining",
 )
 
 

@@ -37,6 +37,7 @@ SHORT_KEYS = {
     "init.value": "c",
     "data.noise": "noise",
     "data.n_samples": "n",
+    "data.n_labeled": "lab",
 }
 # switches: shown by this word when true, left out when false
 SHORT_SWITCHES = {"model.batch_norm": "bn", "model.residual": "res"}
@@ -60,6 +61,8 @@ def short_value(key: str, value: str) -> str:
         return SHORT_SWITCHES.get(key, key.rsplit(".", 1)[-1]) if value == "true" else ""
     if key == "train.batch_size" and value == "null":
         return "Bfull"
+    if key == "data.n_labeled" and value == "null":  # every label: the usual case, not named
+        return ""
     if key in SHORT_KEYS:
         return f"{SHORT_KEYS[key]}{value}"
     if "." not in key or (CONF_DIR / key).is_dir():  # a group choice (init=he_normal) or a top-level word
@@ -207,7 +210,7 @@ def expand(cfg: DictConfig, exclude: tuple[str, ...] = ()) -> list[Job]:
             parts = [case_name] if case_name else [f"{k}={v}" for k, v in case_values.items()]
             label = " ".join(parts + [f"{k}={v}" for k, v in swept.items()]) or study.name
             name = short_name(case_name, case_values, swept, study.name)
-            jobs.append(Job(label, values, job_cfg, config_hash(job_cfg), case_name, name))
+            jobs.append(Job(label, values, job_cfg, config_hash(job_cfg, study.get("stage")), case_name, name))
     _unique_names(jobs)
     return jobs
 
