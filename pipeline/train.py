@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.analysis.diagnosis import diagnose
-from pipeline.harness import export, plots, pretrained
+from pipeline.harness import export, plots, pretrained, through_time
 from pipeline.harness.build import build_trainer, load_data
 from pipeline.harness.cli import stage_main
 from pipeline.harness.loop import Loop, layer_activations, probe_indices, without_accuracy
@@ -96,6 +96,8 @@ def run(cfg: DictConfig, tags: dict[str, str] | None = None, start: dict[str, fl
                 run, recorder, start_acts, None if diverged or not cfg.probes.histograms else layer_activations(probes)
             )
         log_layer_profiles(run, recorder.history)
+        # a recurrent run's ||dL/dh_t|| table and heat map: one cheap picture, drawn for a study's children too
+        through_time.log_trace(run, probes, recorder.history, draw=cfg.tracking.get("figures", "auto") is not False)
         log_history(run, recorder.history)
     final = {k: v for k, v in recorder.latest.items() if k.split("/")[0] in ("train", "val", "test")}
     result = {

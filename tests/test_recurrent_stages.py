@@ -1,6 +1,7 @@
 """Recurrent models through the stages: sequence data sets, config checks, gradcheck and train end to end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from pipeline import gradcheck, train
 from pipeline.data import prepared
 from pipeline.data.sources import load
 from pipeline.engine.recurrent import LSTMCell
+from pipeline.harness import through_time
 from pipeline.harness.build import build_network
 from pipeline.harness.validate import ConfigError, validate
 from tests.helpers import cli, config, tmp_store
@@ -187,10 +189,52 @@ def test_lstm_learns_the_adding_problem_below_the_constant_predictor(tmp_path):
     for prefix in ("grad_norm", "update_ratio", "weight_norm", "grad_std", "act_std"):
         assert {f"{prefix}/layer_01", f"{prefix}/layer_02"} <= keys, prefix
     assert {"grad_norm/W_xh", "grad_norm/W_hh", "update_ratio/W_hh", "data/chance_loss", "train/final_loss"} <= keys
-    assert {"grad_time_ratio", "grad_time_factor"} <= keys
+    assert {
+        "grad_time_ratio",
+        "grad_time_factor",
+        "spectral_radius/W_hh",
+        "forget_gate/mean",
+        "cell_state/norm",
+    } <= keys
+    assert "spectral_radius/W_hh_f" in keys and "grad_time_theory" not in keys  # the theory line is the RNN's
     assert not [k for k in keys if k.endswith("/acc") or k.startswith("saturation/")]
+    # every ||dL/dh_t|| of every measurement in one artifact; tracking.figures=false draws no heat map
+    steps, norms = through_time.decode(_artifact(client, run, "grad_time.json"))
+    history = json.loads(_artifact(client, run, "history.json"))
+    assert norms.shape == (len(history["grad_time_factor"]), 10) and steps[0] == 0
+    assert [s for s, _ in history["grad_time_factor"]] == steps.tolist()
+    assert "plots" not in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "saturation: the LSTM has no single cell activation" in run.data.tags["probes_skipped"]
+    assert "grad_time_theory: the LSTM has no single cell activation f" in run.data.tags["probes_skipped"]
     assert run.data.params["model.cell"] == "lstm" and run.data.tags["verdict"] == "healthy"
+
+
+def _artifact(client, run, path: str) -> str:
+    return Path(client.download_artifacts(run.info.run_id, path)).read_text()
+
+
+@pytest.mark.slow  # ~5 s: a run with its figures (the default suite checks grad_time.json above)
+def test_a_recurrent_run_draws_its_gradient_through_time_heat_map(tmp_path):
+    store = tmp_store(tmp_path)
+    result = train.run(
+        config(
+            "model=rnn",
+            "data=adding",
+            "data.seq_len=12",
+            "data.n_samples=300",
+            "train.epochs=2",
+            "probes.every=5",
+            "probes.histograms=false",
+            f"tracking.uri={store}",
+        )
+    )
+    client = MlflowClient(store)
+    plots = [a.path for a in client.list_artifacts(result["run_id"], "plots")]
+    assert "plots/grad_time_heatmap.png" in plots
+    png = Path(client.download_artifacts(result["run_id"], "plots/grad_time_heatmap.png")).read_bytes()
+    assert png[:4] == b"\x89PNG"
+    keys = set(client.get_run(result["run_id"]).data.metrics)
+    assert {"grad_time_theory", "saturation/layer_01", "spectral_radius/W_hh"} <= keys
 
 
 def test_rnn_trains_on_sequential_digits_with_its_probes(tmp_path):

@@ -301,3 +301,55 @@ def _expect_lines(page, n: int) -> None:
     for i in range(n):
         line = charts.nth(i).locator("path.js-line").first
         assert "L" in (line.get_attribute("d") or ""), f"chart {i} has no line"
+
+
+RECURRENT = "rnn adding T12"  # a recurrent train run beside the study, in the same store
+
+
+@pytest.fixture(scope="module")
+def recurrent_run(study):
+    """One small tanh RNN on the adding problem, trained into the study's store with its per-run figures."""
+    from pipeline import train
+    from tests.helpers import config
+
+    store = tmp_store(study["store"].parent)
+    result = train.run(
+        config(
+            "model=rnn",
+            "data=adding",
+            "data.seq_len=12",
+            "data.n_samples=300",
+            "train.epochs=2",
+            "probes.every=5",
+            "probes.histograms=false",
+            f"tracking.uri={store}",
+            f"tracking.run_name={RECURRENT}",
+        )
+    )
+    return MlflowClient(store).get_run(result["run_id"])
+
+
+def test_a_recurrent_run_is_browsable_its_gradient_through_time_charts_and_heat_map(recurrent_run, page):
+    """A recurrent run's page: its through-time metrics as charts, and the ||dL/dh_t|| heat map in its artifacts."""
+    expect = sync_api.expect
+    run = recurrent_run
+    keys = sorted(k for k in run.data.metrics if k.startswith(("grad_time", "spectral_radius/")))
+    assert {"grad_time_ratio", "grad_time_factor", "grad_time_theory", "spectral_radius/W_hh"} <= set(keys)
+    base = page.url.split("#")[0]
+    page.goto(f"{base}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+    expect(page.get_by_role("heading", name=RECURRENT)).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Model metrics").click()
+    page.get_by_placeholder("Search metric charts").fill("grad_time")
+    for key in (k for k in keys if k.startswith("grad_time")):
+        expect(page.get_by_text(f"{RECURRENT} ({key})", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    _expect_lines(page, 3)
+    _screenshot(page, "recurrent_run")
+
+    page.goto(f"{base}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts")
+    expect(page.get_by_text("grad_time.json", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_text("plots", exact=True).click()
+    page.get_by_text("grad_time_heatmap.png", exact=True).click()
+    image = page.locator("img[alt='plots/grad_time_heatmap.png']").first  # its src is a blob: URL
+    expect(image).to_be_visible(timeout=TIMEOUT_MS)
+    page.wait_for_function("e => e.complete && e.naturalWidth == 800", arg=image.element_handle())  # 8 in x 100 dpi
+    _screenshot(page, "recurrent_heatmap")

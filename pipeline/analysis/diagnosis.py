@@ -10,7 +10,9 @@ import numpy as np
 from pipeline.engine import Network, layer_name
 
 # thresholds, documented in the README's "Verdicts" table
-VANISHING_RATIO = 1e-3  # first-layer / last-layer gradient norm (or last / first hidden activation std)
+# first-layer / last-layer gradient norm (or last / first hidden activation std); through time, grad_time_ratio =
+# ||dL/dh_1|| / ||dL/dh_T|| of a recurrent net
+VANISHING_RATIO = 1e-3
 EXPLODING_RATIO = 1e3
 DEAD_SHARE = 0.5  # dead_relu/total
 SATURATED_SHARE = 0.5  # mean saturation over hidden layers
@@ -42,8 +44,9 @@ def is_symmetric(net: Network) -> bool:
         if w.shape[1] < 2:
             continue
         cols = [w] + ([layer.params["b"][None, :]] if "b" in layer.params else [])
-        if all(np.abs(c - c[:, :1]).max() <= SYMMETRY_TOL for c in cols):
-            return True
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged net's inf weights: not symmetric, no warning
+            if all(np.abs(c - c[:, :1]).max() <= SYMMETRY_TOL for c in cols):
+                return True
     return False
 
 
@@ -89,6 +92,7 @@ def diagnose(
         labels.append("diverged")
     elif not learned(latest, regression):
         labels.append("not_learning")
+    ratios = []
     n = net and len(net.layers)
     if n:
         grad_ratio = _ratio(latest.get(f"grad_norm/{layer_name(1)}"), latest.get(f"grad_norm/{layer_name(n)}"))
@@ -97,11 +101,15 @@ def diagnose(
             if n > 2
             else None
         )
-        ratios = [r for r in (grad_ratio, act_ratio) if r is not None]
-        if any(r < VANISHING_RATIO for r in ratios):
-            labels.append("vanishing")
-        if any(r > EXPLODING_RATIO for r in ratios):
-            labels.append("exploding")
+        ratios += [r for r in (grad_ratio, act_ratio) if r is not None]
+    # through time: a recurrent net's gradient reaching step 1 over the one at the read-out step T
+    time_ratio = latest.get("grad_time_ratio")
+    if time_ratio is not None and math.isfinite(time_ratio):
+        ratios.append(time_ratio)
+    if any(r < VANISHING_RATIO for r in ratios):
+        labels.append("vanishing")
+    if any(r > EXPLODING_RATIO for r in ratios):
+        labels.append("exploding")
     if latest.get("dead_relu/total", 0.0) > DEAD_SHARE:
         labels.append("dead")
     saturation = [v for k, v in latest.items() if k.startswith("saturation/") and math.isfinite(v)]

@@ -358,6 +358,17 @@ class LSTMCell(Recurrent):
         self.dh0 = dhs[0].T if start == 0 else None
         self._weight_grads(dpre)
 
+    # --- read-only views for the probes (pipeline/probes/recurrent.py): keep them when forward's buffers change ---
+
+    def forget_gates(self) -> np.ndarray:
+        """(batch, time, H): the forget gate f_t of every step of the last forward (a view)."""
+        h = self.hidden
+        return self.cache["gates"][:, :, h : 2 * h]
+
+    def cell_states(self) -> np.ndarray:
+        """(batch, time, H): the cell states c_1..c_T of the last forward (a view)."""
+        return self.cache["cs"][:, 1:]
+
 
 class RecurrentNet:
     """One recurrent layer (RNN or LSTM cell) over the sequence, then a linear output layer on h_T.

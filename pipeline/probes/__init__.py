@@ -9,7 +9,7 @@ from pipeline.probes.activations import ActivationStats, DeadUnits, Saturation
 from pipeline.probes.base import SOURCES, Probe, ProbeContext
 from pipeline.probes.gradients import GradNorm, GradStd, UpdateRatio
 from pipeline.probes.noise import GradientNoise
-from pipeline.probes.recurrent import GradientThroughTime
+from pipeline.probes.recurrent import CellState, ForgetGate, GradientThroughTime, PerStepTheory, SpectralRadius
 from pipeline.probes.weights import Sparsity, SpectralNorm, WeightNorm
 
 INSTRUMENTS: dict[str, type[Probe]] = {
@@ -24,6 +24,10 @@ INSTRUMENTS: dict[str, type[Probe]] = {
         ActivationStats,
         Saturation,
         DeadUnits,
+        SpectralRadius,
+        PerStepTheory,  # these three read the measured batch's forward: before grad_time's own
+        ForgetGate,
+        CellState,
         GradientThroughTime,
     )
 }

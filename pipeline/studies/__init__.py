@@ -20,6 +20,8 @@ STUDIES = (
     "dead_relu",
     "optimizers",
     "pretraining",
+    "recurrent",
+    "rnn_spectral",
 )
 
 

@@ -38,6 +38,8 @@ SHORT_KEYS = {
     "data.noise": "noise",
     "data.n_samples": "n",
     "data.n_labeled": "lab",
+    "data.seq_len": "T",
+    "init.recurrent_gain": "rho",
 }
 # switches: shown by this word when true, left out when false
 SHORT_SWITCHES = {"model.batch_norm": "bn", "model.residual": "res"}

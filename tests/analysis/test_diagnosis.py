@@ -108,3 +108,26 @@ def test_a_regression_learned_only_below_the_constant_predictors_mse():
     assert learned({**constant, "train/final_loss": 0.05, "test/loss": 0.12}, regression=True)
     assert not learned({**constant, "train/final_loss": 0.05, "test/loss": 0.13}, regression=True)
     assert not learned({**constant, "train/final_loss": 0.05, "val/loss": 0.18}, regression=True)
+
+
+@pytest.mark.parametrize(
+    "ratio,label",
+    [(1e-5, "vanishing"), (1e5, "exploding"), (0.2, None)],
+)
+def test_the_gradient_through_time_gives_the_same_labels_as_through_depth(ratio, label):
+    learned = {"test/loss": 0.01, "train/final_loss": 0.01, "data/chance_loss": 0.167}
+    labels = diagnose({**learned, "grad_time_ratio": ratio}, regression=True)
+    assert labels == ([label] if label else ["healthy"])
+    # a truncated run logs no ratio: nothing is said about time
+    assert diagnose({**learned, "grad_time_factor": 0.1}, regression=True) == ["healthy"]
+
+
+def test_a_net_with_overflowed_weights_is_not_symmetric_and_raises_no_warning():
+    import warnings
+
+    net = net_of("tanh")
+    net.layers[0].W[:, 0] = np.inf  # what a diverged run leaves
+    net.layers[0].W[:, 1] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "symmetric" not in diagnose({}, net)

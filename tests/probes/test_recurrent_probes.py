@@ -128,3 +128,92 @@ def test_dead_units_on_training_batches_count_every_step_of_the_probe_batch_size
     probes = ProbeSet(t.net, t, px, source="train_batch")
     (dead,) = [p for p in probes.probes if isinstance(p, DeadUnits)]
     assert dead.window == 16 * 12  # the probe batch's sequences times their steps: rows of (batch*time, H)
+
+
+def test_spectral_radius_is_the_recurrent_gain_at_init_and_per_gate_for_the_lstm():
+    m = ProbeSet(trainer("rnn", gain=1.5).net, None, None, instruments=["spectral_radius"]).measure()
+    assert m == {"spectral_radius/W_hh": pytest.approx(1.5)}
+    t = trainer("lstm", gain=0.8)
+    t.net.cell.params["W_hh"][:, 6:12] *= 2.0  # the forget gate's block (H = 6): radius 1.6
+    m = ProbeSet(t.net, None, None, instruments=["spectral_radius"]).measure()
+    assert m["spectral_radius/W_hh_i"] == pytest.approx(0.8) and m["spectral_radius/W_hh_f"] == pytest.approx(1.6)
+    assert m["spectral_radius/W_hh"] == pytest.approx(1.6)
+
+
+@pytest.mark.parametrize("activation,rms", [("identity", 1.0), ("relu", None), ("tanh", None)])
+def test_the_theory_factor_is_sigma_max_times_the_rms_derivative_and_predicts_the_measured_one(activation, rms):
+    t = trainer("rnn", gain=1.2, activation=activation)
+    x, y = batch(steps=30)
+    m = ProbeSet(t.net, t, x, probe_y=y, instruments=["grad_time_theory", "grad_time"]).measure(before_training=True)
+    z, a = t.net.cell.cache["z"], t.net.cell.cache["a"]
+    expected = 1.2 * (rms or float(np.sqrt(np.mean(t.net.activation.grad(z, a) ** 2))))
+    assert m["grad_time_theory"] == pytest.approx(expected, rel=1e-6)
+    # at init (W_hh scaled orthogonal) the estimate is within 15% of the factor measured through the gradients
+    assert m["grad_time_factor"] == pytest.approx(m["grad_time_theory"], rel=0.15)
+
+
+def test_forget_gate_and_cell_state_of_the_lstm_on_the_probe_batch():
+    t = trainer("lstm")
+    px, py = batch(seed=4)
+    m = ProbeSet(t.net, t, px, probe_y=py, instruments=["forget_gate", "cell_state"]).measure(before_training=True)
+    # the reference: the gates by hand from the parameters, on the probe batch
+    cell, h = t.net.cell, 6
+    hs, cs, fs = np.zeros((16, h)), np.zeros((16, h)), []
+    norms = []
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    for s in range(px.shape[1]):
+        pre = px[:, s] @ cell.params["W_xh"] + hs @ cell.params["W_hh"] + cell.params["b"]
+        i, f, o, g = sig(pre[:, :h]), sig(pre[:, h : 2 * h]), sig(pre[:, 2 * h : 3 * h]), np.tanh(pre[:, 3 * h :])
+        cs = f * cs + i * g
+        hs = o * np.tanh(cs)
+        fs.append(f)
+        norms.append(np.linalg.norm(cs, axis=1))
+    assert m["forget_gate/mean"] == pytest.approx(np.mean(fs), rel=1e-9)
+    assert m["cell_state/norm"] == pytest.approx(np.mean(norms), rel=1e-9)
+    assert 0.6 < m["forget_gate/mean"] < 0.85  # sigmoid(1.0) = 0.73: the default forget bias
+
+
+def test_the_lstm_probes_do_not_apply_to_the_rnn_nor_the_rnn_ones_to_the_lstm():
+    names = ["forget_gate", "cell_state", "grad_time_theory", "spectral_radius", "saturation"]
+    on = {
+        cell: {p.name for p in ProbeSet(trainer(cell).net, None, batch()[0], instruments=names).probes}
+        for cell in ("rnn", "lstm")
+    }
+    assert on["rnn"] == {"grad_time_theory", "spectral_radius", "saturation"}
+    assert on["lstm"] == {"forget_gate", "cell_state", "spectral_radius"}
+    # asked for where they say nothing, the run's probes_skipped tag says why; an MLP is told nothing of them
+    assert set(ProbeSet(trainer("rnn").net, None, batch()[0], instruments=names).skipped) == {
+        "forget_gate",
+        "cell_state",
+    }
+    from pipeline.engine import MLP
+
+    mlp = MLP(3, 2, 2, 4, make_activation("tanh"), make_initializer("xavier_normal"), np.random.default_rng(0))
+    assert not ProbeSet(mlp, None, batch()[0][:, 0], instruments=names).skipped
+
+
+def test_hidden_state_saturation_is_the_share_of_h_near_tanh_s_bounds():
+    """saturation/layer_01 of a tanh RNN counts every step of every example: |h| > 0.949 (tanh' < 0.1)."""
+    t = trainer("rnn", gain=3.0)
+    x, _ = batch(steps=20)
+    m = ProbeSet(t.net, None, x, instruments=["saturation"]).measure()
+    h = t.net.cell.cache["hs"][:, 1:]  # (batch, time, H)
+    assert m["saturation/layer_01"] == pytest.approx(np.mean(1 - h**2 < 0.1))
+    assert m["saturation/layer_01"] > 0.4  # radius 3: driven towards the bounds (0 at radius 0.1, below)
+    t = trainer("rnn", gain=0.1)
+    assert ProbeSet(t.net, None, x, instruments=["saturation"]).measure()["saturation/layer_01"] < 0.1
+
+
+def test_every_measurement_keeps_its_row_of_norms_for_the_heat_map():
+    from pipeline.probes.recurrent import GradientThroughTime
+
+    t = trainer("rnn")
+    x, y = batch(steps=7)
+    probes = ProbeSet(t.net, t, x, probe_y=y, instruments=["grad_time"])
+    probes.measure(before_training=True)
+    t.step(x, y)
+    probes.measure()
+    (probe,) = [p for p in probes.probes if isinstance(p, GradientThroughTime)]
+    assert len(probe.trace) == 2 and probe.trace[1].shape == (7,)
+    np.testing.assert_array_equal(probe.trace[1], t.net.cell.dh_norms)
+    assert not np.array_equal(probe.trace[0], probe.trace[1])  # a copy per measurement, before and after the step
