@@ -1,9 +1,10 @@
 """gradlab's performance figures: every performance target as a ratio measured side by side in one run.
 
-    python benchmarks/run.py [--quick] [--out FILE.json] [--markdown BENCHMARKS.md]
+    python benchmarks/run.py [--quick] [--out FILE.json] [--markdown BENCHMARKS.md] [--only recurrent_vs_torch]
 
 --quick runs tiny sizes in seconds (it checks the code, its timings mean nothing). The full run takes
-about ten minutes and, by default, rewrites benchmarks/results.json and BENCHMARKS.md.
+about ten minutes and, by default, rewrites benchmarks/results.json and BENCHMARKS.md. --only KEY measures one
+figure and keeps every other one as the JSON file has it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ sys.path.insert(0, str(HERE.parent))  # `python benchmarks/run.py` from anywhere
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
-from benchmarks import steps, studies, tracking_load  # noqa: E402
+from benchmarks import recurrent, steps, studies, tracking_load  # noqa: E402
 
 # key -> (target, "<=" or ">=", what it measures)
 TARGETS = {
     "engine_vs_torch": (1.0, "<=", "engine time per SGD step / PyTorch CPU's (same MLP, float32, batch, update)"),
+    "recurrent_vs_torch": (
+        1.0,
+        "<=",
+        "engine CPU time per recurrent step (forward, BPTT, SGD update) / PyTorch CPU's nn.RNN (tanh) or nn.LSTM "
+        "+ nn.Linear on h_T, both on one thread (same weights, float32, batch; first losses equal); wall_ratio: "
+        "wall time, each with its own threads (swings with the machine's load)",
+    ),
     "engine_vs_sklearn": (0.5, "<=", "engine time per epoch / MLPClassifier's on digits (128,128), batch 64"),
     "probes_overhead": (0.10, "<=", "time per step with probes=full / probes=off, minus 1"),
     "tracking_overhead": (0.05, "<=", "share of a 16-run smoke study's wall time in MLflow calls (n_jobs=1)"),
@@ -76,6 +84,19 @@ def machine() -> dict:
     }
 
 
+def recurrent_vs_torch(quick: bool) -> dict:
+    """The RNN and LSTM rows (benchmarks/recurrent.py)."""
+    calls, repeats = (2, 1) if quick else (30, 5)
+    rec = recurrent.recurrent_vs_torch(recurrent.QUICK_SHAPES if quick else recurrent.SHAPES, calls, repeats)
+    if "skipped" in rec:
+        print(f"recurrent_vs_torch skipped: {rec['skipped']}", file=sys.stderr)
+    return rec
+
+
+# figures `--only KEY` measures alone, every other figure kept as the JSON file has it
+ALONE = {"recurrent_vs_torch": recurrent_vs_torch}
+
+
 def collect(quick: bool) -> dict:
     """Run every benchmark; the JSON object the script writes."""
     shapes = steps.QUICK_SHAPES if quick else steps.SHAPES
@@ -90,6 +111,7 @@ def collect(quick: bool) -> dict:
     if "skipped" in torch:
         print(f"engine_vs_torch skipped: {torch['skipped']}", file=sys.stderr)
     result["engine_vs_torch"] = torch
+    result["recurrent_vs_torch"] = recurrent_vs_torch(quick)
     result["engine_vs_sklearn"] = steps.engine_vs_sklearn(epochs=1 if quick else 20, repeats=repeats if quick else 3)
     result["gflops"] = steps.gflops(shapes["wide"], calls, repeats)
     result["probes_overhead"] = studies.probes_overhead(
@@ -111,6 +133,8 @@ def verdicts(result: dict) -> list[tuple[str, str, float, str, str, str]]:
     """(key, case, ratio, target, met, details) rows for every measured ratio."""
     rows = []
     for key, (target, op, _) in TARGETS.items():
+        if key not in result:  # a figure added since these results were measured (--only keeps old results)
+            continue
         value = result[key]
         cases = {"": value} if "ratio" in value or "skipped" in value else value
         for case, v in cases.items():
@@ -143,6 +167,14 @@ def markdown(result: dict) -> str:
         + (" (--quick: tiny sizes, timings meaningless)" if result["quick"] else ""),
         f"- Machine: {m['cpu']}, {m['cores']} cores; {m['platform']}",
         f"- Python {m['python']}, NumPy {m['numpy']}, BLAS: {m['blas']}",
+    ]
+    lines += [
+        f"- `{key}` measured alone (`--only {key}`): {a['date']}, {a['seconds']:.0f} s, load average "
+        + " / ".join(f"{x:.1f}" for x in a["load_average"])
+        + " (1 / 5 / 15 min)"
+        for key, a in result.get("measured_alone", {}).items()
+    ]
+    lines += [
         "",
         "| figure | case | ratio | target | met | measured |",
         "|---|---|---|---|---|---|",
@@ -166,7 +198,7 @@ def markdown(result: dict) -> str:
         "## Reproduce",
         "",
         "```",
-        "pip install -e '.[bench]'   # PyTorch CPU, for engine_vs_torch",
+        "pip install -e '.[bench]'   # PyTorch CPU, for engine_vs_torch and recurrent_vs_torch",
         "python benchmarks/run.py    # ~10 min; writes benchmarks/results.json and this file",
         "```",
         "",
@@ -179,10 +211,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the code in seconds")
     ap.add_argument("--out", type=Path, help="JSON file (default benchmarks/results.json; none with --quick)")
     ap.add_argument("--markdown", type=Path, help="Markdown table (default BENCHMARKS.md; none with --quick)")
+    ap.add_argument("--only", choices=sorted(ALONE), help="measure this figure alone; the others stay as in --out")
     args = ap.parse_args()
     out = args.out or (None if args.quick else HERE / "results.json")
     md = args.markdown or (None if args.quick else HERE.parent / "BENCHMARKS.md")
-    result = collect(args.quick)
+    if args.only:
+        if out is None or not out.exists():
+            ap.error(f"--only keeps the other figures of an earlier run: no {out or '--out file'}")
+        result = json.loads(out.read_text())
+        t0 = time.perf_counter()
+        result[args.only] = ALONE[args.only](args.quick)
+        result.setdefault("measured_alone", {})[args.only] = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": time.perf_counter() - t0,
+            "load_average": os.getloadavg(),
+        }
+    else:
+        result = collect(args.quick)
     text = json.dumps(result, indent=2)
     if out:
         out.write_text(text + "\n")

@@ -15,21 +15,14 @@ story; with truncation (`bptt = k`) the steps before the last k get no gradient 
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import numpy as np
+from scipy.special import expit
 
-from pipeline.engine.activations import Activation, Identity
+from pipeline.engine.activations import Activation, Identity, ReLU, Sigmoid, Tanh
 from pipeline.engine.initializers import Initializer
 from pipeline.engine.layer import Layer
-
-
-def _sigmoid_(z: np.ndarray) -> None:
-    """sigmoid(z) = (1 + tanh(z / 2)) / 2 in place: stable for any z, and in float32 faster than scipy's expit."""
-    z *= 0.5
-    np.tanh(z, out=z)
-    z *= 0.5
-    z += 0.5
 
 
 def _orthogonal_block(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -63,8 +56,51 @@ def spectral_radius(w_hh: np.ndarray, block: int = 0) -> float:
     return float(np.abs(np.linalg.eigvals(w_hh[:, block * h : (block + 1) * h].astype(np.float64))).max())
 
 
+class _Cache(dict):
+    """A cell's cache: entries registered with `later` are computed on their first read, then kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._later: dict[str, Callable[[], np.ndarray]] = {}
+
+    def later(self, key: str, make: Callable[[], np.ndarray]) -> None:
+        self.pop(key, None)
+        self._later[key] = make
+
+    def __missing__(self, key: str) -> np.ndarray:
+        value = self[key] = self._later.pop(key)()  # KeyError for a key never set
+        return value
+
+
+def _rows(steps: np.ndarray) -> np.ndarray:
+    """(time, H, batch) -> (batch*time, H): one row per step of each example, examples first (a copy)."""
+    t, h, b = steps.shape
+    out = np.empty((b, t, h), dtype=steps.dtype)
+    for s in range(t):  # step by step: one (H, batch) block at a time stays in cache, a whole-array transpose does not
+        out[:, s] = steps[s].T
+    return out.reshape(b * t, h)
+
+
+def _columns(steps: np.ndarray) -> np.ndarray:
+    """(time, H, batch) -> (H, time*batch): every step of every example as one column (a cheap copy)."""
+    t, h, b = steps.shape
+    return np.ascontiguousarray(steps.transpose(1, 0, 2)).reshape(h, t * b)
+
+
+def _norms(a: np.ndarray) -> np.ndarray:
+    """(steps, H, batch) -> (steps,): the Euclidean norm of each step's slice, float64."""
+    return np.linalg.norm(a.reshape(len(a), -1), axis=1).astype(np.float64)
+
+
 class Recurrent:
-    """The shared part of the cells: parameters, gradient buffers, truncation, per-step gradient norms."""
+    """The shared part of the cells: parameters, gradient buffers, truncation, per-step gradient norms.
+
+    The time loops keep every array as (time, units, batch): a step's slice, and each gate block of it, is one
+    contiguous block, so a step is a few whole-array NumPy calls (products W^T h_{s-1}, elementwise work in
+    place) into buffers allocated once per pass. The cache holds those arrays under `*_tm` keys; `hs`, `cs`,
+    `gates`, `zs`, `tcs` are (batch, time, ...) views of them; the probes' `z` and `a`, (batch*time, H), are
+    copied on first read.
+    """
 
     gates = 1  # blocks of hidden units in W_xh, W_hh, b
     weight_names = ("W_xh", "W_hh")
@@ -92,8 +128,9 @@ class Recurrent:
             "b": np.zeros(g, dtype=dtype),  # (G*H,)
         }
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.cache: dict[str, np.ndarray] = {}
-        self.dz: np.ndarray | None = None  # (batch*time, G*H): dL/d(pre-activation) of the last backward
+        self.cache = _Cache()
+        self._dpre: np.ndarray | None = None  # (time, G*H, batch): dL/d(pre-activation) of the last backward
+        self._dz: np.ndarray | None = None  # the same as (batch*time, G*H) rows, made when `dz` is read
         self.dh_norms = np.zeros(0)  # (time,): ||dL/dh_t|| of the last backward, t = 1..T
         self.dh0: np.ndarray | None = None  # (batch, H): dL/dh_0, the gradient reaching the initial state
 
@@ -106,28 +143,70 @@ class Recurrent:
         """The first step (0-based) that backward reaches: 0 for full BPTT, T - k when truncated to k."""
         return 0 if self.bptt is None else max(0, steps - self.bptt)
 
-    def _project(self, x: np.ndarray) -> np.ndarray:
-        """x W_xh + b for every step in one product: (batch, time, G*H)."""
-        b, t, f = x.shape
-        xp = x.reshape(b * t, f) @ self.params["W_xh"]  # (batch*time, G*H)
-        xp += self.params["b"]
-        return xp.reshape(b, t, -1)
+    def _project(self, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        """W_xh^T x_t + b of every step, (time, G*H, batch): one product per step, all in one call.
 
-    def _recurrent_grad(self, dpre: np.ndarray) -> None:
-        """dW_hh = sum_t h_{t-1}^T dpre_t in one product over every step (dpre is zero outside the window)."""
-        hs = self.cache["hs"]  # (batch, time+1, H)
-        b, t, _ = dpre.shape
-        prev = hs[:, :t].reshape(b * t, self.hidden)  # (batch*time, H): h_{t-1} (a copy: hs[:, :t] is strided)
-        np.matmul(prev.T, dpre.reshape(b * t, -1), out=self.grads["W_hh"])  # (H, G*H)
+        `scale` (G*H,) multiplies the result's rows, through the weights (a small product, not a big one).
+        """
+        w, bias = self.params["W_xh"], self.params["b"]
+        if scale is not None:
+            w, bias = w * scale, bias * scale
+        xs = np.ascontiguousarray(x.transpose(1, 2, 0))  # (time, F, batch)
+        pre = np.matmul(w.T, xs)  # (time, G*H, batch)
+        pre += bias[:, None]
+        return pre
 
-    def _input_grads(self, dpre: np.ndarray) -> None:
-        """dW_xh and db from dL/d(pre-activation) of every step (zero outside the truncation window)."""
-        x = self.cache["x"]  # (batch, time, fan_in)
-        b, t, f = x.shape
-        flat = dpre.reshape(b * t, -1)  # (batch*time, G*H)
-        np.matmul(x.reshape(b * t, f).T, flat, out=self.grads["W_xh"])  # (fan_in, G*H)
-        np.sum(flat, axis=0, out=self.grads["b"])  # (G*H,)
-        self.dz = flat
+    def _states(self, t: int, b: int, state0: np.ndarray | None) -> np.ndarray:
+        """An empty (time+1, H, batch) state buffer holding the initial state (0 or given) at step 0."""
+        states = np.empty((t + 1, self.hidden, b), dtype=self.dtype)
+        states[0] = 0.0 if state0 is None else state0.T
+        return states
+
+    def _keep(self, x: np.ndarray, hs: np.ndarray, z: np.ndarray, **steps: np.ndarray) -> None:
+        """Cache the forward pass: x, hidden states, `steps` (time-major), their (batch, time, ...) views.
+
+        `z` (time, H, batch) is what the probes read as the layer's pre-activation: the RNN's, the LSTM's c_t.
+        """
+        self.cache.clear()
+        self.cache.update(x=x, h_tm=hs, hs=hs.transpose(2, 0, 1))
+        for name, a in steps.items():
+            self.cache[f"{name}_tm"], self.cache[name] = a, a.transpose(2, 0, 1)
+        # the probes' view: every step of every example is one example, (batch*time, H)
+        self.cache.later("z", lambda: _rows(z))
+        self.cache.later("a", lambda: _rows(hs[1:]))
+
+    def _weight_grads(self, dpre: np.ndarray) -> None:
+        """dW_xh, dW_hh, db from dL/d(pre-activation) (time, G*H, batch), zero outside the window: one product each."""
+        x, hs = self.cache["x"], self.cache["h_tm"]  # (batch, time, F), (time+1, H, batch)
+        t = dpre.shape[0]
+        d = _columns(dpre)  # (G*H, time*batch)
+        np.matmul(_columns(x.transpose(1, 2, 0)), d.T, out=self.grads["W_xh"])  # (fan_in, G*H)
+        np.matmul(_columns(hs[:t]), d.T, out=self.grads["W_hh"])  # (H, G*H): h_{s-1}
+        np.sum(d, axis=1, out=self.grads["b"])  # (G*H,)
+        self._dpre = dpre
+        self._dz = None
+
+    @property
+    def dz(self) -> np.ndarray | None:
+        """dL/d(pre-activation) of the last backward, (batch*time, G*H), zero outside the window (copied on read)."""
+        if self._dz is None and self._dpre is not None:
+            self._dz = _rows(self._dpre)
+        return self._dz
+
+
+def _into(activation: Activation):
+    """f(z, out=...) for the activations NumPy/SciPy compute in place, else f(z) copied into `out`."""
+    if type(activation) is Tanh:
+        return np.tanh
+    if type(activation) is Sigmoid:
+        return expit
+    if type(activation) is ReLU:
+        return lambda z, out: np.maximum(z, 0.0, out=out)
+
+    def copy_into(z, out):
+        out[...] = activation.fn(z)
+
+    return copy_into
 
 
 class RNNCell(Recurrent):
@@ -142,43 +221,49 @@ class RNNCell(Recurrent):
     def forward(self, x: np.ndarray, train: bool = True, state0: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         """h_T (batch, H) from x (batch, time, fan_in); caches every step for backward and the probes."""
         b, t, _ = x.shape
-        w_hh, f = self.params["W_hh"], self.activation.fn
-        z = self._project(x)  # (batch, time, H): x_t W_xh + b, then + h_{t-1} W_hh in place
-        hs = np.empty((b, t + 1, self.hidden), dtype=self.dtype)  # (batch, time+1, H); hs[:, 0] = h_0
-        hs[:, 0] = 0.0 if state0 is None else state0[0]
+        w_t, f = self.params["W_hh"].T, _into(self.activation)  # (H, H)
+        z = self._project(x)  # (time, H, batch): W_xh^T x_t + b, then + W_hh^T h_{t-1} in place
+        hs = self._states(t, b, None if state0 is None else state0[0])  # (time+1, H, batch)
+        rec = np.empty((self.hidden, b), dtype=self.dtype)  # (H, batch): W_hh^T h_{s-1}
         for s in range(t):
-            z[:, s] += hs[:, s] @ w_hh  # (batch, H)
-            hs[:, s + 1] = f(z[:, s])
-        self.cache.update(x=x, zs=z, hs=hs)
-        # the probes' view: every step of every example is one example, (batch*time, H)
-        self.cache["z"], self.cache["a"] = z.reshape(b * t, -1), hs[:, 1:].reshape(b * t, -1)
-        return hs[:, t]
+            np.matmul(w_t, hs[s], out=rec)
+            z[s] += rec
+            f(z[s], out=hs[s + 1])
+        self._keep(x, hs, z, zs=z)
+        return np.ascontiguousarray(hs[t].T)
 
     def state(self, step: int) -> tuple[np.ndarray, ...]:
         """(h_step,) of the last forward: the state after `step` steps (0 = the initial state)."""
-        return (self.cache["hs"][:, step].copy(),)
+        return (self.cache["h_tm"][step].T.copy(),)
 
     def backward(self, dh_last: np.ndarray) -> None:
         """Backprop through time from dL/dh_T (batch, H) to the parameters' gradients."""
-        zs, hs, w_hh = self.cache["zs"], self.cache["hs"], self.params["W_hh"]
-        b, t, h = zs.shape
-        dz = np.zeros_like(zs)  # (batch, time, H); zero outside the truncation window
+        z, hs, w_hh = self.cache["zs_tm"], self.cache["h_tm"], self.params["W_hh"]
+        t, h, b = z.shape
+        start = self.window(t)
+        # f'(z_s) of every step in the window at once, overwritten step by step with dL/dz_s = dL/dh_s f'(z_s)
+        dzw = self.activation.grad(z[start:], hs[start + 1 :])  # (window, H, batch)
+        dz = dzw if start == 0 else np.concatenate([np.zeros_like(z[:start]), dzw])  # (time, H, batch)
+        dzw = dz[start:]
+        dhs = np.empty((t - start + 1, h, b), dtype=self.dtype)  # dhs[k] = dL/dh_{start+k}, total
+        dhs[-1] = dh_last.T
+        for k in range(t - start - 1, -1, -1):  # step s = start + k
+            np.multiply(dhs[k + 1], dzw[k], out=dzw[k])
+            if k or start == 0:  # dL/dh_{start} is needed only as dL/dh_0
+                np.matmul(w_hh, dzw[k], out=dhs[k])
         self.dh_norms = np.zeros(t)
-        dh = dh_last  # (batch, H): dL/dh_s, total through every later step
-        for s in range(t - 1, self.window(t) - 1, -1):
-            self.dh_norms[s] = math.sqrt(float(np.vdot(dh, dh)))
-            dz[:, s] = self.activation.backprop(dh, zs[:, s], hs[:, s + 1])  # (batch, H)
-            dh = dz[:, s] @ w_hh.T  # (batch, H): dL/dh_{s-1} (s = 0: the initial state)
-        self.dh0 = dh if self.window(t) == 0 else None
-        self._recurrent_grad(dz)
-        self._input_grads(dz)
+        self.dh_norms[start:] = _norms(dhs[1:])
+        self.dh0 = dhs[0].T if start == 0 else None
+        self._weight_grads(dz)
 
 
 class LSTMCell(Recurrent):
     """Hochreiter & Schmidhuber's LSTM with a forget gate (Gers et al.), gate blocks i, f, o, g:
 
     i, f, o = sigmoid(.), g = tanh(.) of x_t W_xh + h_{t-1} W_hh + b; c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
-    The three sigmoid blocks sit side by side, so each step activates them in one call.
+    The three sigmoids go through tanh, sigmoid(a) = (1 + tanh(a / 2)) / 2, so each step activates all four
+    blocks in one tanh call: their pre-activations come halved from weights halved once per forward (exact:
+    a product by 0.5 only shifts the exponent).
     The forget gate's bias starts at `forget_bias` (1.0, as Jozefowicz et al. 2015 recommend).
     """
 
@@ -192,67 +277,86 @@ class LSTMCell(Recurrent):
         self.params["b"][hidden : 2 * hidden] = forget_bias
         self.forget_bias = float(forget_bias)
         self.dc_norms = np.zeros(0)  # (time,): ||dL/dc_t|| of the last backward
+        self._half = np.ones(4 * hidden, dtype=self.dtype)  # (4H,): 1/2 on the sigmoid blocks, 1 on g
+        self._half[: 3 * hidden] = 0.5
 
     def forward(self, x: np.ndarray, train: bool = True, state0: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
         b, t, _ = x.shape
         h = self.hidden
-        w_hh = self.params["W_hh"]
-        gates = self._project(x)  # (batch, time, 4H): pre-activations, activated in place below
-        hs = np.empty((b, t + 1, h), dtype=self.dtype)  # (batch, time+1, H)
-        cs = np.empty((b, t + 1, h), dtype=self.dtype)  # (batch, time+1, H): cell states
-        tcs = np.empty((b, t, h), dtype=self.dtype)  # (batch, time, H): tanh(c_t)
-        hs[:, 0] = 0.0 if state0 is None else state0[0]
-        cs[:, 0] = 0.0 if state0 is None else state0[1]
+        w_t = (self.params["W_hh"] * self._half).T  # (4H, H): a / 2 for i, f, o, a for g
+        gates = self._project(x, self._half)  # (time, 4H, batch): pre-activations, activated in place below
+        hs = self._states(t, b, None if state0 is None else state0[0])  # (time+1, H, batch)
+        cs = self._states(t, b, None if state0 is None else state0[1])  # (time+1, H, batch): cell states
+        tcs = np.empty((t, h, b), dtype=self.dtype)  # (time, H, batch): tanh(c_t)
+        rec = np.empty((4 * h, b), dtype=self.dtype)  # (4H, batch): W_hh^T h_{s-1}
+        ig = np.empty((h, b), dtype=self.dtype)  # (H, batch): i g
         for s in range(t):
-            g = gates[:, s]  # (batch, 4H), a view
-            g += hs[:, s] @ w_hh
-            _sigmoid_(g[:, : 3 * h])  # input, forget, output
-            np.tanh(g[:, 3 * h :], out=g[:, 3 * h :])  # candidate
-            cs[:, s + 1] = g[:, h : 2 * h] * cs[:, s] + g[:, :h] * g[:, 3 * h :]
-            np.tanh(cs[:, s + 1], out=tcs[:, s])
-            np.multiply(g[:, 2 * h : 3 * h], tcs[:, s], out=hs[:, s + 1])
-        self.cache.update(x=x, gates=gates, hs=hs, cs=cs, tcs=tcs)
-        # the probes' view: cell states as "z", hidden states as "a", (batch*time, H)
-        self.cache["z"], self.cache["a"] = cs[:, 1:].reshape(b * t, -1), hs[:, 1:].reshape(b * t, -1)
-        return hs[:, t]
+            g = gates[s]  # (4H, batch)
+            np.matmul(w_t, hs[s], out=rec)
+            g += rec
+            np.tanh(g, out=g)
+            sig = g[: 3 * h]  # tanh(a / 2) -> sigmoid(a) for i, f, o
+            sig *= 0.5
+            sig += 0.5
+            np.multiply(g[h : 2 * h], cs[s], out=cs[s + 1])
+            np.multiply(g[:h], g[3 * h :], out=ig)
+            cs[s + 1] += ig
+            np.tanh(cs[s + 1], out=tcs[s])
+            np.multiply(g[2 * h : 3 * h], tcs[s], out=hs[s + 1])
+        # the probes read the cell states as the layer's "z"
+        self._keep(x, hs, cs[1:], gates=gates, cs=cs, tcs=tcs)
+        return np.ascontiguousarray(hs[t].T)
 
     def state(self, step: int) -> tuple[np.ndarray, ...]:
         """(h_step, c_step) of the last forward."""
-        return self.cache["hs"][:, step].copy(), self.cache["cs"][:, step].copy()
+        return self.cache["h_tm"][step].T.copy(), self.cache["cs_tm"][step].T.copy()
 
     def backward(self, dh_last: np.ndarray) -> None:
-        gates, hs, cs, tcs = (self.cache[k] for k in ("gates", "hs", "cs", "tcs"))
-        w_hh = self.params["W_hh"]
-        b, t, h = tcs.shape
+        gates, cs, tcs = self.cache["gates_tm"], self.cache["cs_tm"], self.cache["tcs_tm"]
+        w_hh = self.params["W_hh"]  # (H, 4H)
+        t, h, b = tcs.shape
         start = self.window(t)
-        dpre = np.zeros_like(gates)  # (batch, time, 4H): dL/d(pre-activation); zero outside the window
-        # every step's activation derivatives at once: sigma' = s(1 - s) for i, f, o; tanh' = 1 - g^2; tanh'(c)
-        act = gates[:, start:]  # (batch, window, 4H)
-        dact = act * (1.0 - act)  # (batch, window, 4H)
-        np.subtract(1.0, act[..., 3 * h :] ** 2, out=dact[..., 3 * h :])
-        dtc = 1.0 - tcs[:, start:] ** 2  # (batch, window, H)
+        act = gates[start:]  # (window, 4H, batch): i, f, o, g of every step in the window
+        i, f, o, g = (act[:, k * h : (k + 1) * h] for k in range(4))
+        tc = tcs[start:]  # (window, H, batch)
+        # Every step's local derivatives at once. dL/d(pre-activation) of i, f, g is dL/dc_s times
+        # k_i = s'(i) g, k_f = s'(f) c_{s-1}, k_g = i tanh'(g) (s' = s(1 - s), tanh' = 1 - g^2); o's is dL/dh_s
+        # times k_o = s'(o) tanh(c_s); and dL/dc_s gets dL/dh_s times o tanh'(c_s). k lives where dpre goes.
+        dpre = np.empty_like(gates)  # (time, 4H, batch); zero before the window
+        dpre[:start] = 0.0
+        k = dpre[start:]  # (window, 4H, batch)
+        np.subtract(1.0, act[:, : 3 * h], out=k[:, : 3 * h])
+        k[:, : 3 * h] *= act[:, : 3 * h]  # s'(i), s'(f), s'(o)
+        k_o = k[:, 2 * h : 3 * h] * tc  # (window, H, batch), kept apart: the o block is overwritten per step
+        k[:, :h] *= g
+        k[:, h : 2 * h] *= cs[start:t]
+        kg = k[:, 3 * h :]
+        np.multiply(g, g, out=kg)
+        np.subtract(1.0, kg, out=kg)
+        kg *= i
+        o_dtc = tc * tc  # (window, H, batch): o tanh'(c_s)
+        np.subtract(1.0, o_dtc, out=o_dtc)
+        o_dtc *= o
+        dhs = np.empty((t - start + 1, h, b), dtype=self.dtype)  # dhs[j] = dL/dh_{start+j}, total
+        dcs = np.empty((t - start, h, b), dtype=self.dtype)  # dcs[j] = dL/dc_{start+j+1}, total
+        dhs[-1] = dh_last.T
+        carry = np.empty((h, b), dtype=self.dtype)  # (H, batch): dL/dc_{s+1} f_{s+1}
+        k4 = k.reshape(t - start, 4, h, b)  # (window, 4, H, batch): the gate blocks as an axis
+        for j in range(t - start - 1, -1, -1):  # step s = start + j
+            dc = dcs[j]
+            np.multiply(dhs[j + 1], o_dtc[j], out=dc)
+            if j < t - start - 1:
+                np.multiply(dcs[j + 1], f[j + 1], out=carry)
+                dc += carry
+            k4[j] *= dc  # i, f, (o), g: dL/d(pre-activation)
+            np.multiply(k_o[j], dhs[j + 1], out=k4[j, 2])  # o
+            if j or start == 0:  # dL/dh_{start} is needed only as dL/dh_0
+                np.matmul(w_hh, k[j], out=dhs[j])
         self.dh_norms, self.dc_norms = np.zeros(t), np.zeros(t)
-        dh = dh_last  # (batch, H)
-        dc = np.zeros_like(dh)  # (batch, H): dL/dc_s through c_{s+1} (none after the last step)
-        tmp = np.empty_like(dh)  # (batch, H)
-        for s in range(t - 1, start - 1, -1):
-            self.dh_norms[s] = math.sqrt(float(np.vdot(dh, dh)))
-            gi, gf, go, gg = (gates[:, s, k * h : (k + 1) * h] for k in range(4))  # (batch, H) each
-            np.multiply(dh, go, out=tmp)
-            tmp *= dtc[:, s - start]
-            dc += tmp  # total dL/dc_s
-            self.dc_norms[s] = math.sqrt(float(np.vdot(dc, dc)))
-            d = dpre[:, s]  # (batch, 4H), a view: dL/d(activated gate), then times its derivative
-            np.multiply(dc, gg, out=d[:, :h])  # input gate
-            np.multiply(dc, cs[:, s], out=d[:, h : 2 * h])  # forget gate
-            np.multiply(dh, tcs[:, s], out=d[:, 2 * h : 3 * h])  # output gate
-            np.multiply(dc, gi, out=d[:, 3 * h :])  # candidate
-            d *= dact[:, s - start]
-            dh = d @ w_hh.T  # (batch, H): dL/dh_{s-1}
-            dc *= gf  # dL/dc_{s-1} through c_s
-        self.dh0 = dh if start == 0 else None
-        self._recurrent_grad(dpre)
-        self._input_grads(dpre)
+        self.dh_norms[start:] = _norms(dhs[1:])
+        self.dc_norms[start:] = _norms(dcs)
+        self.dh0 = dhs[0].T if start == 0 else None
+        self._weight_grads(dpre)
 
     # --- read-only views for the probes (pipeline/probes/recurrent.py): keep them when forward's buffers change ---
 
@@ -316,8 +420,9 @@ class RecurrentNet:
 
     @property
     def sizes(self) -> list[int]:
-        """[in_dim, gates * hidden, out_dim]: the widths of the products (for the BLAS thread choice)."""
-        return [self.cell.params["W_xh"].shape[0], self.cell.params["W_xh"].shape[1], self.output.W.shape[1]]
+        """[in_dim, H, G*H, out_dim]: what the BLAS thread choice reads, the per-step product H -> G*H included."""
+        w_xh = self.cell.params["W_xh"]  # (in_dim, G*H)
+        return [w_xh.shape[0], self.cell.hidden, w_xh.shape[1], self.output.W.shape[1]]
 
     @property
     def hidden(self) -> list:

@@ -292,3 +292,71 @@ def test_bptt_on_random_shapes(cell, activation, hidden, in_dim, steps, batch, b
     except ValueError:  # every example near a ReLU kink: nothing to check
         return
     assert max(c.rel_error for c in check_gradients(net, lossf, None, x, y)) < TOL
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_cached_states_are_the_textbook_ones_at_every_step(cell):
+    """hs, cs, gates (batch, time, ...) and the probes' z, a rows (example b, step t at row b*T + t)."""
+    from scipy.special import expit
+
+    b, t, h = 3, 4, 5
+    x, _ = problem(batch=b, steps=t)
+    net = make_net(cell, hidden=h)
+    p = {k.split(".")[1]: v for k, v in net.params.items() if k.startswith("layer_01")}
+    net.forward(x)
+    cache = net.cell.cache
+    hid, c = np.zeros((b, h)), np.zeros((b, h))
+    for s in range(t):
+        pre = x[:, s] @ p["W_xh"] + hid @ p["W_hh"] + p["b"]  # (batch, G*H)
+        if cell == "lstm":
+            gates = np.concatenate([expit(pre[:, : 3 * h]), np.tanh(pre[:, 3 * h :])], axis=1)
+            np.testing.assert_allclose(cache["gates"][:, s], gates, rtol=1e-12)
+            c = gates[:, h : 2 * h] * c + gates[:, :h] * gates[:, 3 * h :]
+            hid = gates[:, 2 * h : 3 * h] * np.tanh(c)
+            np.testing.assert_allclose(cache["cs"][:, s + 1], c, rtol=1e-12)
+            z = c
+        else:
+            np.testing.assert_allclose(cache["zs"][:, s], pre, rtol=1e-12)
+            z, hid = pre, np.tanh(pre)
+        np.testing.assert_allclose(cache["hs"][:, s + 1], hid, rtol=1e-12)
+        rows = np.arange(b) * t + s  # example b's step s
+        np.testing.assert_allclose(cache["z"][rows], z, rtol=1e-12)
+        np.testing.assert_allclose(cache["a"][rows], hid, rtol=1e-12)
+    assert cache["z"].shape == cache["a"].shape == (b * t, h)
+
+
+def test_dz_rows_are_each_example_step_in_order():
+    """With an identity cell dL/dz_t = dL/dh_t: dz's rows of step t (b*T + t) have the norm dh_norms[t]."""
+    b, t = 4, 6
+    x, y = problem(batch=b, steps=t)
+    net = make_net("rnn", "identity", recurrent_gain=0.7)
+    analytic_gradients(net, make_loss("cross_entropy"), None, x, y)
+    dz = net.cell.dz.reshape(b, t, -1)  # (batch, time, H)
+    np.testing.assert_allclose(np.linalg.norm(dz, axis=(0, 2)), net.cell.dh_norms, rtol=1e-12)
+    truncated = make_net("rnn", "identity", recurrent_gain=0.7, bptt=2)
+    analytic_gradients(truncated, make_loss("cross_entropy"), None, x, y)
+    dz = truncated.cell.dz.reshape(b, t, -1)
+    assert np.all(dz[:, : t - 2] == 0) and np.all(np.abs(dz[:, t - 2 :]).sum(axis=(0, 2)) > 0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_what_the_probes_hold_survives_the_next_forward(cell):
+    """The cache's arrays are new each forward: a probe's reference to the last pass's z, a, hs stays as it was."""
+    net = make_net(cell)
+    x, _ = problem()
+    net.forward(x)
+    held = {k: net.cell.cache[k] for k in ("z", "a", "hs")}
+    copies = {k: v.copy() for k, v in held.items()}
+    net.forward(2 * x)
+    for k, v in held.items():
+        np.testing.assert_array_equal(v, copies[k], err_msg=k)
+        assert not np.allclose(net.cell.cache[k], v), k
+
+
+def test_the_thread_choice_counts_the_per_step_product():
+    """A narrow input and a wide LSTM: the per-step product (batch, H) x (H, 4H) is the largest."""
+    from pipeline.harness.threads import largest_matmul
+
+    net = make_net("lstm", hidden=256, in_dim=2, out_dim=3)
+    assert net.sizes == [2, 256, 1024, 3]
+    assert largest_matmul(net.sizes, 64) == 64 * 256 * 1024
