@@ -93,8 +93,14 @@ def recurrent_vs_torch(quick: bool) -> dict:
     return rec
 
 
-# figures `--only KEY` measures alone, every other figure kept as the JSON file has it
-ALONE = {"recurrent_vs_torch": recurrent_vs_torch}
+# figures `--only KEY` measures alone (with those measured in the same runs), every other figure kept as the
+# JSON file has it
+ALONE = {
+    "recurrent_vs_torch": lambda quick: {"recurrent_vs_torch": recurrent_vs_torch(quick)},
+    "study_efficiency": studies.default_study,  # also parallel_speedup_default_study and memory
+    "parallel_speedup_full_study": studies.full_depth_speedup,
+    "all_studies_seconds": studies.all_studies,
+}
 
 
 def collect(quick: bool) -> dict:
@@ -220,12 +226,14 @@ def main() -> None:
             ap.error(f"--only keeps the other figures of an earlier run: no {out or '--out file'}")
         result = json.loads(out.read_text())
         t0 = time.perf_counter()
-        result[args.only] = ALONE[args.only](args.quick)
-        result.setdefault("measured_alone", {})[args.only] = {
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "seconds": time.perf_counter() - t0,
-            "load_average": os.getloadavg(),
-        }
+        measured = ALONE[args.only](args.quick)
+        result.update(measured)
+        for key in measured:
+            result.setdefault("measured_alone", {})[key] = {
+                "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "seconds": time.perf_counter() - t0,
+                "load_average": os.getloadavg(),
+            }
     else:
         result = collect(args.quick)
     text = json.dumps(result, indent=2)

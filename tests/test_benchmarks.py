@@ -140,3 +140,22 @@ def test_only_without_earlier_results_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "--only keeps the other figures of an earlier run" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_only_study_efficiency_updates_the_figures_of_its_runs_and_keeps_the_others(tmp_path):
+    """--only study_efficiency: the depth study's runs give study_efficiency, the default study's speed-up and
+    the memory figure; every other figure stays as the earlier results have it."""
+    out, md = tmp_path / "bench.json", tmp_path / "BENCH.md"
+    earlier = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    ours = ("study_efficiency", "parallel_speedup_default_study", "memory", "measured_alone")
+    for key in ours:
+        earlier.pop(key, None)
+    out.write_text(json.dumps(earlier))
+    done = run_script("--quick", "--only", "study_efficiency", "--out", str(out), "--markdown", str(md))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {k: v for k, v in result.items() if k not in ours} == earlier
+    assert result["study_efficiency"]["runs"] == 8 and result["study_efficiency"]["ratio"] > 1
+    assert set(result["measured_alone"]) == {"study_efficiency", "parallel_speedup_default_study", "memory"}
+    assert "| `study_efficiency` |" in md.read_text()
