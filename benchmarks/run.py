@@ -93,6 +93,18 @@ def recurrent_vs_torch(quick: bool) -> dict:
     return rec
 
 
+def probes_overhead(quick: bool) -> dict:
+    """probes=full against probes=off, per shape (benchmarks/studies.py)."""
+    return {
+        "probes_overhead": studies.probes_overhead(epochs=1 if quick else 3, repeats=1 if quick else 3, quick=quick)
+    }
+
+
+def study_timing(quick: bool) -> dict:
+    """tracking_overhead and parallel_speedup: the 16-run study at n_jobs 1 and 2 (benchmarks/studies.py)."""
+    return studies.study_timing(repeats=1 if quick else 2, quick=quick)
+
+
 # figures `--only KEY` measures alone (with those measured in the same runs), every other figure kept as the
 # JSON file has it
 ALONE = {
@@ -100,6 +112,8 @@ ALONE = {
     "study_efficiency": studies.default_study,  # also parallel_speedup_default_study and memory
     "parallel_speedup_full_study": studies.full_depth_speedup,
     "all_studies_seconds": studies.all_studies,
+    "probes_overhead": probes_overhead,
+    "tracking_overhead": study_timing,  # also parallel_speedup
 }
 
 
@@ -120,10 +134,8 @@ def collect(quick: bool) -> dict:
     result["recurrent_vs_torch"] = recurrent_vs_torch(quick)
     result["engine_vs_sklearn"] = steps.engine_vs_sklearn(epochs=1 if quick else 20, repeats=repeats if quick else 3)
     result["gflops"] = steps.gflops(shapes["wide"], calls, repeats)
-    result["probes_overhead"] = studies.probes_overhead(
-        epochs=1 if quick else 3, repeats=1 if quick else 3, quick=quick
-    )
-    result.update(studies.study_timing(repeats=1 if quick else 2, quick=quick))
+    result.update(probes_overhead(quick))
+    result.update(study_timing(quick))
     result.update(studies.default_study(quick))
     result.update(studies.full_depth_speedup(quick))
     result.update(studies.all_studies(quick))
