@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # `python benchmarks/stability.py` from anywhere
 
+from benchmarks.studies import study_command  # noqa: E402
 from pipeline.studies import STUDIES  # noqa: E402
 
 BEGIN, END = "<!-- stability table: benchmarks/stability.py writes it -->", "<!-- end of stability table -->"
@@ -33,17 +34,7 @@ BEGIN, END = "<!-- stability table: benchmarks/stability.py writes it -->", "<!-
 
 def run_pass(name: str, size: str, n_jobs: int, folder: Path) -> dict:
     """One study run as a fresh command on its own store; its summary.json and wall time."""
-    store = folder / "mlruns" / "mlflow.db"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.study",
-        f"study={name}",
-        f"study.size={size}",
-        f"study.n_jobs={n_jobs}",
-        f"tracking.uri=sqlite:///{store}",
-        f"+study.reports_dir={folder / 'reports'}",
-    ]
+    command = study_command(name, size, n_jobs, folder, store=folder / "mlruns" / "mlflow.db")
     t0 = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

@@ -149,8 +149,9 @@ def training_seconds(store: str) -> tuple[float, int]:
     return sum(r.data.metrics.get("time/train_seconds", 0.0) for r in runs), len(runs)
 
 
-def study_command(name: str, size: str, n_jobs: int, folder: str, *extra: str) -> list[str]:
-    """`python -m pipeline.study` as a user types it, with a fresh store and reports folder in `folder`."""
+def study_command(name: str, size: str, n_jobs: int, folder: str | Path, store: str | Path | None = None) -> list[str]:
+    """`python -m pipeline.study` as a user types it, its reports in `folder`/reports and its SQLite store at
+    `store` (default `folder`/mlflow.db)."""
     return [
         sys.executable,
         "-m",
@@ -158,9 +159,8 @@ def study_command(name: str, size: str, n_jobs: int, folder: str, *extra: str) -
         f"study={name}",
         f"study.size={size}",
         f"study.n_jobs={n_jobs}",
-        f"tracking.uri=sqlite:///{folder}/mlflow.db",
-        f"+study.reports_dir={folder}/reports",
-        *extra,
+        f"tracking.uri=sqlite:///{store or Path(folder) / 'mlflow.db'}",
+        f"+study.reports_dir={Path(folder) / 'reports'}",
     ]
 
 

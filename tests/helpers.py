@@ -17,6 +17,17 @@ from hydra import compose, initialize_config_dir
 
 from pipeline.harness.paths import CONF_DIR, ROOT
 
+# a tanh RNN on a short adding problem, trained in a second or two with its probes (and per-run figures)
+TINY_RNN = (
+    "model=rnn",
+    "data=adding",
+    "data.seq_len=12",
+    "data.n_samples=300",
+    "train.epochs=2",
+    "probes.every=5",
+    "probes.histograms=false",
+)
+
 
 def config(*overrides: str, name: str = "config", hydra: bool = False):
     """The composed config; `hydra=True` keeps Hydra's node (with the overrides, as studies need)."""

@@ -14,7 +14,7 @@ from pipeline.engine.recurrent import LSTMCell
 from pipeline.harness import through_time
 from pipeline.harness.build import build_network
 from pipeline.harness.validate import ConfigError, validate
-from tests.helpers import cli, config, tmp_store
+from tests.helpers import TINY_RNN, cli, config, tmp_store
 
 
 def test_adding_problem_two_marks_one_per_half_and_their_sum():
@@ -218,13 +218,7 @@ def test_a_recurrent_run_draws_its_gradient_through_time_heat_map(tmp_path):
     store = tmp_store(tmp_path)
     result = train.run(
         config(
-            "model=rnn",
-            "data=adding",
-            "data.seq_len=12",
-            "data.n_samples=300",
-            "train.epochs=2",
-            "probes.every=5",
-            "probes.histograms=false",
+            *TINY_RNN,
             f"tracking.uri={store}",
         )
     )

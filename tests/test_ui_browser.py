@@ -310,18 +310,12 @@ RECURRENT = "rnn adding T12"  # a recurrent train run beside the study, in the s
 def recurrent_run(study):
     """One small tanh RNN on the adding problem, trained into the study's store with its per-run figures."""
     from pipeline import train
-    from tests.helpers import config
+    from tests.helpers import TINY_RNN, config
 
     store = tmp_store(study["store"].parent)
     result = train.run(
         config(
-            "model=rnn",
-            "data=adding",
-            "data.seq_len=12",
-            "data.n_samples=300",
-            "train.epochs=2",
-            "probes.every=5",
-            "probes.histograms=false",
+            *TINY_RNN,
             f"tracking.uri={store}",
             f"tracking.run_name={RECURRENT}",
         )
