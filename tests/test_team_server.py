@@ -123,6 +123,15 @@ def test_missing_postgresql_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path
     assert not (tmp_path / "team").exists()  # said before anything was made
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_team_folder_that_cannot_be_made_is_one_line_and_exit_2(backend, capsys):
+    if backend == "postgres" and team.shutil.which("pg_ctl") is None and not list(Path("/").glob(team.PG_GLOB[1:])):
+        pytest.skip("PostgreSQL is not installed: its own line comes first")
+    assert team.main(["start", "--backend", backend, "--dir", "/proc/no-such-folder/team"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --dir /proc/no-such-folder/team: cannot be made or written (No such file or directory)"]
+
+
 def test_a_folder_postgresql_cannot_reach_under_root_is_one_line_before_initdb(tmp_path):
     """Run as root, PostgreSQL runs as `postgres`: a clone under /root (mode 0700) cannot hold its cluster."""
     import pwd

@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -264,10 +265,22 @@ def stop_mlflow(team: Team) -> None:
     team.pid_file.unlink(missing_ok=True)
 
 
+def make_folder(team: Team) -> None:
+    """The team's folder, made if missing and writable, else one line (TeamError) before anything starts."""
+    try:
+        team.dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=team.dir):
+            pass
+    except OSError as e:
+        raise TeamError(f"--dir {team.dir}: cannot be made or written ({e.strerror or e})") from None
+
+
 def start(team: Team) -> str:
     """PostgreSQL, the database and the MLflow server, each started unless it runs; the line to print."""
     if team.backend == "postgres":
         pg_bin("pg_ctl")  # PostgreSQL installed? Said before anything is made
+    make_folder(team)
+    if team.backend == "postgres":
         init_postgres(team)
         start_postgres(team)
         ensure_database(team)
